@@ -1,0 +1,260 @@
+"""Config machinery and model presets (no model code).
+
+Every run is declared as an ml-collections `ConfigDict` returned by `get_config(arg)` in a file
+under `configs/` (big_vision style). This module holds what those files share:
+
+- `parse_arg("preset=tiny,runlocal")` turns the `:arg` suffix of `--config=configs/x.py:arg` into a
+  ConfigDict of typed values;
+- `load_config(spec, overrides)` loads a config file the way the launchers do, applies
+  `--config.a.b=v` style overrides, and locks the result so a typo is an error naming the key;
+- `validate(config)` checks what would otherwise fail deep inside compilation (mesh vs device
+  count, heads vs the tensor axis, sequence lengths vs positions) and says what to change;
+- the model presets (`tiny` for tests, `small` for the CPU demo, `paper` for the 7B-scale model).
+  The keys of a preset's model config are the fields of the Linen module it configures, so a
+  module is built with `Module(**cfg.to_dict())`.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import math
+import os
+from typing import Any, Iterable, Mapping
+
+import ml_collections
+
+from lmgendrive_jax.errors import ConfigError
+
+ConfigDict = ml_collections.ConfigDict
+
+PRESETS = ("tiny", "small", "paper")
+
+
+# ----------------------------------------------------------------------------------------------
+# Parsing and loading.
+
+
+def _literal(text: str) -> Any:
+  """Parses `text` as a Python literal when it is one, else keeps the string."""
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def parse_arg(arg: str | None, **defaults) -> ConfigDict:
+  """Parses `"preset=tiny,runlocal"` into a ConfigDict, typed like `defaults`.
+
+  A bare word (`runlocal`) sets a boolean True. Keys not in `defaults` are an error, so a
+  misspelt argument never silently falls back to a default.
+  """
+  result = ConfigDict(dict(defaults))
+  if not arg:
+    return result
+  for item in arg.split(","):
+    item = item.strip()
+    if not item:
+      continue
+    key, has_value, raw = item.partition("=")
+    value = _literal(raw) if has_value else True
+    if key not in defaults:
+      raise ConfigError(
+          f"unknown config argument {key!r} in {arg!r}; known arguments: {sorted(defaults)}")
+    if isinstance(defaults[key], str) and not isinstance(value, str):
+      value = raw
+    result[key] = value
+  return result
+
+
+def _set_by_path(config: ConfigDict, dotted: str, raw: str) -> None:
+  """Sets `config.a.b = raw` with the type of the existing value; unknown keys are errors."""
+  node = config
+  parts = dotted.split(".")
+  for depth, part in enumerate(parts):
+    if part not in node:
+      where = ".".join(parts[:depth]) or "<root>"
+      raise ConfigError(f"unknown config key {dotted!r}: {where!r} has no field {part!r}; "
+                        f"its fields are {sorted(node.keys())}")
+    if depth < len(parts) - 1:
+      node = node[part]
+  old = node[parts[-1]]
+  value = _literal(raw)
+  if isinstance(old, str) and not isinstance(value, str):
+    value = raw
+  if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)
+  if isinstance(old, tuple) and isinstance(value, list):
+    value = tuple(value)
+  try:
+    node[parts[-1]] = value
+  except (TypeError, ValueError) as e:
+    raise ConfigError(f"config key {dotted!r} holds {type(old).__name__} {old!r}; "
+                      f"cannot set it to {value!r}: {e}") from e
+
+
+def apply_overrides(config: ConfigDict, overrides: Mapping[str, Any] | Iterable[str]) -> ConfigDict:
+  """Applies `{"a.b": v}` or `["--config.a.b=v", "a.b=v"]` overrides to a locked config."""
+  items = overrides.items() if isinstance(overrides, Mapping) else (
+      o.removeprefix("--").removeprefix("config.").split("=", 1) for o in overrides)
+  for key, value in items:
+    _set_by_path(config, key.removeprefix("config."), value if isinstance(value, str) else repr(value))
+  return config
+
+
+def load_config(spec: str, overrides: Mapping[str, Any] | Iterable[str] = ()) -> ConfigDict:
+  """Loads `path/to/config.py:arg` like the launchers' `--config` flag, overrides, locks it."""
+  path, _, arg = spec.partition(":")
+  if not os.path.exists(path):
+    raise ConfigError(f"config file {path!r} does not exist (from --config={spec!r})")
+  module_spec = importlib.util.spec_from_file_location(
+      f"_lmgendrive_config_{abs(hash(path))}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"config file {path!r} defines no get_config(arg)")
+  config = module.get_config(arg or None)
+  config.lock()
+  apply_overrides(config, overrides)
+  return config
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation.
+
+
+def mesh_shape(mesh_config: ConfigDict, num_devices: int) -> tuple[int, ...]:
+  """Resolves the mesh shape, filling one -1 so the product equals `num_devices`."""
+  axes = tuple(mesh_config.axes)
+  shape = list(mesh_config.shape)
+  if len(axes) != len(shape):
+    raise ConfigError(f"mesh.axes {axes} and mesh.shape {tuple(shape)} differ in length")
+  fills = [i for i, s in enumerate(shape) if s == -1]
+  if len(fills) > 1:
+    raise ConfigError(f"mesh.shape {tuple(shape)} has more than one -1; at most one axis fills in")
+  known = math.prod(s for s in shape if s != -1)
+  if any(s == 0 or s < -1 for s in shape):
+    raise ConfigError(f"mesh.shape {tuple(shape)} has a size that is not positive or -1")
+  if fills:
+    if num_devices % known:
+      raise ConfigError(
+          f"mesh.shape {tuple(shape)} cannot fill -1: {num_devices} devices are not divisible by "
+          f"{known}; change mesh.shape so its product divides {num_devices}")
+    shape[fills[0]] = num_devices // known
+  if math.prod(shape) != num_devices:
+    raise ConfigError(
+        f"mesh.shape {tuple(shape)} (axes {axes}) needs {math.prod(shape)} devices but "
+        f"{num_devices} are present; set --config.mesh.shape so the product is {num_devices}, "
+        f"or put -1 on one axis")
+  return tuple(shape)
+
+
+def _mesh_axis_size(config: ConfigDict, logical: str, num_devices: int) -> int:
+  """The number of shards the logical axis `logical` is split into under the config's rules."""
+  sizes = dict(zip(config.mesh.axes, mesh_shape(config.mesh, num_devices)))
+  for name, target in config.logical_axis_rules:
+    if name == logical:
+      if target is None:
+        return 1
+      targets = (target,) if isinstance(target, str) else tuple(target)
+      return math.prod(sizes.get(t, 1) for t in targets)
+  return 1
+
+
+def validate(config: ConfigDict, num_devices: int | None = None) -> ConfigDict:
+  """Checks a run config before anything compiles; raises ConfigError saying what to change."""
+  if num_devices is None:
+    import jax  # Local: config files must load without initialising a backend.
+    num_devices = jax.device_count()
+  if "mesh" in config:
+    mesh_shape(config.mesh, num_devices)
+  if "mesh" in config and "llm" in config.get("model", {}):
+    llm = config.model.llm
+    tensor = _mesh_axis_size(config, "heads", num_devices)
+    kv_tensor = _mesh_axis_size(config, "kv_heads", num_devices)
+    if llm.num_heads % tensor:
+      raise ConfigError(
+          f"model.llm.num_heads={llm.num_heads} is not divisible by the {tensor} shards of the "
+          f"'heads' axis; change mesh.shape (tensor axis) or model.llm.num_heads")
+    if llm.num_kv_heads % kv_tensor:
+      raise ConfigError(
+          f"model.llm.num_kv_heads={llm.num_kv_heads} is not divisible by the {kv_tensor} shards "
+          f"of the 'kv_heads' axis; change mesh.shape (tensor axis) or model.llm.num_kv_heads")
+    if llm.num_heads % llm.num_kv_heads:
+      raise ConfigError(f"model.llm.num_heads={llm.num_heads} must be a multiple of "
+                        f"model.llm.num_kv_heads={llm.num_kv_heads}")
+    if "data" in config and "seq_len" in config.data and config.data.seq_len > llm.max_positions:
+      raise ConfigError(
+          f"data.seq_len={config.data.seq_len} exceeds model.llm.max_positions="
+          f"{llm.max_positions}; shorten data.seq_len or raise model.llm.max_positions")
+  if "batch_size" in config.get("train", {}) and "mesh" in config:
+    shards = _mesh_axis_size(config, "batch", num_devices)
+    if config.train.batch_size % shards:
+      raise ConfigError(
+          f"train.batch_size={config.train.batch_size} is not divisible by the {shards} shards of "
+          f"the 'batch' axis; make it a multiple of {shards}")
+  return config
+
+
+# ----------------------------------------------------------------------------------------------
+# Parallelism defaults (MaxText-style: the logical -> mesh mapping is data).
+
+
+def mesh_config(shape=(-1, 1, 1)) -> ConfigDict:
+  """Mesh axes `data, fsdp, tensor`; one -1 fills in to the device count."""
+  return ConfigDict(dict(axes=("data", "fsdp", "tensor"), shape=tuple(shape),
+                         dcn_shape=(1, 1, 1)))
+
+
+def logical_axis_rules() -> tuple:
+  """Logical axis name -> mesh axes. Parameters shard over fsdp (and tensor), activations over
+  batch. Order matters: the first rule whose mesh axes are still free wins."""
+  return (
+      ("batch", ("data", "fsdp")),
+      ("activation_batch", ("data", "fsdp")),
+      ("embed", "fsdp"),
+      ("vocab", "tensor"),
+      ("mlp", "tensor"),
+      ("heads", "tensor"),
+      ("kv_heads", "tensor"),
+      ("head_dim", None),
+      ("layers", None),
+      ("length", None),
+      ("kv_length", None),
+      ("queries", None),
+      ("frames", None),
+      ("views", None),
+      ("height", None),
+      ("width", None),
+      ("channels", None),
+      ("conv_in", None),
+      ("conv_out", "tensor"),
+      ("lora_rank", None),
+      ("norm", None),
+  )
+
+
+# ----------------------------------------------------------------------------------------------
+# Model presets. Keys are the fields of the module each configures.
+
+
+def llm_preset(name: str) -> ConfigDict:
+  """LLaMA-family decoder (`models/llm.py: LLM`)."""
+  common = dict(
+      rope_theta=10000.0, rope_scaling=None, norm_eps=1e-5, tie_embeddings=False,
+      lora_rank=0, lora_alpha=16.0, lora_targets=("q_proj", "k_proj", "v_proj", "o_proj"),
+      dtype="float32", param_dtype="float32", scan_layers=True, remat_policy="none",
+      attention_impl="xla")
+  presets = {
+      "tiny": dict(vocab_size=512, embed_dim=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                   head_dim=16, mlp_dim=128, max_positions=256),
+      "small": dict(vocab_size=2048, embed_dim=256, num_layers=4, num_heads=8, num_kv_heads=4,
+                    head_dim=32, mlp_dim=688, max_positions=1024, lora_rank=8),
+      # LLaMA-7B (as LMDrive/LMGenDrive): LoRA r16 on the attention projections.
+      "paper": dict(vocab_size=32000, embed_dim=4096, num_layers=32, num_heads=32,
+                    num_kv_heads=32, head_dim=128, mlp_dim=11008, max_positions=4096,
+                    lora_rank=16, lora_alpha=32.0, dtype="bfloat16", remat_policy="full"),
+  }
+  if name not in presets:
+    raise ConfigError(f"unknown preset {name!r} for the LLM; choose one of {sorted(presets)}")
+  return ConfigDict({**common, **presets[name]})
