@@ -1,6 +1,10 @@
 """Test setup: 8 simulated CPU devices (set before jax is imported anywhere) and shared fixtures."""
 
 import os
+import sys
+
+# Test helpers (torch_refs, fixtures) import by name from this folder, whatever the import mode.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
@@ -12,10 +16,6 @@ import jax  # noqa: E402  (after XLA_FLAGS on purpose)
 import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
-
-
-def pytest_configure(config):
-  config.addinivalue_line("markers", "slow: takes more than ~20 s; still part of the full suite")
 
 
 @pytest.fixture(scope="session")
