@@ -234,6 +234,15 @@ def logical_axis_rules() -> tuple:
   )
 
 
+def optim_config(**overrides) -> ConfigDict:
+  """AdamW with warmup + cosine; `frozen` holds regexes over '/'-joined parameter paths."""
+  cfg = ConfigDict(dict(lr=3e-4, schedule="cosine", warmup_steps=100, total_steps=10000,
+                        end_lr_ratio=0.1, weight_decay=0.0, b1=0.9, b2=0.95, grad_clip_norm=1.0,
+                        accumulate_steps=1, frozen=[]))
+  cfg.update(overrides)
+  return cfg
+
+
 # ----------------------------------------------------------------------------------------------
 # Model presets. Keys are the fields of the module each configures.
 
