@@ -11,27 +11,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import flax
 import jax
 import jax.numpy as jnp
 import optax
 
 from lmgendrive_jax.train.optimizer import path_labels
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array            # int32[]: updates applied or skipped so far
-  params: Any
-  opt_state: Any
-  skipped: jax.Array         # int32[]: non-finite steps skipped in total
-  skipped_in_a_row: jax.Array  # int32[]
-
-
-def create_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
-  zero = jnp.zeros((), jnp.int32)
-  return TrainState(step=zero, params=params, opt_state=tx.init(params), skipped=zero,
-                    skipped_in_a_row=zero)
+from lmgendrive_jax.train.state import TrainState
 
 
 def _all_finite(tree) -> jax.Array:

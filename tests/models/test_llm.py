@@ -11,7 +11,8 @@ from lmgendrive_jax import config as config_lib
 from lmgendrive_jax.models.llm import LLM
 from lmgendrive_jax.nn.attention import make_attn_mask
 from lmgendrive_jax.train.optimizer import make_optimizer
-from lmgendrive_jax.train.step import create_state, make_train_step
+from lmgendrive_jax.train.state import create_state
+from lmgendrive_jax.train.step import make_train_step
 from lmgendrive_jax.train.lm_loss import next_token_loss
 
 
