@@ -11,6 +11,7 @@ from lmgendrive_jax.nn.linear import Linear
 ACTIVATIONS = {
     "gelu": lambda x: nn.gelu(x, approximate=False),
     "gelu_tanh": lambda x: nn.gelu(x, approximate=True),
+    "quick_gelu": lambda x: x * nn.sigmoid(1.702 * x),  # CLIP's activation.
     "silu": nn.silu,
     "relu": nn.relu,
 }
