@@ -255,9 +255,9 @@ def llm_preset(name: str) -> ConfigDict:
       dtype="float32", param_dtype="float32", scan_layers=True, remat_policy="none",
       attention_impl="xla")
   presets = {
-      "tiny": dict(vocab_size=512, embed_dim=64, num_layers=2, num_heads=4, num_kv_heads=2,
+      "tiny": dict(vocab_size=1024, embed_dim=64, num_layers=2, num_heads=4, num_kv_heads=2,
                    head_dim=16, mlp_dim=128, max_positions=256),
-      "small": dict(vocab_size=2048, embed_dim=256, num_layers=4, num_heads=8, num_kv_heads=4,
+      "small": dict(vocab_size=1024, embed_dim=256, num_layers=4, num_heads=8, num_kv_heads=4,
                     head_dim=32, mlp_dim=688, max_positions=1024, lora_rank=8),
       # LLaMA-7B (as LMDrive/LMGenDrive): LoRA r16 on the attention projections.
       "paper": dict(vocab_size=32000, embed_dim=4096, num_layers=32, num_heads=32,

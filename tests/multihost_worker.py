@@ -32,7 +32,7 @@ assert jax.device_count() == 8 and jax.process_count() == num_processes
 model = LLM(**config_lib.llm_preset("tiny").to_dict())
 mesh = parallel.make_mesh(config_lib.mesh_config((2, 2, 2)))
 rules = config_lib.logical_axis_rules()
-tokens = np.random.default_rng(0).integers(0, 512, size=(8, 16)).astype(np.int32)
+tokens = np.random.default_rng(0).integers(0, 1024, size=(8, 16)).astype(np.int32)
 per_process = 8 // num_processes
 local = {"tokens": tokens[process_id * per_process:(process_id + 1) * per_process],
          "mask": np.ones((per_process, 16), bool)}

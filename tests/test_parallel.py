@@ -32,7 +32,7 @@ def _setup(num_devices_mesh):
 
 
 def _batch():
-  tokens = np.random.default_rng(0).integers(0, 512, size=(8, 16)).astype(np.int32)
+  tokens = np.random.default_rng(0).integers(0, 1024, size=(8, 16)).astype(np.int32)
   mask = np.ones_like(tokens, bool)
   mask[3, 10:] = False
   return {"tokens": tokens, "mask": mask}

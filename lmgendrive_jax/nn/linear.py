@@ -6,6 +6,7 @@ kernel) behave the same everywhere. LoRA parameters live under `<layer>/lora/{a,
 the base is the regex `^(?!.*/lora/)` and saving only adapters is a filter on `/lora/`.
 """
 
+import math
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -17,6 +18,19 @@ Axes = Sequence[str | None]
 
 def _as_tuple(value) -> tuple:
   return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
+def _matmul_2d(x: jax.Array, kernel: jax.Array, n_in: int) -> jax.Array:
+  """x[..., *in] . kernel[*in, *out] as one [rows, in] @ [in, out] matmul.
+
+  Flattening first matters on CPU: XLA's backward of a dot_general with several batch-like
+  dimensions is ~30% slower than the same product as one 2D GEMM. The reshapes keep the sharded
+  dimensions major, so they cost no communication.
+  """
+  lead, in_shape, out_shape = x.shape[:-n_in], x.shape[-n_in:], kernel.shape[n_in:]
+  in_size = math.prod(in_shape)
+  y = x.reshape(-1, in_size) @ kernel.reshape(in_size, -1)
+  return y.reshape(*lead, *out_shape)
 
 
 class Linear(nn.Module):
@@ -54,8 +68,7 @@ class Linear(nn.Module):
                         in_shape + features, self.param_dtype)
     dtype = jnp.dtype(self.dtype)
     x = x.astype(dtype)
-    contract = ((tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))), ((), ()))
-    y = jax.lax.dot_general(x, kernel.astype(dtype), contract)
+    y = _matmul_2d(x, kernel.astype(dtype), n_in)
     if self.use_bias:
       bias = self.param("bias", nn.with_logical_partitioning(
           nn.initializers.zeros_init(), tuple(self.kernel_axes[n_in:])), features, self.param_dtype)
@@ -87,8 +100,6 @@ class LoRA(nn.Module):
     b = self.param("b", nn.with_logical_partitioning(
         nn.initializers.zeros_init(), ("lora_rank",) + tuple(self.kernel_axes[self.n_in:])),
         (self.rank,) + self.features, self.param_dtype)
-    down = jax.lax.dot_general(
-        x, a.astype(self.dtype),
-        ((tuple(range(x.ndim - self.n_in, x.ndim)), tuple(range(self.n_in))), ((), ())))
-    up = jax.lax.dot_general(down, b.astype(self.dtype), (((down.ndim - 1,), (0,)), ((), ())))
+    down = _matmul_2d(x, a.astype(self.dtype), self.n_in)
+    up = _matmul_2d(down, b.astype(self.dtype), 1)
     return up * (self.alpha / self.rank)

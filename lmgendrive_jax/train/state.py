@@ -21,9 +21,10 @@ class TrainState:
 
 
 def create_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
-  zero = jnp.zeros((), jnp.int32)
-  return TrainState(step=zero, params=params, opt_state=tx.init(params), skipped=zero,
-                    skipped_in_a_row=zero)
+  # Three distinct buffers: one shared zero could not be donated three times.
+  zero = lambda: jnp.zeros((), jnp.int32)  # noqa: E731
+  return TrainState(step=zero(), params=params, opt_state=tx.init(params), skipped=zero(),
+                    skipped_in_a_row=zero())
 
 
 def abstract_state(init_fn: Callable, make_tx: Callable[[Any], optax.GradientTransformation],

@@ -23,7 +23,7 @@ def _model(**overrides):
 
 
 def _tokens(batch=2, length=14, seed=0):
-  return jnp.asarray(np.random.default_rng(seed).integers(0, 512, size=(batch, length)))
+  return jnp.asarray(np.random.default_rng(seed).integers(0, 1024, size=(batch, length)))
 
 
 def test_make_attn_mask_block_causal():

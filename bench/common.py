@@ -1,0 +1,43 @@
+"""Shared by the benchmarks: timing with warm-up and the machine's measured matmul peak."""
+
+import time
+
+import jax
+import jax.numpy as jnp
+
+
+def time_call(fn, *, warmup: int = 2, repeats: int = 10) -> float:
+  """Median seconds per call of `fn()` (which must block until its result is ready)."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  times.sort()
+  return times[len(times) // 2]
+
+
+def matmul_peak_flops(n: int = 2048, dtype=jnp.float32) -> float:
+  """FLOP/s of one large jitted square matmul: the practical peak of this device."""
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+  matmul = jax.jit(jnp.dot)
+  seconds = time_call(lambda: matmul(a, b).block_until_ready(), repeats=5)
+  return 2 * n ** 3 / seconds
+
+
+def print_table(title: str, header: list[str], rows: list[list]) -> None:
+  widths = [max(len(str(h)), *(len(_fmt(r[i])) for r in rows)) for i, h in enumerate(header)]
+  print(f"\n{title}")
+  print("  ".join(str(h).ljust(w) for h, w in zip(header, widths)))
+  print("  ".join("-" * w for w in widths))
+  for row in rows:
+    print("  ".join(_fmt(v).ljust(w) for v, w in zip(row, widths)))
+
+
+def _fmt(value) -> str:
+  if isinstance(value, float):
+    return f"{value:.4g}"
+  return str(value)
