@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import orbax.checkpoint as ocp
+from flax import traverse_util
 
 from lmgendrive_jax.errors import CheckpointError
 
@@ -31,7 +32,8 @@ class Checkpointer:
   def __init__(self, work_dir: str, keep: int = 2, async_save: bool = True):
     self.directory = os.path.abspath(os.path.join(work_dir, "checkpoints"))
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                           enable_async_checkpointing=async_save)
+                                           enable_async_checkpointing=async_save,
+                                           cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options)
 
   def steps(self) -> list[int]:
@@ -66,3 +68,58 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Hand-off between stages: restore chosen parameter subtrees of another run.
+
+
+def latest_step_dir(run_dir: str) -> str:
+  """`<run_dir>/checkpoints/<newest committed step>` (run_dir may also be the checkpoints dir)."""
+  directory = run_dir if os.path.basename(run_dir.rstrip("/")) == "checkpoints" else os.path.join(
+      run_dir, "checkpoints")
+  steps = sorted(int(d) for d in (os.listdir(directory) if os.path.isdir(directory) else [])
+                 if d.isdigit() and os.path.exists(os.path.join(directory, d, "state")))
+  if not steps:
+    raise CheckpointError(f"init_from: no checkpoint under {directory!r}; train the previous "
+                          f"stage first or fix the config's init_from path")
+  return os.path.join(directory, str(steps[-1]))
+
+
+def restore_param_subtrees(run_dir: str, subtrees: Mapping[str, str], params: Any) -> Any:
+  """Replaces subtrees of `params` with the same-shaped subtrees of another run's latest params.
+
+  subtrees: {our path: their path}, '/'-joined under params (e.g. {"vision": "vision"}).
+  Every leaf of each of our subtrees must exist in theirs with the same shape, or a
+  CheckpointError names it. Restored arrays land on the shardings of `params`' leaves.
+  """
+  step_dir = latest_step_dir(run_dir)
+  checkpointer = ocp.PyTreeCheckpointer()
+  saved = checkpointer.metadata(os.path.join(step_dir, "state")).item_metadata.tree["params"]
+  saved_flat = traverse_util.flatten_dict(saved, sep="/")
+  ours_flat = traverse_util.flatten_dict(params, sep="/")
+  item, wanted = {}, {}
+  for ours, theirs in subtrees.items():
+    leaves = {k: v for k, v in ours_flat.items() if k == ours or k.startswith(ours + "/")}
+    if not leaves:
+      raise CheckpointError(f"init_from: our params have no subtree {ours!r}")
+    for path, leaf in leaves.items():
+      source = theirs + path[len(ours):]
+      if source not in saved_flat:
+        raise CheckpointError(f"init_from: parameter {source!r} (for our {path!r}) is missing "
+                              f"from {step_dir}")
+      if tuple(saved_flat[source].shape) != tuple(leaf.shape):
+        raise CheckpointError(
+            f"init_from: parameter {source!r} in {step_dir} has shape "
+            f"{tuple(saved_flat[source].shape)}, our {path!r} needs {tuple(leaf.shape)}")
+      item[source] = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
+      wanted[path] = source
+  target = {"params": traverse_util.unflatten_dict(item, sep="/")}
+  restored = checkpointer.restore(os.path.join(step_dir, "state"), args=ocp.args.PyTreeRestore(
+      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+      partial_restore=True))
+  restored_flat = traverse_util.flatten_dict(restored["params"], sep="/")
+  merged = dict(ours_flat)
+  for path, source in wanted.items():
+    merged[path] = restored_flat[source]
+  return traverse_util.unflatten_dict(merged, sep="/")
