@@ -1,0 +1,280 @@
+"""Reads one LMDrive route folder (raw or preprocessed layout) into validated frame examples.
+
+Every problem with an input (a missing or unreadable file, a truncated JPEG, a missing
+measurement key, a NaN or inf, a wrong image size) becomes a `Skip(path, reason)`; the frame is
+left out and the reason reported in `build_report.json`. Nothing here raises on bad data, and no
+frame is written unless all its inputs passed every check.
+
+Layouts (specs/lmdrive_format.md): raw = `rgb_{front,left,right,rear}/%04d.jpg` +
+`measurements/%04d.json` + `actors_data/%04d.json`; preprocessed = `rgb_full/%04d.jpg` (the four
+views stacked vertically, front first) + `measurements_full/%04d.json` (with `actors_data` and
+`stop_sign` inside). `measurements_all.json` (a list or a {frame: measurement} map) may replace
+the per-frame measurement files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import os
+import re
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from data_pipelines.lmdrive_tfds.features import (
+    MEASUREMENT_FLOATS, MEASUREMENT_INTS, NUM_WAYPOINTS, REQUIRED_KEYS, VIEWS, BuildConfig)
+from lmgendrive_jax.data import geometry
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # A truncated JPEG must fail loudly, not decode grey.
+
+ROUTE_NAME = re.compile(r"routes_town(\d+)_\w+?_w(\d+)_")
+
+
+@dataclasses.dataclass(frozen=True)
+class Skip:
+  path: str
+  reason: str
+  detail: str = ""
+
+  def to_dict(self) -> dict:
+    return {"path": self.path, "reason": self.reason, "detail": self.detail}
+
+
+class BadInput(Exception):
+  """Internal: carries a Skip out of nested checks."""
+
+  def __init__(self, path: str, reason: str, detail: str = ""):
+    super().__init__(f"{reason}: {path} {detail}")
+    self.skip = Skip(path, reason, detail)
+
+
+def detect_layout(route_dir: str) -> str | None:
+  if os.path.isdir(os.path.join(route_dir, "rgb_full")):
+    return "preprocessed"
+  if os.path.isdir(os.path.join(route_dir, "rgb_front")):
+    return "raw"
+  return None
+
+
+def route_ids(route_name: str, measurement: dict | None) -> tuple[int, int]:
+  """(town_id, weather_id) from the measurements when present, else from the folder name."""
+  match = ROUTE_NAME.search(os.path.basename(route_name) + "_")
+  town = int(match.group(1)) if match else -1
+  weather = int(match.group(2)) if match else -1
+  if measurement is not None and _is_number(measurement.get("weather_id")):
+    weather = int(measurement["weather_id"])
+  return town, weather
+
+
+def _is_number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _read_json(path: str) -> Any:
+  if not os.path.exists(path):
+    raise BadInput(path, "missing_file")
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError, UnicodeDecodeError) as e:
+    raise BadInput(path, "bad_json", str(e)) from e
+
+
+def _check_finite(value: Any, path: str, key: str) -> None:
+  """NaN/inf anywhere in a number or (nested) list of numbers -> BadInput."""
+  if isinstance(value, bool) or value is None or isinstance(value, str):
+    return
+  if isinstance(value, (int, float)):
+    if not math.isfinite(value):
+      raise BadInput(path, "non_finite", f"{key}={value}")
+  elif isinstance(value, (list, tuple)):
+    for item in value:
+      _check_finite(item, path, key)
+  elif isinstance(value, dict):
+    for k, item in value.items():
+      _check_finite(item, path, f"{key}.{k}")
+
+
+def _frame_numbers(route_dir: str, layout: str) -> list[int]:
+  """Frame numbers present in the route: the union of image and measurement files, so that a
+  frame missing one of them is reported rather than silently absent."""
+  folders = ["rgb_full", "measurements_full"] if layout == "preprocessed" else (
+      [f"rgb_{v}" for v in VIEWS] + ["measurements"])
+  numbers = set()
+  for folder in folders:
+    path = os.path.join(route_dir, folder)
+    if os.path.isdir(path):
+      numbers.update(int(name.split(".")[0]) for name in os.listdir(path)
+                     if name.split(".")[0].isdigit())
+  return sorted(numbers)
+
+
+class RouteReader:
+  """Loads and validates the frames of one route folder. `root` is the dataset root."""
+
+  def __init__(self, root: str, route: str, config: BuildConfig):
+    self.root, self.route, self.config = root, route, config
+    self.route_dir = os.path.join(root, route)
+    self.layout = detect_layout(self.route_dir)
+    self._all_measurements = None
+    all_path = os.path.join(self.route_dir, "measurements_all.json")
+    if os.path.exists(all_path):
+      data = _read_json(all_path)
+      self._all_measurements = ({int(k): v for k, v in data.items()} if isinstance(data, dict)
+                                else dict(enumerate(data)))
+
+  def frame_numbers(self) -> list[int]:
+    numbers = set(_frame_numbers(self.route_dir, self.layout))
+    if self._all_measurements is not None:
+      numbers.update(self._all_measurements)
+    return sorted(numbers)
+
+  def _path(self, folder: str, frame: int, ext: str) -> str:
+    return os.path.join(self.route_dir, folder, f"{frame:04d}.{ext}")
+
+  def measurement(self, frame: int) -> dict:
+    """The validated measurement dict of a frame (with `actors_data`), or BadInput."""
+    folder = "measurements_full" if self.layout == "preprocessed" else "measurements"
+    path = self._path(folder, frame, "json")
+    if os.path.exists(path) or self._all_measurements is None:
+      data = _read_json(path)
+    elif frame in self._all_measurements:
+      data = self._all_measurements[frame]
+      path = os.path.join(self.route_dir, "measurements_all.json") + f"[{frame}]"
+    else:
+      raise BadInput(path, "missing_file")
+    if not isinstance(data, dict):
+      raise BadInput(path, "bad_json", "a measurement must be a JSON object")
+    for key in REQUIRED_KEYS:
+      if key not in data:
+        raise BadInput(path, "missing_key", key)
+    for key in MEASUREMENT_FLOATS + MEASUREMENT_INTS:
+      if not _is_number(data[key]):
+        raise BadInput(path, "bad_value", f"{key}={data[key]!r} is not a number")
+    _check_finite({k: v for k, v in data.items() if k != "actors_data"}, path, "measurement")
+    if "actors_data" not in data:
+      data = dict(data, actors_data=_read_json(self._path("actors_data", frame, "json")))
+    actors = data["actors_data"]
+    if not isinstance(actors, dict):
+      raise BadInput(path, "bad_json", "actors_data must be a JSON object")
+    for actor_id, actor in actors.items():
+      for key in ("loc", "ori", "box", "tpe"):
+        if not isinstance(actor, dict) or key not in actor:
+          raise BadInput(path, "missing_key", f"actors_data.{actor_id}.{key}")
+    _check_finite(actors, path, "actors_data")
+    return data
+
+  def _load_image(self, path: str) -> tuple[bytes, Image.Image]:
+    if not os.path.exists(path):
+      raise BadInput(path, "missing_file")
+    with open(path, "rb") as f:
+      data = f.read()
+    try:
+      image = Image.open(io.BytesIO(data))
+      image.load()
+    except Exception as e:  # noqa: BLE001  (PIL raises many types on corrupt data)
+      raise BadInput(path, "bad_image", f"{type(e).__name__}: {e}") from e
+    return data, image.convert("RGB") if image.mode != "RGB" else image
+
+  def views(self, frame: int) -> tuple[dict[str, Any], dict[str, str]]:
+    """{view: stored image (JPEG bytes passed through, or a uint8 array)} incl. focus, and the
+    source path of each view."""
+    width, height = self.config.camera_size
+    sources, images = {}, {}
+    if self.layout == "preprocessed":
+      path = self._path("rgb_full", frame, "jpg")
+      _, full = self._load_image(path)
+      if full.size != (width, 4 * height):
+        raise BadInput(path, "wrong_image_size",
+                       f"{full.size[0]}x{full.size[1]}, expected {width}x{4 * height}")
+      stacked = np.asarray(full)
+      for i, view in enumerate(VIEWS):
+        images[view] = stacked[i * height:(i + 1) * height]
+        sources[view] = path
+    else:
+      for view in VIEWS:
+        path = self._path(f"rgb_{view}", frame, "jpg")
+        data, image = self._load_image(path)
+        if image.size != (width, height):
+          raise BadInput(path, "wrong_image_size",
+                         f"{image.size[0]}x{image.size[1]}, expected {width}x{height}")
+        passthrough = (self.config.view_size in (None, (width, height))
+                       and self.config.image_format == "jpeg" and image.format == "JPEG")
+        images[view] = data if passthrough else np.asarray(image)
+        sources[view] = path
+    front = images["front"]
+    front = np.asarray(Image.open(io.BytesIO(front)).convert("RGB")) if isinstance(
+        front, bytes) else front
+    side = max(1, round(self.config.focus_fraction * height))
+    top, left = (height - side) // 2, (width - side) // 2
+    images["focus"] = np.ascontiguousarray(front[top:top + side, left:left + side])
+    if self.config.view_size not in (None, (width, height)):
+      for view in VIEWS:
+        images[view] = np.asarray(Image.fromarray(images[view]).resize(
+            self.config.view_size, Image.BILINEAR))
+    # TFDS would encode arrays through TensorFlow; we encode with PIL (TF is not installed).
+    images = {view: image if isinstance(image, bytes) else encode_image(image, self.config)
+              for view, image in images.items()}
+    return images, sources
+
+
+def encode_image(pixels: np.ndarray, config: BuildConfig) -> bytes:
+  """uint8[H, W, 3] -> PNG (lossless) or JPEG bytes, per `config.image_format`."""
+  buffer = io.BytesIO()
+  if config.image_format == "png":
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+  else:
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=config.jpeg_quality)
+  return buffer.getvalue()
+
+
+def blocked_flags(measurements: dict[int, dict], frames: list[int], min_run: int) -> dict[int, bool]:
+  """Frames in runs of >= min_run consecutive stopped frames (speed < 0.1, no red light, brake)."""
+  flags, run = {}, []
+  def close():
+    for f in run:
+      flags[f] = len(run) >= min_run
+  previous = None
+  for frame in frames:
+    m = measurements.get(frame)
+    stopped = m is not None and m["speed"] < 0.1 and not m["is_red_light_present"] and (
+        m["brake"] > 0)
+    if not stopped or (previous is not None and frame != previous + 1):
+      close()
+      run = []
+    if stopped:
+      run.append(frame)
+    else:
+      flags[frame] = False
+    previous = frame
+  close()
+  return flags
+
+
+def frame_labels(measurements: dict[int, dict], frame: int, config: BuildConfig) -> dict:
+  """Stage-1 labels of `frame` from its own and its future measurements (ego frame)."""
+  m = measurements[frame]
+  ego_gps = np.array([m["gps_x"], m["gps_y"]])
+  theta = float(m["theta"])
+  waypoints = np.zeros((NUM_WAYPOINTS, 2), np.float32)
+  mask = np.zeros((NUM_WAYPOINTS,), bool)
+  last = np.zeros(2, np.float32)
+  for k in range(NUM_WAYPOINTS):
+    future = measurements.get(frame + (k + 1) * config.waypoint_step_frames)
+    if future is not None:
+      last = geometry.gps_to_ego(np.array([future["gps_x"], future["gps_y"]]), ego_gps, theta)
+      mask[k] = True
+    waypoints[k] = last  # Unknown future: hold the last known point, masked out.
+  objects = geometry.actors_to_objects(m["actors_data"], np.array([m["x"], m["y"]]), theta)
+  stop = m.get("stop_sign", m["is_stop_sign_present"])
+  return {
+      "target_point": geometry.gps_to_ego(np.array([m["x_command"], m["y_command"]]), ego_gps,
+                                          theta),
+      "waypoints": waypoints, "waypoint_mask": mask, "objects": objects,
+      "bev_targets": geometry.bev_targets(objects, config.bev_grid),
+      "traffic_light": int(bool(m["is_red_light_present"])), "stop_sign": int(bool(stop)),
+  }
