@@ -71,6 +71,31 @@ class DecoderLayer(nn.Module):
     return x, new_cache
 
 
+class Embedder(nn.Module):
+  """Token embedding table [vocab, embed]; also the output projection when embeddings are tied."""
+  vocab_size: int
+  embed_dim: int
+  dtype: Any
+  param_dtype: Any
+
+  def setup(self):
+    self.embedding = self.param(
+        "embedding", nn.with_logical_partitioning(nn.initializers.normal(0.02),
+                                                  ("vocab", "embed")),
+        (self.vocab_size, self.embed_dim), self.param_dtype)
+
+  def __call__(self, tokens: jax.Array) -> jax.Array:
+    """tokens int32[B, L] -> f32[B, L, E]. The table is gathered whole along `embed` first (as
+    FSDP does for any weight), so the lookup is a vocab-sharded gather plus one reduction
+    instead of a full rematerialisation of the table."""
+    table = nn.with_logical_constraint(self.embedding, ("vocab", None))
+    return jnp.take(table, tokens, axis=0).astype(self.dtype)
+
+  def attend(self, hidden: jax.Array) -> jax.Array:
+    """hidden f32[B, L, E] -> logits f32[B, L, vocab]."""
+    return hidden @ self.embedding.astype(self.dtype).T
+
+
 class LLM(nn.Module):
   """LLaMA decoder. Fields mirror `config.llm_preset`; see the module docstring for the layout."""
   vocab_size: int
@@ -96,10 +121,8 @@ class LLM(nn.Module):
 
   def setup(self):
     dtype, param_dtype = jnp.dtype(self.dtype), jnp.dtype(self.param_dtype)
-    self.embedder = nn.Embed(
-        self.vocab_size, self.embed_dim, dtype=dtype, param_dtype=param_dtype,
-        embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
-                                                    ("vocab", "embed")), name="embedder")
+    self.embedder = Embedder(self.vocab_size, self.embed_dim, dtype, param_dtype,
+                             name="embedder")
     layer_kwargs = dict(
         embed_dim=self.embed_dim, num_heads=self.num_heads, num_kv_heads=self.num_kv_heads,
         head_dim=self.head_dim, mlp_dim=self.mlp_dim, rope_theta=self.rope_theta,
