@@ -1,0 +1,102 @@
+"""Stage-1 perception heads on the BEV decoder's states (LMDrive's vision pretraining heads).
+
+Used only in stage 1 (`models/vision.py: PerceptionModel`); later stages keep the encoder and drop
+these. Per frame:
+- dense BEV detection: per BEV cell an MLP over [cell state, speed repeated `speed_channels`
+  times] -> `DETECTION_CHANNELS` (objectness logit, then box regression targets);
+- waypoints: a GRU over the waypoint queries' states whose initial state encodes the target point;
+  each step predicts a displacement and the waypoints are their running sum (ego frame, metres);
+- traffic light (is the light affecting ego red) and stop sign: 2-way logits from the light token.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lmgendrive_jax.nn.linear import Linear
+
+# Per-cell detection layout, the order of `specs/lmdrive_format.md` (stage-1 labels).
+DETECTION_CHANNELS = ("objectness", "dx", "dy", "sin_yaw", "cos_yaw", "length", "width", "speed")
+
+
+class GRU(nn.Module):
+  """PyTorch-convention GRU (gates r, z, n) unrolled over a short sequence.
+
+  inputs: f32[N, S, Din], initial: f32[N, H] -> states f32[N, S, H].
+  """
+  hidden: int
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, inputs: jax.Array, initial: jax.Array) -> jax.Array:
+    from_input = Linear(3 * self.hidden, ("embed", "mlp"), use_bias=True, dtype=self.dtype,
+                        param_dtype=self.param_dtype, name="input_gates")(inputs)
+    recurrent = Linear(3 * self.hidden, (None, "mlp"), use_bias=True, dtype=self.dtype,
+                       param_dtype=self.param_dtype, name="hidden_gates")
+    state, states = initial.astype(self.dtype), []
+    for step in range(inputs.shape[1]):  # A handful of waypoints: unrolled.
+      xr, xz, xn = jnp.split(from_input[:, step], 3, axis=-1)
+      hr, hz, hn = jnp.split(recurrent(state), 3, axis=-1)
+      reset, update = nn.sigmoid(xr + hr), nn.sigmoid(xz + hz)
+      candidate = jnp.tanh(xn + reset * hn)
+      state = (1.0 - update) * candidate + update * state
+      states.append(state)
+    return jnp.stack(states, axis=1)
+
+
+class PerceptionHeads(nn.Module):
+  """BEV / light / waypoint states -> stage-1 predictions.
+
+  bev: f32[N, Hb, Wb, D], light: f32[N, D], waypoint_states: f32[N, Nw, D], speed: f32[N],
+  target_point: f32[N, 2] -> {"detection": f32[N, Hb, Wb, 8], "waypoints": f32[N, Nw, 2],
+  "light_logits": f32[N, 2], "stop_logits": f32[N, 2]}.
+  """
+  detection_hidden: int = 64
+  speed_channels: int = 32
+  gru_hidden: int = 64
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, bev, light, waypoint_states, speed, target_point):
+    def linear(features, axes, name):
+      return Linear(features, axes, use_bias=True, dtype=self.dtype, param_dtype=self.param_dtype,
+                    name=name)
+
+    n, height, width, _ = bev.shape
+    # LMDrive feeds the raw ego speed to every cell as `speed_channels` copies next to its state.
+    speed_copies = jnp.broadcast_to(speed.astype(self.dtype)[:, None, None, None],
+                                    (n, height, width, self.speed_channels))
+    cells = jnp.concatenate([bev.astype(self.dtype), speed_copies], axis=-1)
+    hidden = nn.relu(linear(self.detection_hidden, ("embed", "mlp"), "detection_fc1")(cells))
+    detection = linear(len(DETECTION_CHANNELS), ("mlp", None), "detection_fc2")(hidden)
+
+    initial = linear(self.gru_hidden, (None, "mlp"), "target_point_embed")(target_point)
+    states = GRU(self.gru_hidden, self.dtype, self.param_dtype, name="waypoint_gru")(
+        waypoint_states, initial)
+    steps = linear(2, ("mlp", None), "waypoint_out")(states)
+    return {
+        "detection": detection.astype(jnp.float32),
+        "waypoints": jnp.cumsum(steps.astype(jnp.float32), axis=1),
+        "light_logits": linear(2, ("embed", None), "light_head")(light).astype(jnp.float32),
+        "stop_logits": linear(2, ("embed", None), "stop_head")(light).astype(jnp.float32),
+    }
+
+
+def decode_detections(detection: jax.Array, threshold: float = 0.5, cell_size: float = 1.0
+                      ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Dense head output -> per-cell object centres on the BEV grid.
+
+  detection: f32[..., Hb, Wb, 8] -> (present bool[..., Hb, Wb], centres f32[..., Hb, Wb, 2] as
+  (row, col) in metres from the grid's top-left corner, scores f32[..., Hb, Wb]). A cell's centre
+  is its middle plus the predicted (dy, dx) offset (metres). Static shapes: use `present` as mask.
+  """
+  height, width = detection.shape[-3:-1]
+  scores = jax.nn.sigmoid(detection[..., 0])
+  rows, cols = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
+  middle = (jnp.stack([rows, cols], axis=-1).astype(jnp.float32) + 0.5) * cell_size
+  centres = middle + jnp.stack([detection[..., 2], detection[..., 1]], axis=-1)
+  return scores > threshold, centres, scores

@@ -1,0 +1,105 @@
+"""Stage-1 (vision pretraining) losses with LMDrive's weights.
+
+Consumes `models/vision.py: PerceptionModel` predictions and the stage-1 labels of
+`specs/lmdrive_format.md`:
+
+  total = 0.5 * detection + 0.5 * waypoints + 0.05 * detection_speed + 0.1 * traffic_light
+          + 0.01 * stop_sign
+
+- detection (LMDrive's LAV-style loss over the BEV grid; channel order in
+  `models/perception_heads.DETECTION_CHANNELS`): 0.4 * objectness + 0.2 * offset + 0.2 * box +
+  0.2 * orientation. Objectness is binary cross-entropy re-weighted per cell by
+  sigmoid(logit * (1 - 2 * target)), the probability of the wrong answer, normalised by its mean
+  (a focal-style weight that stops the ~99% empty cells from dominating; unlike LMDrive the weight
+  is a constant in the gradient). Offset, box, orientation
+  and speed are L1 weighted by the target objectness and normalised by its mean, so only occupied
+  cells count.
+- waypoints: mean L1 (metres, ego frame).
+- traffic light (red light affecting ego) and stop sign: 2-way cross-entropy.
+
+Every mean runs over valid frames only (`frame_mask`), so padded frames of a clip cost nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+
+LMDRIVE_WEIGHTS = {"detection": 0.5, "waypoints": 0.5, "detection_speed": 0.05,
+                   "traffic_light": 0.1, "stop_sign": 0.01}
+DETECTION_TERM_WEIGHTS = {"objectness": 0.4, "offset": 0.2, "box": 0.2, "orientation": 0.2}
+
+
+def _masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean of x over entries where mask (broadcast to x) is set."""
+  mask = jnp.broadcast_to(mask, x.shape).astype(jnp.float32)
+  return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def detection_losses(logits: jax.Array, target: jax.Array, frame_mask: jax.Array
+                     ) -> dict[str, jax.Array]:
+  """logits, target: f32[B, T, Hb, Wb, 8]; frame_mask: bool[B, T] -> the named detection terms."""
+  cells = frame_mask[:, :, None, None]
+  objectness = target[..., 0]
+  # Floor as in LMDrive: a batch with no object keeps finite (zero) regression terms.
+  occupied = jnp.maximum(_masked_mean(objectness, cells), 1e-7)
+  # The weight is held constant in the gradient. LMDrive differentiates through it, and through
+  # the normaliser that rewards making every cell *more* wrong; objectness then stalls.
+  wrong = jax.lax.stop_gradient(jax.nn.sigmoid(logits[..., 0] * (1.0 - 2.0 * objectness)))
+  bce = optax.sigmoid_binary_cross_entropy(logits[..., 0], objectness)
+  terms = {"objectness": _masked_mean(wrong * bce, cells) / _masked_mean(wrong, cells)}
+  for name, lo, hi in (("offset", 1, 3), ("orientation", 3, 5), ("box", 5, 7), ("speed", 7, 8)):
+    l1 = objectness[..., None] * jnp.abs(logits[..., lo:hi] - target[..., lo:hi])
+    terms[name] = _masked_mean(l1, cells[..., None]) / occupied
+  return terms
+
+
+def stage1_loss(predictions: Mapping[str, jax.Array], labels: Mapping[str, jax.Array],
+                frame_mask: jax.Array | None = None,
+                weights: Mapping[str, float] = LMDRIVE_WEIGHTS
+                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Weighted stage-1 loss and its parts.
+
+  predictions: `PerceptionModel` output ("detection", "waypoints", "light_logits",
+  "stop_logits"). labels: {"detection": f32[B, T, Hb, Wb, 8], "waypoints": f32[B, T, Nw, 2],
+  "traffic_light": int[B, T] (1 = red light affecting ego), "stop_sign": int[B, T]}.
+  frame_mask: bool[B, T] (default all valid). Returns (total f32[], metrics {name: f32[]}).
+  """
+  for key in ("detection", "waypoints", "traffic_light", "stop_sign"):
+    if key not in labels:
+      raise KeyError(f"stage-1 labels lack {key!r}; they need detection, waypoints, "
+                     f"traffic_light and stop_sign")
+  if predictions["detection"].shape != labels["detection"].shape:
+    raise ValueError(f"detection prediction {predictions['detection'].shape} and label "
+                     f"{labels['detection'].shape} differ: the BEV grid of the model and the "
+                     f"labels must match")
+  if predictions["waypoints"].shape != labels["waypoints"].shape:
+    raise ValueError(f"waypoint prediction {predictions['waypoints'].shape} and label "
+                     f"{labels['waypoints'].shape} differ")
+  b, t = labels["traffic_light"].shape[:2]
+  frame_mask = jnp.ones((b, t), bool) if frame_mask is None else frame_mask.astype(bool)
+
+  det = detection_losses(predictions["detection"], labels["detection"].astype(jnp.float32),
+                         frame_mask)
+  detection = sum(w * det[k] for k, w in DETECTION_TERM_WEIGHTS.items())
+  waypoints = _masked_mean(jnp.abs(predictions["waypoints"] - labels["waypoints"]),
+                           frame_mask[:, :, None, None])
+
+  def classification(logits, label):
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, label.astype(jnp.int32))
+    return _masked_mean(ce, frame_mask)
+
+  metrics = {
+      "detection": detection,
+      "waypoints": waypoints,
+      "detection_speed": det["speed"],
+      "traffic_light": classification(predictions["light_logits"], labels["traffic_light"]),
+      "stop_sign": classification(predictions["stop_logits"], labels["stop_sign"]),
+  }
+  total = sum(weights[k] * metrics[k] for k in weights)
+  metrics.update({f"detection/{k}": v for k, v in det.items() if k != "speed"})
+  metrics["total"] = total
+  return total, metrics
