@@ -177,19 +177,20 @@ def _resolve_route(root: str, route_path: str) -> str | None:
   return os.path.relpath(os.path.realpath(path), os.path.realpath(root))
 
 
-def _renderer():
+def default_render():
+  """`lmgendrive_jax.sim.instructions.render`: the LangAuto vocabulary (id, args, rng) -> text."""
   try:
     from lmgendrive_jax.sim import instructions
   except ImportError as e:
     raise DataError("rendering instruction texts needs lmgendrive_jax.sim.instructions "
                     f"(the LangAuto instruction vocabulary), which failed to import: {e}") from e
-  return instructions
+  return instructions.render
 
 
-def _texts(instructions, instruction_id: int, args: Any, count: int, seed: int) -> list[str]:
+def _texts(render, instruction_id: int, args: Any, count: int, seed: int) -> list[str]:
   texts = []
   for k in range(count):
-    text = instructions.render(instruction_id, args, np.random.default_rng([seed, k]))
+    text = render(instruction_id, args, np.random.default_rng([seed, k]))
     if text not in texts:
       texts.append(text)
   return texts
@@ -240,7 +241,7 @@ def read_instruction_lists(root: str, skipped: list) -> tuple[list[dict], dict[s
 
 
 def make_clip(entry: dict, done: dict, offset: int, notices: list, config: BuildConfig,
-              instructions) -> dict:
+              render) -> dict:
   """One clip example (raises BadInput when its frames are not all present)."""
   start, end = int(entry["start_frame"]), int(entry["end_frame"])
   written = done["frames"]
@@ -249,20 +250,23 @@ def make_clip(entry: dict, done: dict, offset: int, notices: list, config: Build
   last = written[-1] if written else -1
   stop = end if entry["misleading"] else min(end + config.completed_tail_frames, last)
   position = {f: i for i, f in enumerate(written)}
-  frames = list(range(start, stop + 1))
+  frames = list(range(start, end + 1))
   for frame in frames:
     if frame not in position:
       raise reader_lib.BadInput(entry["where"], "clip_frame_missing",
                                 f"frame {frame} of {entry['route']} was not written")
+  # The completed tail is extra supervision: it stops at the first frame that was not written.
+  while frames[-1] < stop and frames[-1] + 1 in position:
+    frames.append(frames[-1] + 1)
   completed_from = start + config.misleading_completed_after if entry["misleading"] else end + 1
   instruction_id = int(entry["instruction_id"])
   args = entry.get("instruction_args", [])
   seed = zlib.crc32(f"{entry['route']}:{start}:{instruction_id}".encode())  # Stable per clip.
   try:
-    texts = _texts(instructions, instruction_id, args, config.num_paraphrases, seed)
+    texts = _texts(render, instruction_id, args, config.num_paraphrases, seed)
     clip_notices = [
         {"frame": int(n["frame_id"]), "instruction_id": int(n["instruction_id"]),
-         "texts_json": json.dumps(_texts(instructions, int(n["instruction_id"]),
+         "texts_json": json.dumps(_texts(render, int(n["instruction_id"]),
                                          n.get("instruction_args", []), config.num_paraphrases,
                                          seed + 1))}
         for n in notices if start <= int(n["frame_id"]) <= stop]
@@ -329,11 +333,12 @@ def _clear_shards(data_dir: str) -> None:
 
 
 def build(data_dir: str, out: str, config: BuildConfig = BuildConfig(), workers: int = 0,
-          progress: bool = True) -> dict:
+          progress: bool = True, render=None) -> dict:
   """Builds both datasets under `out` from the LMDrive-format dataset at `data_dir`.
 
-  workers: processes for the route stage (0: in this process). Returns the build report (also
-  written to `out/build_report.json`). An existing `out/_work` from the same config is resumed;
+  workers: processes for the route stage (0: in this process). render: (instruction_id, args,
+  rng) -> text, the instruction vocabulary (default: `sim.instructions.render`, LangAuto's).
+  Returns the build report (also written to `out/build_report.json`). An existing `out/_work` from the same config is resumed;
   from another config it is an error (delete it or pick another `out`).
   """
   if not os.path.isdir(data_dir):
@@ -395,7 +400,7 @@ def build(data_dir: str, out: str, config: BuildConfig = BuildConfig(), workers:
   entries, notices = read_instruction_lists(root, skipped)
   done_by_route = {r["route"]: r for r in results}
   clips = {split: [] for split in SPLITS}
-  instructions = _renderer() if entries else None
+  render = (render or default_render()) if entries else None
   for entry in entries:
     done = done_by_route.get(entry["route"])
     if done is None or not done["frames"]:
@@ -405,7 +410,7 @@ def build(data_dir: str, out: str, config: BuildConfig = BuildConfig(), workers:
     try:
       clips[done["split"]].append(make_clip(entry, done, offsets[entry["route"]],
                                             notices.get(entry["route"], []), config,
-                                            instructions))
+                                            render))
     except reader_lib.BadInput as e:
       skipped.append(e.skip)
   clips_dir = os.path.join(out, CLIPS_NAME, VERSION)

@@ -1,0 +1,65 @@
+"""Clip sampling for stages 2-3: which frames of an instruction clip a training window holds.
+
+Pure numpy, no I/O: given a clip of n frames, a window of T frames at `stride`, pick the start
+(random jitter), the frames' positions in the clip, the valid-frame mask (a clip shorter than the
+window is padded), the future targets of the world generator per frame, and where a notice goes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+  positions: np.ndarray     # int64[T]: index into the clip's frames (clamped for padded slots)
+  frame_mask: np.ndarray    # bool[T]: slot holds a real frame
+  future_index: np.ndarray  # int32[T, F]: window slot of each frame's future targets
+  future_mask: np.ndarray   # bool[T, F]: that future exists inside the window
+
+
+def sample_window(num_frames: int, window: int, stride: int, future_offsets: tuple[int, ...],
+                  rng: np.random.Generator | None, start_jitter: int = -1) -> Window:
+  """Window over a clip of `num_frames` frames.
+
+  The start is uniform over [0, min(last valid start, start_jitter)] (start_jitter < 0: no cap;
+  rng None: start 0). future_offsets are in window slots (1 = the next window frame, i.e.
+  `stride` source frames later).
+  """
+  span = (window - 1) * stride + 1
+  max_start = max(0, num_frames - span)
+  if start_jitter >= 0:
+    max_start = min(max_start, start_jitter)
+  start = int(rng.integers(0, max_start + 1)) if rng is not None else 0
+  positions = start + stride * np.arange(window)
+  frame_mask = positions < num_frames
+  positions = np.minimum(positions, num_frames - 1)
+  valid = int(frame_mask.sum())
+  offsets = np.asarray(future_offsets, np.int32).reshape(1, -1)
+  future_index = np.arange(window, dtype=np.int32)[:, None] + offsets
+  future_mask = (future_index < valid) & frame_mask[:, None]
+  future_index = np.where(future_mask, future_index, 0).astype(np.int32)
+  return Window(positions.astype(np.int64), frame_mask, future_index, future_mask)
+
+
+def notice_slot(notice_frames: np.ndarray, window_frames: np.ndarray, frame_mask: np.ndarray,
+                rng: np.random.Generator | None, probability: float) -> tuple[int, int]:
+  """(which notice, window slot it is inserted before), or (-1, -1) for none.
+
+  notice_frames: int[K] route frame numbers of the clip's notices; window_frames: int[T] route
+  frame numbers of the window's slots. A notice is eligible when it falls inside the valid part of
+  the window; it goes before the first slot at or after its frame. Drawn with `probability`.
+  """
+  if rng is None or len(notice_frames) == 0 or rng.random() >= probability:
+    return -1, -1
+  valid_frames = window_frames[frame_mask]
+  if len(valid_frames) == 0:
+    return -1, -1
+  eligible = [k for k, f in enumerate(notice_frames) if valid_frames[0] <= f <= valid_frames[-1]]
+  if not eligible:
+    return -1, -1
+  k = eligible[int(rng.integers(len(eligible)))]
+  slot = int(np.argmax(valid_frames >= notice_frames[k]))
+  return k, slot

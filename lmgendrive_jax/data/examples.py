@@ -1,0 +1,173 @@
+"""Record -> training example transforms (grain `RandomMapTransform`s, run in grain workers).
+
+`FrameExample` turns an `lmdrive_frames` record into a stage-1 example; `ClipExample` turns an
+`lmdrive_clips` record into a stage-2/3 example by reading its window's frames from the frame
+source. Both produce fixed shapes only (see the batch schema in `lmgendrive_jax/data/__init__.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import grain
+import numpy as np
+
+from lmgendrive_jax.data import augment, clips, geometry
+from lmgendrive_jax.data.sources import RecordSource
+from lmgendrive_jax.data.tokenizer import encode_padded, load_tokenizer
+from lmgendrive_jax.errors import DataError
+
+ALL_VIEWS = ("front", "left", "right", "rear", "focus")
+
+
+class _ViewDecoder:
+  """Decodes + augments the configured views of frame records at one size."""
+
+  def __init__(self, cfg):
+    self.views = tuple(cfg.views)
+    for view in self.views:
+      if view not in ALL_VIEWS:
+        raise DataError(f"data.views has unknown view {view!r}; choose from {ALL_VIEWS}")
+    self.height, self.width = (int(s) for s in cfg.view_size)
+    self.crop_scale = float(cfg.crop_scale)
+    self.random_crop = bool(cfg.random_crop)
+    self.jitter = float(cfg.colour_jitter)
+
+  def draw(self, rng: np.random.Generator | None) -> dict:
+    """Per-example augmentation parameters (shared by all frames of a clip)."""
+    crop_rng = rng if self.random_crop else None
+    return {"offsets": {v: augment.crop_params(crop_rng) for v in self.views},
+            "jitter": augment.jitter_factors(rng, self.jitter)}
+
+  def __call__(self, record: dict, params: dict) -> np.ndarray:
+    """-> uint8[V, H, W, 3]."""
+    out = np.empty((len(self.views), self.height, self.width, 3), np.uint8)
+    for i, view in enumerate(self.views):
+      image = augment.decode(record["images"][view], self.height, self.width)
+      # The stored focus view is already the centre crop: it is only resized (and not cropped).
+      scale = 1.0 if view == "focus" else self.crop_scale
+      offsets = (0.5, 0.5) if view == "focus" else params["offsets"][view]
+      out[i] = augment.resize_crop(image, self.height, self.width, scale, offsets)
+    return augment.colour_jitter(out, params["jitter"])
+
+
+def _bev_grid(cfg) -> geometry.BevGrid:
+  return geometry.BevGrid(int(cfg.bev_rows), int(cfg.bev_cols), float(cfg.bev_ahead),
+                          float(cfg.bev_behind), float(cfg.bev_side))
+
+
+def _detection(record: dict, grid: geometry.BevGrid, stored: geometry.BevGrid) -> np.ndarray:
+  if grid == stored:
+    return np.asarray(record["bev_targets"], np.float32)
+  return geometry.bev_targets(np.asarray(record["objects"], np.float32).reshape(-1, 7), grid)
+
+
+def _stored_grid(source: RecordSource) -> geometry.BevGrid:
+  b = source.build_config
+  return geometry.BevGrid(int(b["bev_rows"]), int(b["bev_cols"]), float(b["bev_ahead"]),
+                          float(b["bev_behind"]), float(b["bev_side"]))
+
+
+class FrameExample(grain.transforms.RandomMap):
+  """lmdrive_frames record -> stage-1 example (see the batch schema)."""
+
+  def __init__(self, cfg, stored_grid: geometry.BevGrid, train: bool):
+    self.decoder = _ViewDecoder(cfg)
+    self.grid, self.stored_grid, self.train = _bev_grid(cfg), stored_grid, train
+
+  def random_map(self, record: dict, rng: np.random.Generator) -> dict:
+    rng = rng if self.train else None
+    return {
+        "images": self.decoder(record, self.decoder.draw(rng)),
+        "speed": np.float32(record["speed"]),
+        "target_point": np.asarray(record["target_point"], np.float32),
+        "waypoints": np.asarray(record["waypoints"], np.float32),
+        "waypoint_mask": np.asarray(record["waypoint_mask"], bool),
+        "detection": _detection(record, self.grid, self.stored_grid),
+        "traffic_light": np.int32(record["traffic_light"]),
+        "stop_sign": np.int32(record["stop_sign"]),
+        "command": np.int32(record["measurements"]["command"]),
+        "town_id": np.int32(record["town_id"]), "frame": np.int32(record["frame"]),
+    }
+
+
+class ClipExample(grain.transforms.RandomMap):
+  """lmdrive_clips record (+ its frames from `frames`) -> stage-2/3 example (see the schema)."""
+
+  def __init__(self, cfg, frames: RecordSource, train: bool):
+    self.decoder = _ViewDecoder(cfg)
+    self.frames, self.train = frames, train
+    self.window, self.stride = int(cfg.window_frames), int(cfg.stride)
+    self.future_offsets = tuple(int(o) for o in cfg.future_offsets)
+    self.start_jitter = int(cfg.start_jitter)
+    self.notice_probability = float(cfg.notice_probability)
+    self.instruction_len, self.notice_len = int(cfg.max_instruction_tokens), int(
+        cfg.max_notice_tokens)
+    self.tokenizer_path = cfg.tokenizer
+    self._tokenizer = None
+    self.truncated = 0
+
+  @property
+  def tokenizer(self):
+    if self._tokenizer is None:  # Loaded in the worker process that uses it.
+      self._tokenizer = load_tokenizer(self.tokenizer_path)
+    return self._tokenizer
+
+  def __getstate__(self):
+    return dict(self.__dict__, _tokenizer=None)
+
+  def _tokens(self, text: str, length: int) -> tuple[np.ndarray, np.ndarray]:
+    tokens, mask, truncated = encode_padded(self.tokenizer, text, length)
+    if truncated:
+      self.truncated += 1
+      if self.truncated in (1, 100, 10000):
+        logging.warning("%d texts longer than %d tokens were cut (e.g. %r); raise "
+                        "data.max_instruction_tokens / max_notice_tokens", self.truncated,
+                        length, text)
+    return tokens, mask
+
+  def random_map(self, record: dict, rng: np.random.Generator) -> dict:
+    rng = rng if self.train else None
+    frame_records = np.asarray(record["frame_records"], np.int64)
+    window = clips.sample_window(len(frame_records), self.window, self.stride,
+                                 self.future_offsets, rng, self.start_jitter)
+    params = self.decoder.draw(rng)
+    num_views = len(self.decoder.views)
+    images = np.zeros((self.window, num_views, self.decoder.height, self.decoder.width, 3),
+                      np.uint8)
+    speed = np.zeros((self.window,), np.float32)
+    for t in np.nonzero(window.frame_mask)[0]:
+      frame = self.frames[int(frame_records[window.positions[t]])]
+      images[t] = self.decoder(frame, params)
+      speed[t] = frame["speed"]
+    texts = list(record["texts"])
+    text = texts[int(rng.integers(len(texts)))] if rng is not None else texts[0]
+    text = text.decode() if isinstance(text, bytes) else text
+    instruction, instruction_mask = self._tokens(text, self.instruction_len)
+    notices = record["notices"]
+    window_frames = np.asarray(record["frames"])[window.positions]
+    which, slot = clips.notice_slot(np.asarray(notices["frame"], np.int64), window_frames,
+                                    window.frame_mask, rng, self.notice_probability)
+    if which >= 0:
+      notice_texts = json.loads(notices["texts_json"][which])
+      notice_text = notice_texts[int(rng.integers(len(notice_texts)))]
+      notice, notice_mask = self._tokens(notice_text, self.notice_len)
+    else:
+      notice = np.full((self.notice_len,), self.tokenizer.pad_token_id, np.int32)
+      notice_mask = np.zeros((self.notice_len,), bool)
+    mask = window.frame_mask
+    waypoints = np.asarray(record["waypoints"], np.float32)[window.positions]
+    completed = np.asarray(record["completed"], bool)[window.positions]
+    return {
+        "images": images,
+        "frame_mask": mask,
+        "speed": speed,
+        "instruction_tokens": instruction, "instruction_mask": instruction_mask,
+        "notice_tokens": notice, "notice_mask": notice_mask, "notice_frame": np.int32(slot),
+        "waypoints": np.where(mask[:, None, None], waypoints, 0).astype(np.float32),
+        "completed": (completed & mask).astype(np.int32),
+        "misleading": np.bool_(record["misleading"]),
+        "instruction_id": np.int32(record["instruction_id"]),
+        "future_index": window.future_index, "future_mask": window.future_mask,
+    }

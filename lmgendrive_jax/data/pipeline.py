@@ -1,0 +1,192 @@
+"""grain input pipelines of the three stages, per host, resumable.
+
+  records (array_record, this host's shard) -> seeded shuffle (new order each epoch) -> repeat
+  -> decode + augment + label / clip-sample + tokenise (grain workers) -> batch (static shapes)
+  -> DataIterator: next() gives this host's numpy share of the global batch; `global_batch`
+     turns it into global jax.Arrays; get_state()/set_state() is the JSON the trainer checkpoints.
+
+Sharding: host `i` of `n` reads records i, i + n, i + 2n, ... (`ds[i::n]`), so hosts are
+disjoint and together cover every record once per epoch. `shard_index`/`shard_count` default to
+`jax.process_index()`/`jax.process_count()`; tests pass them to simulate several hosts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import grain
+import numpy as np
+
+from lmgendrive_jax.data import examples, sources
+from lmgendrive_jax.errors import ConfigError, DataError
+
+
+class DataIterator:
+  """This host's batches of a grain pipeline, with a checkpointable position.
+
+  `next(it)` -> dict of numpy arrays (leading axis = this host's share of the global batch).
+  `it.batch(step)` is the trainer's `BatchSource` protocol: it must be called with consecutive
+  steps, starting at the restored step. `get_state()` is JSON (Orbax `JsonSave`); `set_state()`
+  restores it and checks that the pipeline config is the same (a changed config would silently
+  read different data).
+  """
+
+  def __init__(self, dataset: grain.IterDataset, fingerprint: dict, local_batch_size: int):
+    self._dataset = dataset
+    self._iterator = iter(dataset)
+    self.fingerprint = fingerprint
+    self.local_batch_size = local_batch_size
+    self.step = 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    batch = next(self._iterator)
+    self.step += 1
+    return batch
+
+  def batch(self, step: int) -> dict:
+    if step != self.step:
+      raise DataError(f"data iterator is at step {self.step} but step {step} was asked for; "
+                      f"restore the iterator state saved with that step (set_state)")
+    return next(self)
+
+  def get_state(self) -> dict:
+    return {"step": self.step, "fingerprint": self.fingerprint,
+            "grain": json.loads(json.dumps(self._iterator.get_state()))}
+
+  def set_state(self, state: dict) -> None:
+    if not state:
+      return
+    if state.get("fingerprint") != self.fingerprint:
+      raise DataError(f"the data iterator state was saved by another pipeline config "
+                      f"({state.get('fingerprint')}) than this one ({self.fingerprint}); resume "
+                      f"with the same data config or start the data from scratch")
+    self._iterator.set_state(state["grain"])
+    self.step = int(state["step"])
+
+  def global_batch(self, batch: dict, mesh, rules) -> dict:
+    """This host's numpy batch -> global jax.Arrays sharded over the batch axes."""
+    from lmgendrive_jax import parallel  # Local: the pipeline itself needs no jax.
+    return parallel.global_batch(batch, mesh, rules)
+
+  def close(self) -> None:
+    close = getattr(self._iterator, "close", None)
+    if close is not None:
+      close()
+
+
+def _shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
+  if shard_index is None or shard_count is None:
+    import jax
+    shard_index, shard_count = jax.process_index(), jax.process_count()
+  if not 0 <= shard_index < shard_count:
+    raise ConfigError(f"shard_index {shard_index} is not in [0, {shard_count})")
+  return shard_index, shard_count
+
+
+def _fingerprint(cfg, kind: str, shard: tuple[int, int], train: bool) -> dict:
+  """What must match for a saved iterator state to mean the same position."""
+  text = json.dumps({"kind": kind, "config": cfg.to_dict()}, sort_keys=True, default=str)
+  return {"kind": kind, "shard": list(shard), "train": train,
+          "config_sha": hashlib.sha256(text.encode()).hexdigest()[:16]}
+
+
+def _local_batch_size(cfg, shard_count: int) -> int:
+  if cfg.batch_size % shard_count:
+    raise ConfigError(f"data.batch_size={cfg.batch_size} (global) is not divisible by the "
+                      f"{shard_count} hosts; make it a multiple of {shard_count}")
+  return cfg.batch_size // shard_count
+
+
+def _assemble(ds: grain.MapDataset, transform, cfg, shard: tuple[int, int], train: bool,
+              num_epochs: int | None, kind: str, record_filter=None) -> DataIterator:
+  shard_index, shard_count = shard
+  local = _local_batch_size(cfg, shard_count)
+  if len(ds) < shard_count:
+    raise DataError(f"{kind}: {len(ds)} records cannot be shared by {shard_count} hosts")
+  ds = ds.seed(int(cfg.seed))[shard_index::shard_count]
+  if train and cfg.shuffle:
+    ds = ds.shuffle()
+  ds = ds.repeat(num_epochs)
+  if record_filter is not None:
+    ds = ds.filter(record_filter)
+  ds = ds.random_map(transform)
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(cfg.read_threads),
+                                            prefetch_buffer_size=int(cfg.prefetch)))
+  it = it.batch(local, drop_remainder=train)
+  if cfg.num_workers > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=int(cfg.num_workers), per_worker_buffer_size=int(cfg.worker_buffer)))
+  fingerprint = _fingerprint(cfg, kind, shard, train)
+  fingerprint["num_workers"] = int(cfg.num_workers)
+  return DataIterator(it, fingerprint, local)
+
+
+def _not_blocked(record: dict) -> bool:
+  return not bool(record["blocked"])
+
+
+def make_frame_iterator(cfg, split: str | None = None, *, train: bool = True,
+                        shard_index: int | None = None, shard_count: int | None = None,
+                        num_epochs: int | None = None) -> DataIterator:
+  """Stage 1: batches of single frames from `lmdrive_frames` (see the schema in `data/__init__`).
+
+  cfg: `config.data_preset(name, stage=1)` (or the `data` block of a stage-1 config).
+  num_epochs: None repeats forever (training); an int stops after that many passes.
+  """
+  split = split or cfg.split
+  source = sources.frame_source(cfg.data_dir, split)
+  transform = examples.FrameExample(cfg, examples._stored_grid(source), train)
+  return _assemble(grain.MapDataset.source(source), transform, cfg,
+                   _shard(shard_index, shard_count), train, num_epochs, "frames",
+                   _not_blocked if cfg.drop_blocked else None)
+
+
+def make_clip_iterator(cfg, split: str | None = None, *, train: bool = True,
+                       shard_index: int | None = None, shard_count: int | None = None,
+                       num_epochs: int | None = None) -> DataIterator:
+  """Stages 2-3: batches of instruction clips from `lmdrive_clips` (+ their frames)."""
+  split = split or cfg.split
+  clip_records = sources.clip_source(cfg.data_dir, split)
+  frames = sources.frame_source(cfg.data_dir, split)
+  transform = examples.ClipExample(cfg, frames, train)
+  return _assemble(grain.MapDataset.source(clip_records), transform, cfg,
+                   _shard(shard_index, shard_count), train, num_epochs, "clips")
+
+
+def make_iterator(cfg, stage: int, **kwargs) -> DataIterator:
+  """The iterator of training stage 1, 2 or 3."""
+  if stage == 1:
+    return make_frame_iterator(cfg, **kwargs)
+  if stage in (2, 3):
+    return make_clip_iterator(cfg, **kwargs)
+  raise ConfigError(f"stage must be 1, 2 or 3; got {stage!r}")
+
+
+def batch_spec(cfg, stage: int) -> dict[str, tuple[tuple[int, ...], Any]]:
+  """{key: (global shape, dtype)} of a stage's batches: for building abstract inputs and tests."""
+  b = int(cfg.batch_size)
+  v, (h, w) = len(cfg.views), tuple(int(s) for s in cfg.view_size)
+  if stage == 1:
+    return {
+        "images": ((b, v, h, w, 3), np.uint8), "speed": ((b,), np.float32),
+        "target_point": ((b, 2), np.float32), "waypoints": ((b, 5, 2), np.float32),
+        "waypoint_mask": ((b, 5), np.bool_),
+        "detection": ((b, int(cfg.bev_rows), int(cfg.bev_cols), 8), np.float32),
+        "traffic_light": ((b,), np.int32), "stop_sign": ((b,), np.int32),
+        "command": ((b,), np.int32), "town_id": ((b,), np.int32), "frame": ((b,), np.int32)}
+  t, f = int(cfg.window_frames), len(cfg.future_offsets)
+  li, ln = int(cfg.max_instruction_tokens), int(cfg.max_notice_tokens)
+  return {
+      "images": ((b, t, v, h, w, 3), np.uint8), "frame_mask": ((b, t), np.bool_),
+      "speed": ((b, t), np.float32),
+      "instruction_tokens": ((b, li), np.int32), "instruction_mask": ((b, li), np.bool_),
+      "notice_tokens": ((b, ln), np.int32), "notice_mask": ((b, ln), np.bool_),
+      "notice_frame": ((b,), np.int32), "waypoints": ((b, t, 5, 2), np.float32),
+      "completed": ((b, t), np.int32), "misleading": ((b,), np.bool_),
+      "instruction_id": ((b,), np.int32), "future_index": ((b, t, f), np.int32),
+      "future_mask": ((b, t, f), np.bool_)}
