@@ -270,6 +270,123 @@ def llm_preset(name: str) -> ConfigDict:
 
 
 # ----------------------------------------------------------------------------------------------
+# Vision presets
+
+
+def vision_preset(name: str) -> ConfigDict:
+  """Stage-1 perception model (`models/vision.py: PerceptionModel`).
+
+  `encoder` holds the `VisionEncoder` fields (what later stages keep, frozen); the other keys
+  size the stage-1 heads. Tokens per frame: pooled_height * pooled_width + 1 + num_waypoints.
+  """
+  heads = dict(detection_hidden=64, speed_channels=32, gru_hidden=64)
+  common = dict(backbone_kind="resnet", num_views=5, num_waypoints=5, activation="gelu",
+                dtype="float32", param_dtype="float32")
+  resnet = dict(block="bottleneck", layers=(3, 4, 6, 3), channels=(64, 128, 256, 512),
+                stem_width=32, stem_type="deep", avg_down=True, frozen_batch_norm=True,
+                bn_eps=1e-5)
+  encoders = {
+      # 32x32 views: tests in seconds.
+      "tiny": dict(backbone=dict(resnet, block="basic", layers=(1, 1, 1, 1),
+                                 channels=(8, 8, 16, 16), stem_width=8),
+                   embed_dim=32, num_heads=4, mlp_dim=64, num_encoder_layers=1,
+                   num_decoder_layers=1, bev_height=8, bev_width=8, pooled_height=4,
+                   pooled_width=4),
+      # resnet18d-like at 128x128: the CPU demo.
+      "small": dict(backbone=dict(resnet, block="basic", layers=(2, 2, 2, 2),
+                                  channels=(32, 64, 128, 256)),
+                    embed_dim=128, num_heads=4, mlp_dim=512, num_encoder_layers=1,
+                    num_decoder_layers=2, bev_height=20, bev_width=20, pooled_height=5,
+                    pooled_width=5),
+      # LMDrive: resnet50d views, width 256, 50x50 BEV grid of ~1 m cells pooled to 10x10.
+      "paper": dict(backbone=resnet, embed_dim=256, num_heads=8, mlp_dim=2048,
+                    num_encoder_layers=2, num_decoder_layers=4, bev_height=50, bev_width=50,
+                    pooled_height=10, pooled_width=10),
+  }
+  if name not in encoders:
+    raise ConfigError(f"unknown preset {name!r} for the vision encoder; choose one of "
+                      f"{sorted(encoders)}")
+  small_heads = dict(detection_hidden=16, speed_channels=4, gru_hidden=16)
+  return ConfigDict(dict(small_heads if name == "tiny" else heads,
+                         encoder={**common, **encoders[name]}))
+
+
+# ----------------------------------------------------------------------------------------------
+# Q-Former presets
+
+
+def qformer_preset(name: str) -> ConfigDict:
+  """BLIP-2 Q-Former with projection to the LLM (`models/qformer.py: QFormer`).
+
+  `encoder_hidden_size` is the vision token width (vision preset's embed_dim) and `out_dim` the
+  LLM width (llm preset's embed_dim) of the same name.
+  """
+  common = dict(cross_attention_frequency=2, layer_norm_eps=1e-12, activation="gelu",
+                use_text_input=False, vocab_size=30522, max_text_positions=512, pad_token_id=0,
+                projection="mlp2x_gelu", dtype="float32", param_dtype="float32")
+  presets = {
+      "tiny": dict(num_queries=4, hidden_size=32, num_layers=2, num_heads=4,
+                   intermediate_size=64, encoder_hidden_size=32, out_dim=64, vocab_size=1024,
+                   max_text_positions=64),
+      "small": dict(num_queries=4, hidden_size=128, num_layers=4, num_heads=4,
+                    intermediate_size=512, encoder_hidden_size=128, out_dim=256,
+                    vocab_size=1024, max_text_positions=128),
+      # BERT-base layout (bert-base-uncased init, as BLIP-2), reading the instruction; 4 queries
+      # per frame projected to LLaMA-7B's width.
+      "paper": dict(num_queries=4, hidden_size=768, num_layers=12, num_heads=12,
+                    intermediate_size=3072, encoder_hidden_size=256, out_dim=4096,
+                    use_text_input=True),
+  }
+  if name not in presets:
+    raise ConfigError(f"unknown preset {name!r} for the Q-Former; choose one of "
+                      f"{sorted(presets)}")
+  return ConfigDict({**common, **presets[name]})
+
+
+# ----------------------------------------------------------------------------------------------
+# Data presets
+
+
+def data_preset(name: str, stage: int = 2) -> ConfigDict:
+  """Input pipeline of a training stage (`lmgendrive_jax/data/pipeline.py: make_iterator`).
+
+  One (H, W) for every view (the model's), LMDrive-style resize-then-crop (`crop_scale`), the
+  BEV detection grid of the vision preset, clip windows (stage 2: short single-step windows;
+  stage 3: long windows at a stride with multi-step futures for the world generator), token
+  lengths, augmentation strengths and notice probability. `batch_size` is global; each host loads
+  `batch_size / process_count`. `data_dir` is the build's --out folder.
+  """
+  if stage not in (1, 2, 3):
+    raise ConfigError(f"data_preset stage must be 1, 2 or 3; got {stage!r}")
+  common = dict(
+      data_dir="", split="train", tokenizer="assets/tokenizer", seed=0, shuffle=True,
+      views=("front", "left", "right", "rear", "focus"), crop_scale=0.875, random_crop=True,
+      colour_jitter=0.1, drop_blocked=True, bev_ahead=30.0, bev_behind=20.0, bev_side=25.0,
+      start_jitter=-1, notice_probability=0.5, read_threads=2, prefetch=4, worker_buffer=2)
+  presets = {
+      "tiny": dict(view_size=(32, 32), batch_size=8, num_workers=0, bev_rows=8, bev_cols=8,
+                   max_instruction_tokens=32, max_notice_tokens=16,
+                   clip={2: dict(window_frames=4, stride=1, future_offsets=(1,)),
+                         3: dict(window_frames=8, stride=2, future_offsets=(1, 2))}),
+      "small": dict(view_size=(128, 128), batch_size=16, num_workers=2, bev_rows=20,
+                    bev_cols=20, max_instruction_tokens=48, max_notice_tokens=24,
+                    clip={2: dict(window_frames=8, stride=1, future_offsets=(1, 2)),
+                          3: dict(window_frames=20, stride=2, future_offsets=(1, 2, 4))}),
+      # LMDrive: 224 crops, 50x50 ~1 m BEV cells; stage 3 windows of 40 frames at stride 2 (8 s).
+      "paper": dict(view_size=(224, 224), batch_size=64, num_workers=16, bev_rows=50,
+                    bev_cols=50, max_instruction_tokens=64, max_notice_tokens=32, read_threads=8,
+                    clip={2: dict(window_frames=10, stride=1, future_offsets=(1, 2, 3, 4)),
+                          3: dict(window_frames=40, stride=2, future_offsets=(1, 2, 4, 8))}),
+  }
+  if name not in presets:
+    raise ConfigError(f"unknown preset {name!r} for the data pipeline; choose one of "
+                      f"{sorted(presets)}")
+  preset = dict(presets[name])
+  clip = preset.pop("clip")[3 if stage == 3 else 2]
+  return ConfigDict({**common, **preset, **clip})
+
+
+# ----------------------------------------------------------------------------------------------
 # Data presets
 
 
