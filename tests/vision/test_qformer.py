@@ -125,3 +125,32 @@ def test_load_rejects_mismatched_vision_width(tmp_path):
   reference.save_pretrained(str(tmp_path))
   with pytest.raises(ConversionError, match="crossattention"):
     hf_qformer.load(str(tmp_path), encoder_hidden_size=VISION_WIDTH + 8)
+
+
+def test_sharded_qformer_matches_single_device(num_devices):
+  import flax.linen as nn
+  from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+  from lmgendrive_jax import config as config_lib
+  from lmgendrive_jax import parallel
+  from lmgendrive_jax.models.qformer import QFormer
+
+  cfg = config_lib.qformer_preset("tiny")
+  cfg.use_text_input = True
+  model = QFormer(**cfg.to_dict())
+  rng = np.random.default_rng(0)
+  frames = jnp.asarray(rng.normal(size=(4, 2, 22, cfg.encoder_hidden_size)), jnp.float32)
+  text = jnp.asarray(rng.integers(1, cfg.vocab_size, (4, 6)), jnp.int32)
+  mask = jnp.asarray(np.arange(6)[None] < np.array([[6], [4], [2], [5]]))
+  init_fn = lambda key: model.init(key, frames, text)  # noqa: E731
+  params = jax.jit(lambda k: nn.meta.unbox(init_fn(k)))(jax.random.key(0))
+  single = jax.jit(model.apply)(params, frames, text, mask)
+
+  mesh = jax.make_mesh((2, 2, 2), ("data", "fsdp", "tensor"), axis_types=(AxisType.Auto,) * 3)
+  rules = config_lib.logical_axis_rules()
+  sharded_params = parallel.init_sharded(init_fn, mesh, rules, jax.random.key(0))
+  batch = lambda x: jax.device_put(x, NamedSharding(mesh, P(("data", "fsdp"))))  # noqa: E731
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    sharded = jax.jit(model.apply)(sharded_params, batch(frames), batch(text), batch(mask))
+  for ours, reference in zip(jax.tree.leaves(sharded), jax.tree.leaves(single)):
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(reference), rtol=1e-5, atol=1e-5)
