@@ -269,6 +269,24 @@ def llm_preset(name: str) -> ConfigDict:
   return ConfigDict({**common, **presets[name]})
 
 
+def lmgendrive_preset(name: str) -> ConfigDict:
+  """The unified model (`models/lmgendrive.py: LMGenDrive`): sub-presets of matching widths
+  (vision embed_dim -> Q-Former encoder_hidden_size; Q-Former out_dim -> LLM embed_dim)."""
+  vision = vision_preset(name).encoder
+  qformer = qformer_preset(name)
+  llm = llm_preset(name)
+  if qformer.encoder_hidden_size != vision.embed_dim or qformer.out_dim != llm.embed_dim:
+    raise ConfigError(f"preset {name!r}: widths do not chain (vision {vision.embed_dim} -> "
+                      f"qformer {qformer.encoder_hidden_size}/{qformer.out_dim} -> llm "
+                      f"{llm.embed_dim})")
+  hidden = {"tiny": 64, "small": 256, "paper": 1024}[name]
+  return ConfigDict(dict(
+      vision=vision, qformer=qformer, llm=llm,
+      action_head=dict(num_waypoints=5, hidden_dim=hidden, dtype=llm.dtype,
+                       param_dtype=llm.param_dtype),
+      num_action_queries=4, num_generation_queries=4, freeze_vision=True))
+
+
 # ----------------------------------------------------------------------------------------------
 # Vision presets
 

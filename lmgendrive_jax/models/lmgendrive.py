@@ -1,0 +1,142 @@
+"""LMGenDrive: vision encoder -> Q-Former -> LLM (+LoRA) with action and generation queries ->
+action head (waypoints, instruction completed) and world generator (future multi-view video).
+
+Data flow (DESIGN.md sec. 2), per training example:
+  images uint8[B, T, V, H, W, 3], speed f32[B, T]
+    -> VisionEncoder (frozen after stage 1: stop_gradient, no backward through it)
+       tokens f32[B, T, Nv, Dv]
+    -> QFormer: f32[B, T, Nq, D]
+    -> frame blocks [Nq visual | A action queries | G generation queries] f32[B, T, Nq+A+G, D]
+    -> LLM over [BOS + instruction] ([notice]) [frame 0] ... [frame T-1], block-causal
+    -> action states f32[B, T, A, D] -> ActionHead -> waypoints f32[B, T, 5, 2], completed logit
+    -> generation states f32[B, T, G, D] -> world generator's conditioning tokens
+
+Online planning (`prefill` + `extend`): the instruction prefix is encoded once into the KV cache,
+each new frame's block extends it, and only the newest frame's action states are read, so the
+cost of a control step does not grow with the history length.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lmgendrive_jax.models.action_head import ActionHead
+from lmgendrive_jax.models.llm import LLM
+from lmgendrive_jax.models.qformer import QFormer
+from lmgendrive_jax.models.sequence import block_mask_ar, build_sequence
+from lmgendrive_jax.models.vision import VisionEncoder
+
+
+class LMGenDrive(nn.Module):
+  """The unified model. Sub-model fields come from the presets in `config.py`."""
+  vision: Mapping[str, Any]
+  qformer: Mapping[str, Any]
+  llm: Mapping[str, Any]
+  action_head: Mapping[str, Any]
+  num_action_queries: int = 4
+  num_generation_queries: int = 4
+  freeze_vision: bool = True
+
+  def setup(self):
+    self.vision_encoder = VisionEncoder(**self.vision, name="vision")
+    self.frame_compressor = QFormer(**self.qformer, name="qformer")
+    self.language_model = LLM(**self.llm, name="llm")
+    width = self.language_model.embed_dim
+    init = nn.with_logical_partitioning(nn.initializers.normal(0.02), ("queries", "embed"))
+    self.action_queries = self.param("action_queries", init, (self.num_action_queries, width))
+    self.generation_queries = self.param("generation_queries", init,
+                                         (self.num_generation_queries, width))
+    self.actions = ActionHead(**self.action_head, name="action_head")
+
+  # --------------------------------------------------------------------------------------------
+  # Pieces.
+
+  def encode_frames(self, images: jax.Array, speed: jax.Array,
+                    instruction: jax.Array | None = None,
+                    instruction_mask: jax.Array | None = None) -> jax.Array:
+    """images uint8[B, T, V, H, W, 3], speed f32[B, T] -> visual tokens f32[B, T, Nq, D]."""
+    tokens, _ = self.vision_encoder(images, speed)
+    if self.freeze_vision:
+      tokens = jax.lax.stop_gradient(tokens)
+    visual, _ = self.frame_compressor(tokens)
+    return visual
+
+  def frame_blocks(self, visual: jax.Array) -> jax.Array:
+    """visual f32[B, T, Nq, D] -> f32[B, T, Nq + A + G, D] with the learnable queries appended."""
+    batch, frames = visual.shape[:2]
+    queries = jnp.concatenate([self.action_queries, self.generation_queries], axis=0)
+    queries = jnp.broadcast_to(queries.astype(visual.dtype)[None, None],
+                               (batch, frames, *queries.shape))
+    return jnp.concatenate([visual, queries], axis=2)
+
+  def _split_states(self, frame_states: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """f32[B, T, Nq + A + G, D] -> (action states [B, T, A, D], generation states [B, T, G, D])."""
+    a, g = self.num_action_queries, self.num_generation_queries
+    return frame_states[:, :, -(a + g):-g], frame_states[:, :, -g:]
+
+  # --------------------------------------------------------------------------------------------
+  # Training forward.
+
+  def __call__(self, images, speed, instruction, instruction_mask, notice, notice_mask,
+               notice_frame, frame_mask):
+    """Dense over all frames. Token inputs are int32 ids; masks bool.
+
+    images uint8[B, T, V, H, W, 3], speed f32[B, T], instruction int32[B, Li],
+    notice int32[B, Ln], notice_frame int32[B] (-1: none), frame_mask bool[B, T].
+    Returns (waypoints f32[B, T, W, 2], out) with out["completed_logit"] f32[B, T] and
+    out["generation_states"] f32[B, T, G, D].
+    """
+    visual = self.encode_frames(images, speed)
+    blocks = self.frame_blocks(visual)
+    sequence = build_sequence(self.language_model.embed(instruction), instruction_mask,
+                              self.language_model.embed(notice), notice_mask, notice_frame,
+                              blocks, frame_mask)
+    _, llm_out = self.language_model(embeddings=sequence["embeddings"],
+                                     input_mask=sequence["input_mask"],
+                                     mask_ar=sequence["mask_ar"], return_logits=False)
+    frame_states = jax.vmap(lambda h, idx: h[idx])(llm_out["hidden"], sequence["frame_index"])
+    action_states, generation_states = self._split_states(frame_states)
+    waypoints, completed_logit = self.actions(action_states)
+    return waypoints, {"completed_logit": completed_logit,
+                       "generation_states": generation_states, "visual_tokens": visual}
+
+  # --------------------------------------------------------------------------------------------
+  # Online planning with a KV cache.
+
+  def init_cache(self, batch_size: int, cache_size: int) -> dict:
+    return self.language_model.init_cache(batch_size, cache_size)
+
+  def prefill(self, instruction: jax.Array, instruction_mask: jax.Array, cache: dict) -> dict:
+    """Encodes [BOS + instruction] (one full-attention block) into an empty cache."""
+    _, out = self.language_model(embeddings=self.language_model.embed(instruction),
+                                 input_mask=instruction_mask,
+                                 mask_ar=block_mask_ar(instruction_mask), cache=cache,
+                                 return_logits=False)
+    return out["cache"]
+
+  def extend_notice(self, notice: jax.Array, notice_mask: jax.Array, cache: dict) -> dict:
+    """Appends a notice block (its own block, as in training) to the cache."""
+    _, out = self.language_model(embeddings=self.language_model.embed(notice),
+                                 input_mask=notice_mask, mask_ar=block_mask_ar(notice_mask),
+                                 cache=cache, return_logits=False)
+    return out["cache"]
+
+  def extend(self, images: jax.Array, speed: jax.Array, cache: dict):
+    """One control step: images uint8[B, V, H, W, 3], speed f32[B] -> (waypoints f32[B, W, 2],
+    out) with out["completed_logit"] f32[B], out["generation_states"] f32[B, G, D],
+    out["cache"]."""
+    visual = self.encode_frames(images[:, None], speed[:, None])
+    block = self.frame_blocks(visual)[:, 0]
+    mask = jnp.ones(block.shape[:2], bool)
+    _, llm_out = self.language_model(embeddings=block, input_mask=mask,
+                                     mask_ar=block_mask_ar(mask), cache=cache,
+                                     return_logits=False)
+    action_states, generation_states = self._split_states(llm_out["hidden"][:, None])
+    waypoints, completed_logit = self.actions(action_states)
+    return waypoints[:, 0], {"completed_logit": completed_logit[:, 0],
+                             "generation_states": generation_states[:, 0],
+                             "cache": llm_out["cache"]}
