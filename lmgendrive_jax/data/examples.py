@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 
 import grain
 import numpy as np
@@ -19,6 +20,7 @@ from lmgendrive_jax.data.tokenizer import encode_padded, load_tokenizer
 from lmgendrive_jax.errors import DataError
 
 ALL_VIEWS = ("front", "left", "right", "rear", "focus")
+_TOKENIZER_LOCK = threading.Lock()
 
 
 class _ViewDecoder:
@@ -107,11 +109,14 @@ class ClipExample(grain.transforms.RandomMap):
     self.tokenizer_path = cfg.tokenizer
     self._tokenizer = None
     self.truncated = 0
+    self.tokenizer  # Loads now: a wrong path fails here, not in a worker.
 
   @property
   def tokenizer(self):
-    if self._tokenizer is None:  # Loaded in the worker process that uses it.
-      self._tokenizer = load_tokenizer(self.tokenizer_path)
+    if self._tokenizer is None:  # Reloaded in each worker process (not pickled).
+      with _TOKENIZER_LOCK:  # grain's read threads must not import transformers concurrently.
+        if self._tokenizer is None:
+          self._tokenizer = load_tokenizer(self.tokenizer_path)
     return self._tokenizer
 
   def __getstate__(self):

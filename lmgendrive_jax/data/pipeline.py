@@ -119,6 +119,9 @@ def _assemble(ds: grain.MapDataset, transform, cfg, shard: tuple[int, int], trai
                                             prefetch_buffer_size=int(cfg.prefetch)))
   it = it.batch(local, drop_remainder=train)
   if cfg.num_workers > 0:
+    from absl import flags  # grain's workers read absl flags; a plain script never parsed them.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=int(cfg.num_workers), per_worker_buffer_size=int(cfg.worker_buffer)))
   fingerprint = _fingerprint(cfg, kind, shard, train)

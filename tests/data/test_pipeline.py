@@ -1,0 +1,162 @@
+"""grain pipelines on a built fixture: static shapes and masks, exact resume through Orbax,
+disjoint per-host shards covering an epoch, clip windows / notices / completed labels, global
+arrays, tokenizer errors."""
+
+import json
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+import lmdrive_fixture as fx
+from data_pipelines.lmdrive_tfds import BuildConfig, build
+from lmgendrive_jax import parallel
+from lmgendrive_jax.config import data_preset, logical_axis_rules, mesh_config
+from lmgendrive_jax.data import pipeline
+from lmgendrive_jax.data.tokenizer import load_tokenizer
+from lmgendrive_jax.errors import DataError
+from lmgendrive_jax.sim.instructions import render
+
+TOKENIZER = "assets/tokenizer"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+  root = tmp_path_factory.mktemp("pipe")
+  r0, r1 = fx.route_name(1, 1, 0), fx.route_name(2, 12, 1)
+  fx.write_dataset(str(root / "src"), [
+      dict(name=r0, num_frames=40), dict(name=r1, num_frames=20, weather=12, layout="preprocessed")],
+      clips=[fx.clip_entry(r0, 0, 12, 60), fx.clip_entry(r0, 10, 25, 62),
+             fx.clip_entry(r0, 20, 30, 61), fx.clip_entry(r1, 17, 19, 60)],
+      notices={r0: [{"frame_id": 5, "instruction_id": 57, "instruction_args": []}]},
+      misleading=[fx.clip_entry(r0, 3, 15, 63)])
+  report = build(str(root / "src"), str(root / "out"), BuildConfig(camera_size=(64, 48)),
+                 progress=False)
+  assert report["counts"] == {} and report["clip_examples"] == {"train": 4, "validation": 1}
+  return str(root / "out")
+
+
+def config(data_dir, stage, **overrides):
+  cfg = data_preset("tiny", stage)
+  cfg.data_dir, cfg.tokenizer = data_dir, TOKENIZER
+  cfg.update(overrides)
+  return cfg
+
+
+def test_static_shapes_and_masks_for_a_clip_shorter_than_the_window(built):
+  cfg = config(built, 2, batch_size=2, window_frames=6, future_offsets=(1, 2))
+  it = pipeline.make_clip_iterator(cfg, "validation", train=False, shard_index=0, shard_count=1)
+  batch = next(it)
+  # One clip in the split, repeated to fill the static batch of 2.
+  spec = {k: (shape, np.dtype(dtype)) for k, (shape, dtype) in pipeline.batch_spec(cfg, 2).items()}
+  assert {k: (v.shape, v.dtype) for k, v in batch.items()} == spec
+  # Clip 17..19 of a 20-frame route: 3 frames (its tail stops at the route end) in 6 slots.
+  np.testing.assert_array_equal(batch["frame_mask"][0], [1, 1, 1, 0, 0, 0])
+  assert batch["images"][0, 3:].max() == 0
+  assert (batch["images"][0, :3].reshape(3, -1).std(axis=1) > 0).all()
+  assert not batch["waypoints"][0, 3:].any() and not batch["speed"][0, 3:].any()
+  np.testing.assert_allclose(batch["speed"][0, :3], 4.0)
+  np.testing.assert_array_equal(batch["completed"][0], [0, 0, 0, 0, 0, 0])
+  np.testing.assert_array_equal(batch["future_index"][0, :, 0], [1, 2, 0, 0, 0, 0])
+  np.testing.assert_array_equal(batch["future_mask"][0], [[1, 1], [1, 0], [0, 0], [0, 0],
+                                                          [0, 0], [0, 0]])
+  tokenizer = load_tokenizer(TOKENIZER)
+  ids = batch["instruction_tokens"][0][batch["instruction_mask"][0]]
+  assert ids[0] == tokenizer.bos_token_id
+  assert tokenizer.decode(ids[1:]) in {render(60, [], np.random.default_rng(s)) for s in range(64)}
+  assert (batch["instruction_tokens"][0][~batch["instruction_mask"][0]] == 0).all()
+  assert batch["notice_frame"][0] == -1 and not batch["notice_mask"].any()
+
+
+def test_notices_completed_and_misleading_labels(built):
+  cfg = config(built, 2, batch_size=1, window_frames=8, notice_probability=1.0, start_jitter=0,
+               colour_jitter=0.0)
+  it = pipeline.make_clip_iterator(cfg, "train", train=True, shard_index=0, shard_count=1,
+                                   num_epochs=1)
+  seen = {}
+  for batch in it:
+    seen[int(batch["instruction_id"][0])] = batch
+  assert sorted(seen) == [60, 61, 62, 63]
+  first = seen[60]   # frames 0..7 of a clip 0..12: the notice at frame 5 goes before slot 5.
+  assert first["notice_frame"][0] == 5 and first["notice_mask"][0].any()
+  assert not first["misleading"][0] and not first["completed"][0].any()
+  misleading = seen[63]  # starts at 3; completed from frame 13 = 10 frames in: slot >= 10 -> none
+  assert misleading["misleading"][0]
+  assert misleading["notice_frame"][0] == 2   # notice frame 5 = slot 2 of a window from frame 3
+  late = seen[61]  # 20..30 + tail: window frames 20..27, none completed yet
+  assert late["notice_frame"][0] == -1
+
+
+def test_two_hosts_get_disjoint_shards_covering_an_epoch(built):
+  cfg = config(built, 1, batch_size=8)
+  ids = []
+  for host in range(2):
+    it = pipeline.make_frame_iterator(cfg, "train", shard_index=host, shard_count=2,
+                                      num_epochs=1)
+    host_ids = [(int(t), int(f)) for b in it for t, f in zip(b["town_id"], b["frame"])]
+    assert len(host_ids) == 20  # 40 frames / 2 hosts, local batches of 4
+    ids.append(host_ids)
+  assert not set(ids[0]) & set(ids[1])
+  assert sorted(ids[0] + ids[1]) == [(1, f) for f in range(40)]
+  assert ids[0] != sorted(ids[0])  # shuffled
+
+
+@pytest.mark.parametrize("workers", [0, pytest.param(1, marks=pytest.mark.slow)])
+def test_iterator_resumes_exactly_from_an_orbax_checkpoint(built, tmp_path, workers):
+  cfg = config(built, 2, batch_size=2, num_workers=workers)
+  make = lambda: pipeline.make_clip_iterator(cfg, "train", shard_index=0, shard_count=1)  # noqa: E731
+  reference = make()
+  expected = [next(reference) for _ in range(7)]
+  reference.close()
+  it = make()
+  for _ in range(3):
+    it.batch(it.step)
+  manager = ocp.CheckpointManager(str(tmp_path / "ckpt"))
+  manager.save(3, args=ocp.args.Composite(data=ocp.args.JsonSave(it.get_state())))
+  manager.wait_until_finished()
+  it.close()
+  restored_state = manager.restore(3, args=ocp.args.Composite(data=ocp.args.JsonRestore()))["data"]
+  resumed = make()
+  resumed.set_state(restored_state)
+  for step in range(3, 7):
+    batch = resumed.batch(step)
+    for key in batch:
+      np.testing.assert_array_equal(batch[key], expected[step][key], err_msg=key)
+  resumed.close()
+  if workers:
+    return  # The config check below is the same code path with or without workers.
+  other = pipeline.make_clip_iterator(config(built, 2, batch_size=2, num_workers=workers,
+                                             seed=1), "train", shard_index=0, shard_count=1)
+  with pytest.raises(DataError, match="another pipeline config"):
+    other.set_state(restored_state)
+  other.close()
+
+
+def test_stage1_batch_to_global_arrays(built):
+  cfg = config(built, 1)
+  it = pipeline.make_frame_iterator(cfg, "train")
+  batch = next(it)
+  spec = pipeline.batch_spec(cfg, 1)
+  assert {k: (v.shape, np.dtype(v.dtype)) for k, v in batch.items()} == {
+      k: (shape, np.dtype(dtype)) for k, (shape, dtype) in spec.items()}
+  mesh = parallel.make_mesh(mesh_config())
+  arrays = it.global_batch(batch, mesh, logical_axis_rules())
+  assert arrays["images"].shape == (8, 5, 32, 32, 3)
+  assert len(arrays["images"].sharding.device_set) == jax.device_count()
+  np.testing.assert_array_equal(np.asarray(arrays["detection"]), batch["detection"])
+  # The 8x8 grid of the tiny preset is re-rasterised from the stored boxes (6.25 x 6.25 m cells):
+  # the vehicle 10 m ahead, 2 m right -> row floor(20 / 6.25) = 3, column floor(27 / 6.25) = 4.
+  assert (batch["detection"][:, 3, 4, 0] == 1).all() and batch["detection"][..., 0].sum() == 8
+
+
+def test_tokenizer_errors_name_the_path(tmp_path):
+  with pytest.raises(DataError, match="does not exist"):
+    load_tokenizer(str(tmp_path / "nowhere"))
+  with pytest.raises(DataError, match="no tokenizer files"):
+    load_tokenizer(str(tmp_path))
+  tokenizer = load_tokenizer(TOKENIZER)
+  assert tokenizer.pad_token_id == 0 and len(tokenizer) <= 1024
+  assert [tokenizer.convert_ids_to_tokens(i) for i in range(4)] == ["<pad>", "<s>", "</s>", "<unk>"]
+  text = "Turn left at the next intersection, then stop 20 m ahead."
+  assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
