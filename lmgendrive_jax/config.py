@@ -402,3 +402,113 @@ def data_preset(name: str, stage: int = 2) -> ConfigDict:
   preset = dict(presets[name])
   clip = preset.pop("clip")[3 if stage == 3 else 2]
   return ConfigDict({**common, **preset, **clip})
+
+
+# ----------------------------------------------------------------------------------------------
+# Simulator presets
+
+
+def sim_preset(name: str) -> ConfigDict:
+  """Embedded simulator (`lmgendrive_jax/sim`): towns, physics, cameras, traffic, instructions.
+
+  `town` are the `sim/town.py: make_town` fields, `world` the `sim/world.py: WorldParams` fields,
+  `camera` the `sim/render.py: CameraRig` fields, `traffic` the actor counts and scenario rates of
+  `sim/scenario.py`, `instructions` the stream settings of `sim/instruction_stream.py`
+  (LangAuto's misleading probability 0.2 for about 2 s, notices held 8 s), `expert` the
+  autopilot's (LMDrive's target speeds).
+  """
+  town = dict(grid=(4, 4), block=55.0, lane_width=3.5, sidewalk=3.0, two_lane_prob=0.4,
+              remove_edge_prob=0.1, light_prob=0.6, stop_prob=0.5, lane_points=10,
+              raster_res=0.25, margin=30.0, light_cycle=(10.0, 2.0, 1.0))
+  world = dict(wheelbase=2.9, max_steer_deg=40.0, max_accel=4.0, max_brake=9.0, max_speed=20.0,
+               drag=0.02, idm_accel=2.0, idm_decel=3.0, idm_gap=2.5, idm_headway=1.2,
+               npc_hard_brake=8.0, corridor_half_width=1.4, corridor_length=35.0, stop_gap=3.5,
+               stop_sign_wait=1.0, brake_hold=4.0)
+  camera = dict(views=("front", "left", "right", "rear"), width=64, height=64, max_boxes=24,
+                draw_distance=120.0)
+  traffic = dict(num_vehicles=6, num_pedestrians=6, scenario_every_m=60.0,
+                 npc_speed_range=(5.0, 8.0))
+  instructions = dict(misleading_prob=0.2, misleading_seconds=2.0, notice_seconds=8.0,
+                      light_notice_m=40.0, scenario_notice_m=2.0)
+  expert = dict(target_speed=6.5, slow_speed=4.0, lookahead=4.0, noise_prob=0.0,
+                noise_steer=0.3, noise_seconds=1.0)
+  presets = {
+      "tiny": dict(batch_size=4),
+      "small": dict(batch_size=8, town=dict(grid=(5, 5), block=65.0),
+                    camera=dict(width=128, height=128, max_boxes=32),
+                    traffic=dict(num_vehicles=12, num_pedestrians=12)),
+      # LMDrive's collection: 800x600 cameras, bigger towns, denser traffic.
+      "paper": dict(batch_size=4, town=dict(grid=(6, 6), block=80.0),
+                    camera=dict(width=800, height=600, max_boxes=64, draw_distance=200.0),
+                    traffic=dict(num_vehicles=40, num_pedestrians=40)),
+  }
+  if name not in presets:
+    raise ConfigError(f"unknown preset {name!r} for the simulator; choose one of "
+                      f"{sorted(presets)}")
+  preset = dict(presets[name])
+  sections = dict(town=town, world=world, camera=camera, traffic=traffic,
+                  instructions=instructions, expert=expert)
+  out = {key: {**value, **preset.pop(key, {})} for key, value in sections.items()}
+  return ConfigDict({**out, **preset})
+
+
+# ----------------------------------------------------------------------------------------------
+# VAE presets
+
+
+def vae_preset(name: str) -> ConfigDict:
+  """Image autoencoder in diffusers' AutoencoderKL layout (`models/vae.py: AutoencoderKL`).
+
+  Spatial downsampling is 2 ** (len(block_out_channels) - 1). `scaling_factor` (and
+  `shift_factor`, None for none) map the posterior to the latents the world generator sees:
+  `z = (mean - shift) * scale`.
+  """
+  common = dict(in_channels=3, out_channels=3, latent_channels=4, act_fn="silu",
+                scaling_factor=1.0, shift_factor=None, use_quant_conv=True,
+                use_post_quant_conv=True, mid_block_add_attention=True, dtype="float32",
+                param_dtype="float32")
+  presets = {
+      # 32x32 views -> 8x8x4 latents; trained from scratch (stage 1) for the embedded default.
+      "tiny": dict(block_out_channels=(8, 16, 16), layers_per_block=1, norm_num_groups=4),
+      # 128x128 views -> 32x32x4 latents.
+      "small": dict(block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=8),
+      # Stable Diffusion's VAE (import its weights with convert/diffusers_vae.py): 8x down.
+      "paper": dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+                    norm_num_groups=32, scaling_factor=0.18215),
+  }
+  if name not in presets:
+    raise ConfigError(f"unknown preset {name!r} for the VAE; choose one of {sorted(presets)}")
+  return ConfigDict({**common, **presets[name]})
+
+
+# ----------------------------------------------------------------------------------------------
+# World generator presets
+
+
+def world_preset(name: str) -> ConfigDict:
+  """World generator: `dit` holds the `models/world.py: WorldDiT` fields, `flow` the
+  `diffusion.py: FlowConfig` fields (training noise/time/dropout and the sampler), `chunk` the
+  autoregressive window (`context_frames` observed + `future_frames` generated per chunk).
+
+  `dit.cond_dim` is the LLM width (llm preset's embed_dim: the generation-query states), and
+  `dit.latent_channels` the VAE preset's latent_channels of the same name.
+  """
+  common = dict(latent_channels=4, patch_size=2, num_views=5, max_frames=16, use_waypoints=False,
+                qkv_bias=True, norm_eps=1e-6, dtype="float32", param_dtype="float32",
+                scan_blocks=True, remat_policy="none", attention_impl="xla")
+  dits = {
+      "tiny": dict(embed_dim=32, num_blocks=2, num_heads=2, mlp_dim=64, cond_dim=64),
+      "small": dict(embed_dim=256, num_blocks=6, num_heads=4, mlp_dim=1024, cond_dim=256),
+      # DiT-L width/depth/heads; conditioning from LLaMA-7B's 4096-wide states.
+      "paper": dict(embed_dim=1024, num_blocks=24, num_heads=16, mlp_dim=4096, cond_dim=4096,
+                    max_frames=32, dtype="bfloat16", remat_policy="full"),
+  }
+  chunks = {"tiny": dict(context_frames=2, future_frames=2),
+            "small": dict(context_frames=2, future_frames=4),
+            "paper": dict(context_frames=4, future_frames=8)}
+  if name not in dits:
+    raise ConfigError(f"unknown preset {name!r} for the world generator; choose one of "
+                      f"{sorted(dits)}")
+  flow = dict(time_logit_mean=0.0, time_logit_std=1.0, cond_drop_prob=0.1, sampler="euler",
+              num_steps=8, guidance_scale=1.0, time_shift=1.0)
+  return ConfigDict(dict(dit={**common, **dits[name]}, flow=flow, chunk=chunks[name]))
