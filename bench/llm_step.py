@@ -33,7 +33,7 @@ def ours(cfg, tokens):
   params = nn.meta.unbox(model.init(jax.random.key(0), tokens))["params"]
   tx = make_optimizer(config_lib.optim_config(warmup_steps=0, grad_clip_norm=0.0), params)
   state = create_state(params, tx)
-  step = jax.jit(make_train_step(lambda p, b, r: next_token_loss(model, p, b), tx),
+  step = jax.jit(make_train_step(lambda p, b, r, s: next_token_loss(model, p, b), tx),
                  donate_argnums=(0,))
   batch = {"tokens": jnp.asarray(tokens), "mask": jnp.ones(tokens.shape, bool)}
   rng = jax.random.key(0)

@@ -44,7 +44,7 @@ optim = config_lib.optim_config(lr=1e-3, warmup_steps=0)
 state, _, tx = create_sharded_state(init, lambda p: make_optimizer(optim, p), mesh, rules,
                                     jax.random.key(0))
 with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-  step = jax.jit(make_train_step(lambda p, b, r: next_token_loss(model, p, b), tx))
+  step = jax.jit(make_train_step(lambda p, b, r, s: next_token_loss(model, p, b), tx))
   losses = []
   for _ in range(2):
     state, metrics = step(state, batch, jax.random.key(1))

@@ -44,7 +44,7 @@ def _run_steps(model, mesh, rules, batch, steps=2):
   state, state_shardings, tx = create_sharded_state(
       init, lambda p: make_optimizer(optim, p), mesh, rules, jax.random.key(0))
   batch = parallel.global_batch(batch, mesh, rules)
-  step = make_train_step(lambda p, b, r: next_token_loss(model, p, b), tx)
+  step = make_train_step(lambda p, b, r, s: next_token_loss(model, p, b), tx)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     step = jax.jit(step, in_shardings=(state_shardings, jax.tree.map(lambda x: x.sharding, batch),
                                        None), out_shardings=(state_shardings, None),

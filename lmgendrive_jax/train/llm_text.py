@@ -73,7 +73,8 @@ def build_task(config) -> tuple[Task, LLM]:
   batches = PackedTextBatches(train_rows, config.train.batch_size, config.seed)
   dummy = jnp.zeros((1, config.data.seq_len), jnp.int32)
 
-  def loss_fn(params, batch, rng):
+  def loss_fn(params, batch, rng, model_state):
+    del model_state
     return next_token_loss(model, params, batch, rng)
 
   val_batch = {"tokens": jnp.asarray(val_rows), "mask": jnp.ones(val_rows.shape, bool)}

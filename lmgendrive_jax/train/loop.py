@@ -37,7 +37,7 @@ class BatchSource(Protocol):
 @dataclasses.dataclass
 class Task:
   init_fn: Callable[[jax.Array], dict]            # key -> annotated variables {"params": ...}
-  loss_fn: Callable[[Any, dict, jax.Array], tuple]  # (params, batch, rng) -> (loss, metrics)
+  loss_fn: Callable[..., tuple]  # (params, batch, rng, model_state) -> (loss, metrics)
   batches: BatchSource
   eval_fn: Callable[[Any], dict] | None = None    # params -> metrics (host floats)
   init_from: Callable[[Any], Any] | None = None   # fresh params -> params restored from a stage

@@ -18,13 +18,15 @@ class TrainState:
   opt_state: Any
   skipped: jax.Array         # int32[]: non-finite steps skipped in total
   skipped_in_a_row: jax.Array  # int32[]
+  model_state: Any = None    # non-parameter collections (e.g. frozen batch_stats); not optimised
 
 
-def create_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
+def create_state(params: Any, tx: optax.GradientTransformation,
+                 model_state: Any = None) -> TrainState:
   # Three distinct buffers: one shared zero could not be donated three times.
   zero = lambda: jnp.zeros((), jnp.int32)  # noqa: E731
   return TrainState(step=zero(), params=params, opt_state=tx.init(params), skipped=zero(),
-                    skipped_in_a_row=zero())
+                    skipped_in_a_row=zero(), model_state=model_state or {})
 
 
 def abstract_state(init_fn: Callable, make_tx: Callable[[Any], optax.GradientTransformation],
@@ -39,7 +41,9 @@ def abstract_state(init_fn: Callable, make_tx: Callable[[Any], optax.GradientTra
   tx = make_tx(abstract_variables["params"])
 
   def make_state(*a):
-    return create_state(init_fn(*a)["params"], tx)
+    variables = dict(init_fn(*a))
+    params = variables.pop("params")
+    return create_state(params, tx, variables)
 
   boxed = jax.eval_shape(make_state, *args)
   shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, tuple(rules))

@@ -114,7 +114,7 @@ def test_lora_zero_init_is_identity_and_only_adapters_train():
                      if "lora" in jax.tree_util.keystr(p))
   opt_size = sum(x.size for x in jax.tree.leaves(state.opt_state))
   assert opt_size <= 2 * adapter_size + 16
-  step = jax.jit(make_train_step(lambda p, b, r: next_token_loss(lora, p, b), tx, frozen))
+  step = jax.jit(make_train_step(lambda p, b, r, s: next_token_loss(lora, p, b), tx, frozen))
   batch = {"tokens": tokens, "mask": jnp.ones_like(tokens, bool)}
   for _ in range(2):  # Step 1 moves b (a's gradient is 0 while b = 0), step 2 moves a.
     state, metrics = step(state, batch, jax.random.key(0))
@@ -134,7 +134,7 @@ def test_non_finite_batch_is_skipped_and_counted():
   tx = make_optimizer(config_lib.optim_config(warmup_steps=0), params)
   state = create_state(params, tx)
 
-  def loss_fn(p, batch, rng):
+  def loss_fn(p, batch, rng, model_state):
     loss, metrics = next_token_loss(model, p, batch)
     return loss * batch["scale"], metrics
 
