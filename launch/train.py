@@ -24,6 +24,8 @@ TASKS = {
 
 def main(argv):
   del argv
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   from lmgendrive_jax import config as config_lib
   from lmgendrive_jax import parallel
   parallel.initialize_distributed()

@@ -1,6 +1,6 @@
 """Action head: the LLM states of a frame's action queries -> 5 waypoints + instruction completed.
 
-Waypoints are (x forward, y right) in metres in the ego frame, 0.5 s apart (LMDrive's convention,
+Waypoints are (x right, y forward) in metres in the ego frame, 0.5 s apart (LMDrive's convention,
 specs/langauto.md), predicted as cumulative offsets so each step is a small displacement.
 """
 
