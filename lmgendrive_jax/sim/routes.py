@@ -26,6 +26,8 @@ TRACKS = {"tiny": (60.0, 140.0), "short": (160.0, 480.0), "long": (520.0, 800.0)
 # routes per set and towns they spread over (LangAuto: long 32 = 4 x 8 towns; short 16; tiny 16).
 TRACK_ROUTES = {"tiny": (16, 8), "short": (16, 8), "long": (32, 8)}
 NODE_SPACING = 50.0
+# LangAuto's track lengths (metres): what a planned route must satisfy.
+LANGAUTO_BOUNDS = {"tiny": (0.0, 150.0), "short": (150.0, 500.0), "long": (500.0, 1e9)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +111,8 @@ def plan_route(town: town_lib.Town, spec: RouteSpec, lane_change_prob: float = 0
                     (int(town.lane_right[lane]), town_lib.CHANGELANERIGHT)]
       neighbours = [nb for nb in neighbours if nb[0] >= 0]
       remaining = target - total
-      if town.lane_junction[lane] < 0 and remaining <= length - s_from:
+      # End inside a segment, short of its stop line (the goal is never past a light).
+      if town.lane_junction[lane] < 0 and remaining <= length - s_from - 12.0:
         pieces.append((lane, s_from, s_from + max(remaining, 1.0), option))
         total += max(remaining, 1.0)
         break
@@ -135,11 +138,12 @@ def plan_route(town: town_lib.Town, spec: RouteSpec, lane_change_prob: float = 0
       lane = successors[int(rng.choice(len(successors), p=weights / weights.sum()))]
       visits[int(town.lane_succ[lane][0])] = visits.get(int(town.lane_succ[lane][0]), 0) + 1
       s_from = 0.0
-    if ok and pieces:
+    if ok and pieces and LANGAUTO_BOUNDS[spec.track][0] <= total < LANGAUTO_BOUNDS[spec.track][1]:
       break
   else:
-    raise SimulatorError(f"route {spec.name!r}: no {spec.track} route found in town "
-                         f"{spec.town_seed}")
+    raise SimulatorError(f"route {spec.name!r}: no {spec.track} route of "
+                         f"{LANGAUTO_BOUNDS[spec.track]} m found in town {spec.town_seed}; use a "
+                         "bigger town (sim_preset town.grid / town.block)")
 
   points, options, lanes = [], [], []
   for lane, a, b, option in pieces:
@@ -197,3 +201,29 @@ def route_set(name: str, seed: int = 0) -> list[RouteSpec]:
     specs.append(RouteSpec(name=f"{track}_{i:02d}", town_seed=town_seed, route_seed=base + i,
                            track=track, weather_id=(base + 7 * i) % 21, notices=notices))
   return specs
+
+
+def route_stop_lines(route: Route, town: town_lib.Town, stop_gap: float = 3.5) -> list[tuple]:
+  """[(route arc length of the stop line, stop line index)] in driving order: the stop lines at
+  the ends of the route's segment lanes (lights and stop signs)."""
+  out = []
+  for i in range(len(route.points) - 1):
+    lane = int(route.lane[i])
+    if route.lane[i + 1] != lane and town.lane_stop_line[lane] >= 0 and (
+        town.lane_junction[int(route.lane[i + 1])] >= 0):
+      out.append((float(route.s[i]) - stop_gap, int(town.lane_stop_line[lane])))
+  return out
+
+
+def route_maneuvers(route: Route, town: town_lib.Town) -> list[dict]:
+  """Runs of the route with one RoadOption: [{option, s_start, s_end, junction (-1), lane}]."""
+  runs = []
+  start = 0
+  for i in range(1, len(route.points) + 1):
+    if i == len(route.points) or route.option[i] != route.option[start] or (
+        town.lane_junction[int(route.lane[i])] != town.lane_junction[int(route.lane[start])]):
+      runs.append(dict(option=int(route.option[start]), s_start=float(route.s[start]),
+                       s_end=float(route.s[i - 1]), lane=int(route.lane[start]),
+                       junction=int(town.lane_junction[int(route.lane[start])])))
+      start = i
+  return runs

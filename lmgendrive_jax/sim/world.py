@@ -208,7 +208,7 @@ def step(town: dict, state: dict, control: jax.Array, params: WorldParams = Worl
   along_line = lines[:, 1] - lines[:, 0]
   line_len = jnp.maximum(jnp.linalg.norm(along_line, axis=-1), 1e-6)
   lateral = jnp.sum(rel * along_line, -1) / line_len
-  before = -jnp.sum(rel * town["stop_line_dir"], -1) + EGO_HALF[0]
+  before = -jnp.sum(rel * town["stop_line_dir"], -1) - EGO_HALF[0]  # front bumper to line
   heading_ok = jnp.sum(town["stop_line_dir"] * jnp.stack([jnp.cos(yaw_new), jnp.sin(yaw_new)]),
                        -1) > 0.5
   in_zone = is_sign & heading_ok & (lateral > -0.5) & (lateral < line_len + 0.5) & (

@@ -1,0 +1,93 @@
+"""Control from waypoints: CARLA-style `Control` and LMDrive's PID controllers (specs/langauto.md).
+
+Where it sits: the learned agent (`agent/`) turns its 5 predicted ego-frame waypoints into a
+`Control` with `WaypointController.control(waypoints, speed)`; the expert (expert.py) uses the
+same gains through `WaypointController.control_from_targets(desired_speed, aim, speed)`.
+
+Ego frame (lmgendrive_jax/data/geometry.py): x = metres to the right, y = metres forward.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Control:
+  """carla.VehicleControl's driving fields: steer in [-1, 1], throttle and brake in [0, 1]."""
+  steer: float = 0.0
+  throttle: float = 0.0
+  brake: float = 0.0
+
+  def as_array(self) -> np.ndarray:
+    return np.array([self.steer, self.throttle, self.brake], np.float32)
+
+
+class PIDController:
+  """LMDrive's PID: integral = mean of the last `n` errors, derivative = last difference."""
+
+  def __init__(self, K_P: float = 1.0, K_I: float = 0.0, K_D: float = 0.0, n: int = 20):
+    self.K_P, self.K_I, self.K_D = K_P, K_I, K_D
+    self._window = collections.deque([0.0] * n, maxlen=n)
+
+  def step(self, error: float) -> float:
+    self._window.append(float(error))
+    integral = float(np.mean(self._window))
+    derivative = self._window[-1] - self._window[-2] if len(self._window) >= 2 else 0.0
+    return self.K_P * error + self.K_I * integral + self.K_D * derivative
+
+
+@dataclasses.dataclass(frozen=True)
+class PIDConfig:
+  """LMDrive's numbers (specs/langauto.md, "Control from waypoints")."""
+  turn_KP: float = 1.25
+  turn_KI: float = 0.75
+  turn_KD: float = 0.3
+  turn_n: int = 40
+  speed_KP: float = 5.0
+  speed_KI: float = 0.5
+  speed_KD: float = 1.0
+  speed_n: int = 40
+  max_throttle: float = 0.75
+  brake_speed: float = 0.1  # desired speed below this: brake
+  brake_ratio: float = 1.1  # speed / desired above this: brake
+  clip_delta: float = 0.35
+  steer_scale: float = 0.8
+
+
+class WaypointController:
+  """Waypoints (ego frame, 0.5 s apart) -> Control, exactly LMDrive's agent rules."""
+
+  def __init__(self, config: PIDConfig = PIDConfig()):
+    self.config = config
+    self.turn = PIDController(config.turn_KP, config.turn_KI, config.turn_KD, config.turn_n)
+    self.speed = PIDController(config.speed_KP, config.speed_KI, config.speed_KD, config.speed_n)
+
+  def control_from_targets(self, desired_speed: float, aim: np.ndarray, speed: float) -> Control:
+    """desired speed (m/s), aim point f32[2] (ego frame), current speed -> Control."""
+    c = self.config
+    brake = desired_speed < c.brake_speed or (speed / max(desired_speed, 1e-6)) > c.brake_ratio
+    angle = math.degrees(math.pi / 2 - math.atan2(aim[1], aim[0])) / 90.0
+    if speed < 0.01:
+      angle = 0.0  # Standing still: do not wind up the steering integral.
+    steer = float(np.clip(self.turn.step(angle), -1.0, 1.0))
+    delta = float(np.clip(desired_speed - speed, 0.0, c.clip_delta))
+    throttle = float(np.clip(self.speed.step(delta), 0.0, c.max_throttle))
+    throttle = 0.0 if brake else throttle
+    brake_value = 1.0 if brake else 0.0
+    if brake_value < 0.05:
+      brake_value = 0.0
+    if brake_value > 0.1:
+      throttle = 0.0
+    return Control(steer=steer * c.steer_scale, throttle=throttle, brake=brake_value)
+
+  def control(self, waypoints: np.ndarray, speed: float) -> Control:
+    """waypoints f32[K >= 2, 2] ego frame, 0.5 s apart; speed m/s -> Control."""
+    waypoints = np.asarray(waypoints, np.float64)
+    desired_speed = float(np.linalg.norm(waypoints[0] - waypoints[1]) * 2.0)
+    aim = (waypoints[0] + waypoints[1]) / 2.0
+    return self.control_from_targets(desired_speed, aim, speed)
