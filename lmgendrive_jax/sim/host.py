@@ -232,10 +232,24 @@ def run_routes(specs: list[routes_lib.RouteSpec], make_agent: Callable[[], Any],
   states = jax.tree.map(jnp.asarray, world_lib.stack(state_list))
   images_np = None
   controls = np.zeros((len(slots), 3), np.float32)
-  # The first observation: state at t = 0 (info with no events).
-  infos_np = None
+  infos_np = None  # the first observation (t = 0) has no events
   tick = 0
-  while any(slot is not None for slot in slots):
+  period = max(int(render_every), 1)
+  while any(slot is not None for slot in slots) or queue:
+    # Routes start on rendered ticks, so every episode's even ticks have fresh images.
+    if queue and tick % period == 0:
+      for b in range(len(slots)):
+        if slots[b] is None and queue:
+          index, spec = queue.pop(0)
+          episode = Episode(spec, cfg, pad_v, pad_p)
+          slots[b] = _start_agent(make_agent, agent_config, episode, index)
+          arrays = episode.town.arrays(shapes)
+          towns = _put(towns, b, arrays)
+          states = _put(states, b, episode.initial_state)
+          if infos_np is not None:
+            infos_np = _reset_info(infos_np, b)
+            infos_np["light_states"][b] = np.asarray(world_lib.light_states(
+                jax.tree.map(jnp.asarray, arrays), jnp.float32(0.0)))
     states_np = jax.device_get(states)
     if infos_np is None:
       lights = jax.device_get(jax.vmap(world_lib.light_states)(towns, states["t"]))
@@ -274,19 +288,16 @@ def run_routes(specs: list[routes_lib.RouteSpec], make_agent: Callable[[], Any],
           on_end(episode, result)
         if progress is not None:
           progress.update(1)
-        if queue:
-          index, spec = queue.pop(0)
-          episode = Episode(spec, cfg, pad_v, pad_p)
-          slots[b] = _start_agent(make_agent, agent_config, episode, index)
-          towns = _put(towns, b, episode.town.arrays(shapes))
-          states = _put(states, b, episode.initial_state)
-          infos_np = jax.tree.map(np.copy, infos_np)
-          for key in infos_np:
-            if key != "light_states":
-              infos_np[key][b] = -1 if key != "drive_dir" else 4
-        else:
-          slots[b] = None
+        slots[b] = None
   return results
+
+
+def _reset_info(infos: dict, b: int) -> dict:
+  infos = jax.tree.map(np.copy, infos)
+  for key in infos:
+    if key != "light_states":
+      infos[key][b] = 4 if key == "drive_dir" else -1
+  return infos
 
 
 def _empty_infos(batch: int, lights: np.ndarray) -> dict:
