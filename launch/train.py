@@ -19,6 +19,7 @@ flags.mark_flags_as_required(["config"])
 
 TASKS = {
     "llm_text": "lmgendrive_jax.train.llm_text",
+    "stage1": "lmgendrive_jax.train.stage1",
 }
 
 

@@ -187,12 +187,13 @@ def validate(config: ConfigDict, num_devices: int | None = None) -> ConfigDict:
       raise ConfigError(
           f"data.seq_len={config.data.seq_len} exceeds model.llm.max_positions="
           f"{llm.max_positions}; shorten data.seq_len or raise model.llm.max_positions")
-  if "batch_size" in config.get("train", {}) and "mesh" in config:
-    shards = _mesh_axis_size(config, "batch", num_devices)
-    if config.train.batch_size % shards:
-      raise ConfigError(
-          f"train.batch_size={config.train.batch_size} is not divisible by the {shards} shards of "
-          f"the 'batch' axis; make it a multiple of {shards}")
+  for block in ("train", "data"):
+    if "batch_size" in config.get(block, {}) and "mesh" in config:
+      shards = _mesh_axis_size(config, "batch", num_devices)
+      if config[block].batch_size % shards:
+        raise ConfigError(
+            f"{block}.batch_size={config[block].batch_size} is not divisible by the {shards} "
+            f"shards of the 'batch' axis; make it a multiple of {shards}")
   return config
 
 

@@ -1,0 +1,35 @@
+"""Stage 1: vision pretraining (+ the tiny VAE for the embedded default).
+
+  python launch/train.py --config=configs/stage1.py:preset=small --config.data.data_dir=DATA
+"""
+
+from lmgendrive_jax import config as config_lib
+
+
+def get_config(arg=None):
+  arg = config_lib.parse_arg(arg, preset="small", runlocal=False)
+  config = config_lib.ConfigDict()
+  config.stage = "stage1"
+  config.preset = arg.preset
+  config.seed = 0
+  config.work_dir = f"work_dirs/stage1_{arg.preset}"
+
+  config.model = config_lib.ConfigDict()
+  config.model.vision = config_lib.vision_preset(arg.preset)
+  config.model.vae = config_lib.vae_preset(arg.preset)
+  config.model.train_vae = arg.preset != "paper"  # The paper preset imports SD's VAE instead.
+  config.loss = config_lib.ConfigDict(dict(vae_weight=1.0, kl_weight=1e-6))
+
+  config.data = config_lib.data_preset(arg.preset, stage=1)
+  config.train = config_lib.ConfigDict(dict(
+      steps={"tiny": 10, "small": 600, "paper": 100000}[arg.preset],
+      log_every=10, eval_every=10 ** 9, checkpoint_every=200, keep_checkpoints=2,
+      max_skipped_in_a_row=5))
+  config.optim = config_lib.optim_config(
+      lr={"tiny": 1e-3, "small": 5e-4, "paper": 5e-4}[arg.preset], warmup_steps=50,
+      total_steps=config.train.steps, weight_decay=0.05)
+  config.mesh = config_lib.mesh_config((-1, 1, 1))
+  config.logical_axis_rules = config_lib.logical_axis_rules()
+  if arg.runlocal:
+    config.train.steps = 4
+  return config
