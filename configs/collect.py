@@ -1,0 +1,31 @@
+"""Collect LMDrive-format driving data with the expert in the embedded simulator.
+
+  python -m data_pipelines.collect --config=configs/collect.py:preset=tiny --config.out_dir=DIR
+
+`sim` is the simulator preset (`config.sim_preset`: town, cameras, traffic, instructions, expert);
+`route_sets` the named route sets driven (`sim/routes.py: route_set`), each with `seed`. LMDrive
+collected at 800x600 (`preset=paper`); `tiny` writes 64x64 frames in seconds for tests.
+"""
+
+from lmgendrive_jax import config as config_lib
+
+
+def get_config(arg=None):
+  arg = config_lib.parse_arg(arg, preset="small")
+  config = config_lib.ConfigDict()
+  config.preset = arg.preset
+  config.sim = config_lib.sim_preset(arg.preset)
+  config.route_sets = {
+      "tiny": ("tiny_2_notice",),
+      "small": ("tiny_notice", "short_notice"),
+      "paper": ("tiny_notice", "short_notice", "long_notice"),
+  }[arg.preset]
+  config.seed = 0
+  config.out_dir = f"data/lmdrive_sim_{arg.preset}"
+  config.batch_size = config.sim.batch_size
+  config.jpeg_quality = 95
+  # Steering-noise episodes per second of driving (data diversity; 0 = clean expert).
+  config.expert_noise = {"tiny": 0.0, "small": 0.05, "paper": 0.05}[arg.preset]
+  config.max_routes = -1  # -1: every route of the sets
+  config.actor_radius = 60.0  # actors_data lists actors within this many metres of the ego
+  return config

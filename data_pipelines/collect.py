@@ -1,0 +1,276 @@
+"""Command: drive the expert over route sets in the embedded simulator and write the LMDrive
+on-disk format (specs/lmdrive_format.md, raw layout).
+
+  python -m data_pipelines.collect --config=configs/collect.py:preset=tiny --config.out_dir=DIR
+
+Where it sits: simulator (`lmgendrive_jax.sim.host.run_routes`, many worlds in lockstep) ->
+this writer -> `data_pipelines/build_tfds.py` (the TFDS builder reads the folders written here
+exactly as it reads LMDrive's CARLA data).
+
+Per route folder `routes_town{TT}_{track}_w{WW}_{id}` (`id`: the route seed, a stable stand-in for
+LMDrive's timestamp so that a rerun finds finished routes), frames at 10 Hz (every second 20 Hz
+tick), numbered %04d: `rgb_front|rgb_left|rgb_right|rgb_rear/NNNN.jpg`, `measurements/NNNN.json`
+(every LMDrive key), `actors_data/NNNN.json`; plus `route_meta.json` (instruction clips, notices,
+score) and the `done` marker written last. At the root, rebuilt from the finished routes after each
+route: `dataset_index.txt`, `navigation_instruction_list.txt`, `notice_instruction_list.json`,
+`misleading_data.txt`.
+
+Resumable: routes with a `done` marker are skipped; a folder without one (an interrupted route) is
+deleted and driven again.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import shutil
+import sys
+
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+from PIL import Image
+
+from lmgendrive_jax.sim import render as render_lib
+from lmgendrive_jax.sim import routes as routes_lib
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/collect.py:preset=...")
+
+VIEWS = ("front", "left", "right", "rear")
+DONE = "done"
+META = "route_meta.json"
+
+
+def route_dir_name(spec: routes_lib.RouteSpec) -> str:
+  return f"routes_town{spec.town_id:02d}_{spec.track}_w{spec.weather_id:02d}_{spec.route_seed:06d}"
+
+
+def _gps(p) -> list[float]:
+  """CARLA-frame (x east, y south) -> LMDrive GPS frame (north, east)."""
+  return [float(-p[1]), float(p[0])]
+
+
+def measurement(episode, state: dict, control: np.ndarray, labels: dict) -> dict:
+  """Every LMDrive measurement key for the tick (specs/lmdrive_format.md)."""
+  route = episode.route
+  pos = np.asarray(state["ego_pos"], np.float64)
+  progress = float(labels.get("progress", episode.scorer.progress_m))
+  near = route.next_node(progress, 4.0)
+  far = route.next_node(progress, 20.0)
+  idx = int(np.clip(np.searchsorted(route.s, progress), 0, len(route.s) - 1))
+  future = [_gps(route.point_at(min(progress + d, route.length))) for d in range(2, 22, 2)]
+  weather = render_lib.WEATHERS[episode.spec.weather_id % len(render_lib.WEATHERS)]
+  gps = _gps(pos)
+  return {
+      "gps_x": gps[0], "gps_y": gps[1], "x": float(pos[0]), "y": float(pos[1]),
+      "theta": float((float(state["ego_yaw"]) + math.pi / 2) % (2 * math.pi)),
+      "speed": float(state["ego_speed"]), "target_speed": float(labels.get("target_speed", 0.0)),
+      "x_command": _gps(route.nodes[near])[0], "y_command": _gps(route.nodes[near])[1],
+      "command": int(route.node_option[near]), "gt_command": int(route.option[idx]),
+      "steer": float(control[0]), "throttle": float(control[1]), "brake": float(control[2]),
+      "weather": weather.name, "weather_id": int(episode.spec.weather_id),
+      "near_node_x": _gps(route.nodes[near])[0], "near_node_y": _gps(route.nodes[near])[1],
+      "far_node_x": _gps(route.nodes[far])[0], "far_node_y": _gps(route.nodes[far])[1],
+      "is_junction": bool(labels.get("is_junction", False)),
+      "is_vehicle_present": list(labels.get("is_vehicle_present", [])),
+      "is_bike_present": list(labels.get("is_bike_present", [])),
+      "is_lane_vehicle_present": list(labels.get("is_lane_vehicle_present", [])),
+      "is_junction_vehicle_present": list(labels.get("is_junction_vehicle_present", [])),
+      "is_pedestrian_present": list(labels.get("is_pedestrian_present", [])),
+      "is_red_light_present": list(labels.get("is_red_light_present", [])),
+      "is_stop_sign_present": list(labels.get("is_stop_sign_present", [])),
+      "should_slow": int(labels.get("should_slow", 0)),
+      "should_brake": int(labels.get("should_brake", 0)),
+      "future_waypoints": future,
+      "affected_light_id": int(labels.get("affected_light_id", -1)),
+  }
+
+
+def actors_data(episode, state: dict, light_states, radius: float) -> dict:
+  """`{actor_id: {loc, ori, box, vel, tpe, (sta)}}` of actors within `radius` m (ego excluded).
+  ids: vehicles 1000 + i, walkers 2000 + i, traffic lights 3000 + i."""
+  from lmgendrive_jax.sim import expert as expert_lib
+  town = episode.town
+  ego = np.asarray(state["ego_pos"], np.float64)
+  out = {}
+  npc_pos, npc_yaw = expert_lib.lane_pose_np(town, np.asarray(state["npc_lane"]),
+                                             np.asarray(state["npc_s"]))
+  for i in np.nonzero(np.asarray(state["npc_active"]))[0]:
+    if np.linalg.norm(npc_pos[i] - ego) > radius:
+      continue
+    c, s = math.cos(npc_yaw[i]), math.sin(npc_yaw[i])
+    v = float(state["npc_speed"][i])
+    hl, hw = (float(x) for x in state["npc_half"][i])
+    out[str(1000 + int(i))] = {"loc": [float(npc_pos[i][0]), float(npc_pos[i][1]), 0.75],
+                               "ori": [c, s, 0.0], "box": [hl, hw, 0.75],
+                               "vel": [v * c, v * s, 0.0], "tpe": 0}
+  ped_pos, ped_yaw = expert_lib.world_lib_ped_poses(state)
+  ped_dir = expert_lib._ped_dirs(state)  # noqa: SLF001  (same module family)
+  for i in np.nonzero(np.asarray(state["ped_active"]))[0]:
+    if np.linalg.norm(ped_pos[i] - ego) > radius:
+      continue
+    moving = float(state["ped_speed"][i]) * float(bool(state["ped_started"][i]))
+    c, s = math.cos(ped_yaw[i]), math.sin(ped_yaw[i])
+    out[str(2000 + int(i))] = {"loc": [float(ped_pos[i][0]), float(ped_pos[i][1]), 0.9],
+                               "ori": [c, s, 0.0], "box": [0.25, 0.25, 0.9],
+                               "vel": [float(ped_dir[i][0] * moving), float(ped_dir[i][1] * moving),
+                                       0.0], "tpe": 1}
+  for i, pos in enumerate(town.light_pos):
+    if np.linalg.norm(pos[:2] - ego) > radius:
+      continue
+    d = town.stop_line_dir[town.light_stop_line[i]]
+    out[str(3000 + i)] = {"loc": [float(p) for p in pos], "ori": [float(-d[0]), float(-d[1]), 0.0],
+                          "box": [0.25, 0.3, 0.65], "vel": [0.0, 0.0, 0.0], "tpe": 2,
+                          "sta": int(light_states[i])}
+  return out
+
+
+def _write_json(path: str, data) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(data, f)
+  os.replace(tmp, path)
+
+
+def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+  buffer = io.BytesIO()
+  Image.fromarray(np.asarray(image)).save(buffer, format="JPEG", quality=quality)
+  return buffer.getvalue()
+
+
+class Collector:
+  """host.run_routes callbacks that write each route folder; `write_index` rebuilds the root."""
+
+  def __init__(self, out_dir: str, config, views: tuple[str, ...]):
+    self.out_dir, self.config, self.views = out_dir, config, views
+    self.frames: dict[int, int] = {}
+
+  def _dir(self, episode) -> str:
+    return os.path.join(self.out_dir, route_dir_name(episode.spec))
+
+  def on_tick(self, episode, state, info, images, control, agent) -> None:
+    if episode.tick % 2 or images is None:
+      return
+    route_dir = self._dir(episode)
+    key = id(episode)
+    if key not in self.frames:
+      if os.path.exists(route_dir):
+        shutil.rmtree(route_dir)
+      for folder in [f"rgb_{v}" for v in VIEWS] + ["measurements", "actors_data"]:
+        os.makedirs(os.path.join(route_dir, folder))
+      self.frames[key] = 0
+    frame = episode.tick // 2
+    name = f"{frame:04d}"
+    for view in VIEWS:
+      with open(os.path.join(route_dir, f"rgb_{view}", name + ".jpg"), "wb") as f:
+        f.write(encode_jpeg(images[self.views.index(view)], int(self.config.jpeg_quality)))
+    labels = getattr(agent, "last_labels", {}) or {}
+    _write_json(os.path.join(route_dir, "measurements", name + ".json"),
+                measurement(episode, state, control, labels))
+    _write_json(os.path.join(route_dir, "actors_data", name + ".json"),
+                actors_data(episode, state, info["light_states"], float(self.config.actor_radius)))
+    self.frames[key] = frame + 1
+
+  def on_end(self, episode, result) -> None:
+    n_frames = self.frames.pop(id(episode), 0)
+    route_dir = self._dir(episode)
+    if n_frames == 0:
+      return
+    last = n_frames - 1
+    clips = []
+    bad_times = [i["time"] for i in result["infractions"] if "time" in i and i["type"] != (
+        "outside_route_lanes")]
+    for clip in episode.instructions.finish():
+      start, end = min(clip["start_frame"], last), min(clip["end_frame"], last)
+      bad = any(start <= int(t * 10) <= end for t in bad_times)
+      clips.append(dict(clip, start_frame=start, end_frame=max(start, end), bad_case=bad))
+    notices = [dict(n, frame_id=min(n["frame_id"], last)) for n in episode.notices.notices]
+    _write_json(os.path.join(route_dir, META), dict(
+        route=route_dir_name(episode.spec), n_frames=n_frames, town_id=episode.spec.town_id,
+        weather_id=episode.spec.weather_id, clips=clips, notices=notices, result=result))
+    with open(os.path.join(route_dir, DONE), "w") as f:
+      f.write("ok\n")
+    write_index(self.out_dir)
+
+
+def finished_routes(out_dir: str) -> list[str]:
+  if not os.path.isdir(out_dir):
+    return []
+  return sorted(d for d in os.listdir(out_dir)
+                if os.path.exists(os.path.join(out_dir, d, DONE)))
+
+
+def write_index(out_dir: str) -> None:
+  """Rebuilds the root files from the finished routes (deterministic order: by folder name)."""
+  index, navigation, misleading, notices = [], [], [], {}
+  for route in finished_routes(out_dir):
+    with open(os.path.join(out_dir, route, META)) as f:
+      meta = json.load(f)
+    index.append(f"{route} {meta['n_frames']}")
+    for clip in meta["clips"]:
+      line = json.dumps({
+          "start_frame": clip["start_frame"], "end_frame": clip["end_frame"],
+          "instruction": clip["instruction"], "instruction_id": clip["instruction_id"],
+          "instruction_args": clip["instruction_args"], "town_id": meta["town_id"],
+          "weather_id": meta["weather_id"], "route_path": route, "route_frames": meta["n_frames"],
+          "bad_case": bool(clip["bad_case"])})
+      (misleading if clip["misleading"] else navigation).append(line)
+    if meta["notices"]:
+      notices[route] = [{"frame_id": n["frame_id"], "instruction_id": n["instruction_id"],
+                         "instruction_args": n["instruction_args"]} for n in meta["notices"]]
+  for name, lines in (("dataset_index.txt", index), ("navigation_instruction_list.txt", navigation),
+                      ("misleading_data.txt", misleading)):
+    tmp = os.path.join(out_dir, name + ".tmp")
+    with open(tmp, "w") as f:
+      f.write("".join(line + "\n" for line in lines))
+    os.replace(tmp, os.path.join(out_dir, name))
+  _write_json(os.path.join(out_dir, "notice_instruction_list.json"), notices)
+
+
+def collect(config) -> list[dict]:
+  """Drives the expert over `config.route_sets`; returns the scores of the routes driven now."""
+  from tqdm import tqdm
+
+  from lmgendrive_jax.sim import expert, host
+  sim = config.sim
+  specs = [spec for name in config.route_sets for spec in routes_lib.route_set(name, config.seed)]
+  if config.max_routes >= 0:
+    specs = specs[:config.max_routes]
+  os.makedirs(config.out_dir, exist_ok=True)
+  done = set(finished_routes(config.out_dir))
+  todo = [s for s in specs if route_dir_name(s) not in done]
+  expert_cfg = sim.expert.copy_and_resolve_references()
+  with expert_cfg.unlocked():
+    expert_cfg.noise_prob = float(config.expert_noise)
+  rig = host.rig_from_config(sim)
+  collector = Collector(config.out_dir, config, rig.views)
+  missing = [v for v in VIEWS if v not in rig.views]
+  if missing:
+    from lmgendrive_jax.errors import ConfigError
+    raise ConfigError(f"sim.camera.views {tuple(rig.views)} lacks {missing}; the LMDrive format "
+                      "needs front, left, right and rear")
+  with tqdm(total=len(specs), initial=len(specs) - len(todo), desc="collect", unit="route") as bar:
+    results = host.run_routes(todo, lambda: expert.ExpertAgent(expert_cfg), sim,
+                              batch_size=int(config.batch_size), render_every=2,
+                              on_tick=collector.on_tick, on_end=collector.on_end, progress=bar)
+  write_index(config.out_dir)
+  return results
+
+
+def main(argv) -> None:
+  del argv
+  config = _CONFIG.value
+  if config is None:
+    raise app.UsageError("--config=configs/collect.py:preset=... is required")
+  results = collect(config)
+  if results:
+    mean_ds = sum(r["ds"] for r in results) / len(results)
+    print(f"collected {len(results)} routes into {config.out_dir} (expert mean DS {mean_ds:.1f})")
+  else:
+    print(f"nothing to do: every route is already in {config.out_dir}")
+
+
+if __name__ == "__main__":
+  app.run(main, argv=sys.argv)
