@@ -48,6 +48,11 @@ def _batch(rng, batch, num_objects=2):
 OPTIMIZER = optax.adam(3e-3)
 
 
+def _key(seed):
+  """RBG keys: their init compiles several times faster on CPU than threefry's unrolled hash."""
+  return jax.random.key(seed, impl="rbg")
+
+
 @jax.jit
 def _init(key, inputs):
   return nn.meta.unbox(_model().init(key, **inputs))
@@ -65,7 +70,7 @@ def _train_step(params, rest, opt_state, inputs, labels, weights):
 
 def _train(inputs, labels, steps, key=0, weights=LMDRIVE_WEIGHTS):
   """Adam from a fresh init; both learning tests use one batch shape, so this compiles once."""
-  variables = _init(jax.random.key(key), inputs)
+  variables = _init(_key(key), inputs)
   params, rest = variables["params"], {k: v for k, v in variables.items() if k != "params"}
   opt_state = OPTIMIZER.init(params)
   history = []
@@ -79,13 +84,16 @@ def _train(inputs, labels, steps, key=0, weights=LMDRIVE_WEIGHTS):
 @pytest.mark.slow
 def test_stage1_overfits_a_fixed_batch():
   # Equal weights: LMDrive's 0.01 on the stop sign would need many more steps to show learning
-  # on random labels; the weights themselves are checked in test_losses_vision.py.
+  # on random labels; the weights themselves are checked in test_losses_vision.py. The detection
+  # term falls slowest: its objectness part is normalised by the mean error weight, so it tracks
+  # the hardest cells rather than the average one.
   inputs, labels = _batch(np.random.default_rng(0), batch=4)
-  _, history = _train(inputs, labels, steps=100, weights={k: 1.0 for k in LMDRIVE_WEIGHTS})
+  _, history = _train(inputs, labels, steps=300, weights={k: 1.0 for k in LMDRIVE_WEIGHTS})
   first, last = history[0], history[-1]
   for name in ("detection", "waypoints", "traffic_light", "stop_sign", "detection_speed"):
-    assert last[name] < 0.3 * first[name], (name, first[name], last[name])
-  assert last["total"] < 0.2 * first["total"]
+    assert last[name] < 0.35 * first[name], (name, first[name], last[name])
+  assert last["detection/box"] < 0.2 * first["detection/box"]
+  assert last["total"] < 0.1 * first["total"]
 
 
 @pytest.mark.slow
@@ -117,7 +125,7 @@ def test_detection_head_recovers_box_centres():
     centres.append(sorted(scene))
   inputs["images"] = images
   weights = {k: jnp.float32(k == "detection") for k in LMDRIVE_WEIGHTS}
-  variables = nn.meta.unbox(jax.jit(model.init)(jax.random.key(1), **inputs))
+  variables = nn.meta.unbox(jax.jit(model.init)(_key(1), **inputs))
   params, rest = variables["params"], {k: v for k, v in variables.items() if k != "params"}
   opt_state = OPTIMIZER.init(params)
 
@@ -147,7 +155,7 @@ def test_detection_head_recovers_box_centres():
 def test_sharded_forward_and_loss_match_single_device(num_devices):
   model = _model()
   inputs, labels = _batch(np.random.default_rng(2), batch=4)
-  variables = _init(jax.random.key(0), inputs)
+  variables = _init(_key(0), inputs)
 
   def loss(variables, inputs, labels):
     predictions, out = model.apply(variables, **inputs)
@@ -159,9 +167,10 @@ def test_sharded_forward_and_loss_match_single_device(num_devices):
   mesh = jax.make_mesh((2, 2, 2), ("data", "fsdp", "tensor"),
                        axis_types=(jax.sharding.AxisType.Auto,) * 3)
   rules = config_lib.logical_axis_rules()
-  init_fn = lambda key: model.init(key, **inputs)  # noqa: E731
-  sharded_vars = parallel.init_sharded(init_fn, mesh, rules, jax.random.key(0))
-  assert any(len(leaf.sharding.device_set) > 1 and not leaf.sharding.is_fully_replicated
+  _, shardings = parallel.variable_shardings(lambda k: model.init(k, **inputs), mesh, rules,
+                                             _key(0))
+  sharded_vars = jax.device_put(variables, shardings)
+  assert any(not leaf.sharding.is_fully_replicated
              for leaf in jax.tree.leaves(sharded_vars["params"])), "nothing was sharded"
   batch_sharding = lambda x: NamedSharding(mesh, P(("data", "fsdp"), *[None] * (x.ndim - 1)))  # noqa
   put = lambda tree: jax.tree.map(lambda x: jax.device_put(x, batch_sharding(x)), tree)  # noqa
