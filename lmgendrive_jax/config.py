@@ -281,10 +281,17 @@ def lmgendrive_preset(name: str) -> ConfigDict:
                       f"qformer {qformer.encoder_hidden_size}/{qformer.out_dim} -> llm "
                       f"{llm.embed_dim})")
   hidden = {"tiny": 64, "small": 256, "paper": 1024}[name]
+  world = world_preset(name).dit
+  vae = vae_preset(name)
+  if world.cond_dim != llm.embed_dim or world.latent_channels != vae.latent_channels:
+    raise ConfigError(f"preset {name!r}: world generator cond_dim {world.cond_dim} / latent "
+                      f"channels {world.latent_channels} do not match the LLM width "
+                      f"{llm.embed_dim} / VAE latents {vae.latent_channels}")
   return ConfigDict(dict(
       vision=vision, qformer=qformer, llm=llm,
       action_head=dict(num_waypoints=5, hidden_dim=hidden, dtype=llm.dtype,
                        param_dtype=llm.param_dtype),
+      world=world, vae=vae,
       num_action_queries=4, num_generation_queries=4, freeze_vision=True))
 
 

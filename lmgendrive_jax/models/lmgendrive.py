@@ -28,7 +28,9 @@ from lmgendrive_jax.models.action_head import ActionHead
 from lmgendrive_jax.models.llm import LLM
 from lmgendrive_jax.models.qformer import QFormer
 from lmgendrive_jax.models.sequence import block_mask_ar, build_sequence
+from lmgendrive_jax.models.vae import AutoencoderKL, images_to_unit
 from lmgendrive_jax.models.vision import VisionEncoder
+from lmgendrive_jax.models.world import WorldDiT
 
 
 class LMGenDrive(nn.Module):
@@ -37,6 +39,8 @@ class LMGenDrive(nn.Module):
   qformer: Mapping[str, Any]
   llm: Mapping[str, Any]
   action_head: Mapping[str, Any]
+  world: Mapping[str, Any] | None = None
+  vae: Mapping[str, Any] | None = None
   num_action_queries: int = 4
   num_generation_queries: int = 4
   freeze_vision: bool = True
@@ -51,6 +55,10 @@ class LMGenDrive(nn.Module):
     self.generation_queries = self.param("generation_queries", init,
                                          (self.num_generation_queries, width))
     self.actions = ActionHead(**self.action_head, name="action_head")
+    if self.world is not None:
+      self.world_model = WorldDiT(**self.world, name="world")
+    if self.vae is not None:
+      self.autoencoder = AutoencoderKL(**self.vae, name="vae")
 
   # --------------------------------------------------------------------------------------------
   # Pieces.
@@ -105,6 +113,27 @@ class LMGenDrive(nn.Module):
                        "generation_states": generation_states, "visual_tokens": visual}
 
   # --------------------------------------------------------------------------------------------
+  # World generator (the VAE is frozen after stage 1: its latents carry no gradient).
+
+  def encode_latents(self, images: jax.Array) -> jax.Array:
+    """images uint8[..., V, H, W, 3] -> scaled latents f32[..., V, h, w, c] (posterior mean)."""
+    lead = images.shape[:-3]
+    latents = self.autoencoder.encode_latents(images_to_unit(images.reshape(-1, *images.shape[-3:])))
+    return jax.lax.stop_gradient(latents.reshape(*lead, *latents.shape[1:]))
+
+  def decode_latents(self, latents: jax.Array) -> jax.Array:
+    """Scaled latents f32[..., h, w, c] -> images f32[..., H, W, 3] in about [-1, 1]."""
+    lead = latents.shape[:-3]
+    images = self.autoencoder.decode_latents(latents.reshape(-1, *latents.shape[-3:]))
+    return images.reshape(*lead, *images.shape[1:])
+
+  def world_velocity(self, latents, frame_times, cond, *, cond_mask=None, drop_cond=None,
+                     waypoints=None):
+    """The denoiser (`models/world.py: WorldDiT.__call__`), for `diffusion.py`'s loss/samplers."""
+    return self.world_model(latents, frame_times, cond, cond_mask=cond_mask,
+                            drop_cond=drop_cond, waypoints=waypoints)
+
+  # --------------------------------------------------------------------------------------------
   # Online planning with a KV cache.
 
   def init_cache(self, batch_size: int, cache_size: int) -> dict:
@@ -140,3 +169,14 @@ class LMGenDrive(nn.Module):
     return waypoints[:, 0], {"completed_logit": completed_logit[:, 0],
                              "generation_states": generation_states[:, 0],
                              "cache": llm_out["cache"]}
+
+
+class WorldView:
+  """Presents LMGenDrive's world generator as the `model` of `diffusion.flow_matching_loss` and
+  `diffusion.sample_future` (`model.apply(variables, latents, times, cond, ...)`)."""
+
+  def __init__(self, model: LMGenDrive):
+    self.model = model
+
+  def apply(self, variables, *args, **kwargs):
+    return self.model.apply(variables, *args, method=LMGenDrive.world_velocity, **kwargs)

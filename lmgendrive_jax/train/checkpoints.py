@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any, Mapping
 
 import jax
@@ -86,27 +87,35 @@ def latest_step_dir(run_dir: str) -> str:
   return os.path.join(directory, str(steps[-1]))
 
 
-def restore_param_subtrees(run_dir: str, subtrees: Mapping[str, str], params: Any) -> Any:
-  """Replaces subtrees of `params` with the same-shaped subtrees of another run's latest params.
+def restore_subtrees(run_dir: str, subtrees: Mapping[str, str], tree: Any, root: str = "params",
+                     skip: str | None = None) -> Any:
+  """Replaces subtrees of `tree` with the same-shaped subtrees of another run's latest state.
 
-  subtrees: {our path: their path}, '/'-joined under params (e.g. {"vision": "vision"}).
-  Every leaf of each of our subtrees must exist in theirs with the same shape, or a
-  CheckpointError names it. Restored arrays land on the shardings of `params`' leaves.
+  subtrees: {our path: their path}, '/'-joined under `root` of the saved TrainState ("params", or
+  "model_state/batch_stats" for frozen statistics); their path "" means their whole root.
+  skip: a regex; our leaves matching it keep their value (e.g. "/lora/": fresh adapters on a
+  restored base). Every other leaf of each of our subtrees must exist in theirs with the same
+  shape, or a CheckpointError names it. Restored arrays land on the shardings of `tree`'s leaves.
   """
   step_dir = latest_step_dir(run_dir)
   checkpointer = ocp.PyTreeCheckpointer()
-  saved = checkpointer.metadata(os.path.join(step_dir, "state")).item_metadata.tree["params"]
-  saved_flat = traverse_util.flatten_dict(saved, sep="/")
-  ours_flat = traverse_util.flatten_dict(params, sep="/")
+  saved = checkpointer.metadata(os.path.join(step_dir, "state")).item_metadata.tree
+  for key in root.split("/"):
+    saved = saved.get(key, {}) if isinstance(saved, Mapping) else {}
+  saved_flat = traverse_util.flatten_dict(saved, sep="/") if saved else {}
+  ours_flat = traverse_util.flatten_dict(tree, sep="/")
+  skip_re = re.compile(skip) if skip else None
   item, wanted = {}, {}
   for ours, theirs in subtrees.items():
     leaves = {k: v for k, v in ours_flat.items() if k == ours or k.startswith(ours + "/")}
     if not leaves:
-      raise CheckpointError(f"init_from: our params have no subtree {ours!r}")
+      raise CheckpointError(f"init_from: our {root} have no subtree {ours!r}")
     for path, leaf in leaves.items():
-      source = theirs + path[len(ours):]
+      if skip_re is not None and skip_re.search(path):
+        continue
+      source = "/".join(p for p in (theirs, path[len(ours):].lstrip("/")) if p)
       if source not in saved_flat:
-        raise CheckpointError(f"init_from: parameter {source!r} (for our {path!r}) is missing "
+        raise CheckpointError(f"init_from: {root} entry {source!r} (for our {path!r}) is missing "
                               f"from {step_dir}")
       if tuple(saved_flat[source].shape) != tuple(leaf.shape):
         raise CheckpointError(
@@ -114,12 +123,23 @@ def restore_param_subtrees(run_dir: str, subtrees: Mapping[str, str], params: An
             f"{tuple(saved_flat[source].shape)}, our {path!r} needs {tuple(leaf.shape)}")
       item[source] = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
       wanted[path] = source
-  target = {"params": traverse_util.unflatten_dict(item, sep="/")}
+  if not item:
+    return tree
+  target = traverse_util.unflatten_dict(item, sep="/")
+  for key in reversed(root.split("/")):
+    target = {key: target}
   restored = checkpointer.restore(os.path.join(step_dir, "state"), args=ocp.args.PyTreeRestore(
       item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
       partial_restore=True))
-  restored_flat = traverse_util.flatten_dict(restored["params"], sep="/")
+  for key in root.split("/"):
+    restored = restored[key]
+  restored_flat = traverse_util.flatten_dict(restored, sep="/")
   merged = dict(ours_flat)
   for path, source in wanted.items():
     merged[path] = restored_flat[source]
   return traverse_util.unflatten_dict(merged, sep="/")
+
+
+def restore_param_subtrees(run_dir: str, subtrees: Mapping[str, str], params: Any) -> Any:
+  """`restore_subtrees` of parameters (the common case)."""
+  return restore_subtrees(run_dir, subtrees, params, root="params")
