@@ -161,6 +161,18 @@ def _mesh_axis_size(config: ConfigDict, logical: str, num_devices: int) -> int:
   return 1
 
 
+def resolve_run_dirs(config: ConfigDict) -> ConfigDict:
+  """Fills `work_dir` (default `<runs_root>/<run_name>`) and each `init_from[i].run_dir` (default
+  `<runs_root>/<init_from[i].run>`), so one `--config.runs_root=DIR` moves a whole curriculum."""
+  if "runs_root" in config:
+    if not config.work_dir:
+      config.work_dir = os.path.join(config.runs_root, config.run_name)
+    for entry in config.get("init_from", None) or []:
+      if not entry.get("run_dir"):
+        entry["run_dir"] = os.path.join(config.runs_root, entry["run"])
+  return config
+
+
 def validate(config: ConfigDict, num_devices: int | None = None) -> ConfigDict:
   """Checks a run config before anything compiles; raises ConfigError saying what to change."""
   if num_devices is None:
@@ -432,7 +444,7 @@ def sim_preset(name: str) -> ConfigDict:
                drag=0.02, idm_accel=2.0, idm_decel=3.0, idm_gap=2.5, idm_headway=1.2,
                npc_hard_brake=8.0, corridor_half_width=1.4, corridor_length=35.0, stop_gap=3.5,
                stop_sign_wait=1.0, brake_hold=4.0)
-  camera = dict(views=("front", "left", "right", "rear"), width=64, height=64, max_boxes=24,
+  camera = dict(views=("front", "left", "right", "rear"), width=64, height=64, max_boxes=12,
                 draw_distance=120.0)
   traffic = dict(num_vehicles=6, num_pedestrians=6, scenario_every_m=60.0,
                  npc_speed_range=(5.0, 8.0))
@@ -443,11 +455,11 @@ def sim_preset(name: str) -> ConfigDict:
   presets = {
       "tiny": dict(batch_size=4),
       "small": dict(batch_size=8, town=dict(grid=(5, 5), block=65.0),
-                    camera=dict(width=128, height=128, max_boxes=32),
+                    camera=dict(width=128, height=128, max_boxes=16),
                     traffic=dict(num_vehicles=12, num_pedestrians=12)),
       # LMDrive's collection: 800x600 cameras, bigger towns, denser traffic.
       "paper": dict(batch_size=4, town=dict(grid=(6, 6), block=80.0),
-                    camera=dict(width=800, height=600, max_boxes=64, draw_distance=200.0),
+                    camera=dict(width=800, height=600, max_boxes=32, draw_distance=200.0),
                     traffic=dict(num_vehicles=40, num_pedestrians=40)),
   }
   if name not in presets:

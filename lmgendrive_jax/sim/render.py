@@ -11,8 +11,8 @@ column and box), and each pixel row only adds a 1D test against the box's height
 O(W K) slab tests + O(H W K) few-flop tests for K boxes. The ground is analytic: a pixel below
 the horizon meets the ground at depth z_cam / slope, which is looked up in the town's top-down
 class raster (road, lane markings, crosswalks, sidewalk, terrain). The K boxes nearest the ego
-(buildings, poles, light heads, stop signs, vehicles, pedestrians) are picked per world with
-`top_k`. Lamps of the light heads glow in their state's colour; weather and time of day set the
+(buildings, poles, light heads, stop signs, vehicles, pedestrians) inside each camera's field
+of view are picked per view with `top_k`. Lamps of the light heads glow in their state's colour; weather and time of day set the
 sun, ambient light, sky, fog and road wetness.
 
 Camera frame: depth X forward, a = right / X, k = down / X. World frame: CARLA's (town.py).
@@ -59,7 +59,8 @@ SKIN = np.array([0.80, 0.62, 0.50], np.float32)
 
 @dataclasses.dataclass(frozen=True)
 class CameraRig:
-  """Views to render (names of `VIEW_POSES`), resolution, boxes per world, draw distance."""
+  """Views to render (names of `VIEW_POSES`), resolution, boxes per view (the nearest inside
+  its field of view), draw distance."""
   views: tuple[str, ...] = ("front", "left", "right", "rear")
   width: int = 64
   height: int = 64
@@ -126,7 +127,8 @@ def weather_vector(weather_id: int) -> np.ndarray:
 
 
 def scene_boxes(town: dict, state: dict, max_boxes: int) -> dict:
-  """The `max_boxes` boxes nearest the ego: static boxes, NPC vehicles and pedestrians."""
+  """Every box of the scene: static boxes, NPC vehicles and pedestrians (`active` masks
+  padding); `view_boxes` picks each camera's nearest `max_boxes`."""
   npc_pos, npc_yaw = world_lib.npc_poses(town, state)
   ped_pos, ped_yaw = world_lib.ped_poses(state)
   n, m = npc_pos.shape[0], ped_pos.shape[0]
@@ -148,14 +150,27 @@ def scene_boxes(town: dict, state: dict, max_boxes: int) -> dict:
   light = jnp.concatenate([town["box_light"], jnp.full((n + m,), -1)]).astype(jnp.int32)
   active = jnp.concatenate([jnp.ones(town["box_yaw"].shape, bool), state["npc_active"],
                             state["ped_active"]])
-  distance = jnp.linalg.norm(centre[:, :2] - state["ego_pos"][None], axis=-1) - jnp.linalg.norm(
-      half[:, :2], axis=-1)
-  distance = jnp.where(active, distance, 1e9)
-  k = min(max_boxes, distance.shape[0])
-  _, idx = jax.lax.top_k(-distance, k)
-  return dict(centre=centre[idx], half=half[idx], yaw=yaw[idx], colour=colour[idx],
-              colour2=colour2[idx], material=material[idx], light=light[idx],
-              active=active[idx])
+  return dict(centre=centre, half=half, yaw=yaw, colour=colour, colour2=colour2,
+              material=material, light=light, active=active)
+
+
+def view_boxes(boxes: dict, cam_pos, cam_yaw, tan_half_fov: float, max_boxes: int,
+               draw_distance: float) -> dict:
+  """The `max_boxes` nearest boxes inside one camera's horizontal field of view."""
+  d = boxes["centre"][:, :2] - cam_pos[None]
+  forward = d[:, 0] * jnp.cos(cam_yaw) + d[:, 1] * jnp.sin(cam_yaw)
+  lateral = -d[:, 0] * jnp.sin(cam_yaw) + d[:, 1] * jnp.cos(cam_yaw)
+  radius = jnp.linalg.norm(boxes["half"][:, :2], axis=-1)
+  visible = (forward > -radius) & (jnp.abs(lateral) - radius < (
+      jnp.maximum(forward, 0.0) + radius) * tan_half_fov) & boxes["active"]
+  distance = jnp.sqrt(forward ** 2 + lateral ** 2) - radius
+  visible = visible & (distance < draw_distance)
+  score = jnp.where(visible, distance, 1e9)
+  k = min(max_boxes, score.shape[0])
+  neg, idx = jax.lax.top_k(-score, k)
+  picked = {key: value[idx] for key, value in boxes.items()}
+  picked["active"] = neg > -1e8
+  return picked
 
 
 def _shade_box(material, colour, colour2, light_state, z_frac, z_abs, half_z, lambert,
@@ -275,7 +290,7 @@ def _render_view(town, boxes, light_states, weather, cam_pos, cam_yaw, cam_z, a,
 
 def render_views(town: dict, state: dict, rig: CameraRig) -> jax.Array:
   """uint8[V, H, W, 3] camera images of one world (views in `rig.views` order)."""
-  boxes = scene_boxes(town, state, rig.max_boxes)
+  boxes = scene_boxes(town, state, rig.max_boxes)  # all candidates; each view keeps its nearest
   lights = world_lib.light_states(town, state["t"])
   ego_c, ego_s = jnp.cos(state["ego_yaw"]), jnp.sin(state["ego_yaw"])
   images = []
@@ -286,7 +301,9 @@ def render_views(town: dict, state: dict, rig: CameraRig) -> jax.Array:
     a, k = rig.intrinsics(view)
     cam_pos = state["ego_pos"] + jnp.stack([x * ego_c - y * ego_s, x * ego_s + y * ego_c])
     cam_yaw = state["ego_yaw"] + math.radians(yaw_deg)
-    images.append(_render_view(town, boxes, lights, state["weather"], cam_pos, cam_yaw, z,
+    tan_half = float(a[-1]) + 0.5 * float(a[1] - a[0])  # right edge of the image, per depth
+    picked = view_boxes(boxes, cam_pos, cam_yaw, tan_half, rig.max_boxes, rig.draw_distance)
+    images.append(_render_view(town, picked, lights, state["weather"], cam_pos, cam_yaw, z,
                                jnp.asarray(a), jnp.asarray(k), rig.draw_distance))
   return jnp.stack(images)
 
