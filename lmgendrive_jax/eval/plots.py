@@ -14,6 +14,7 @@ Inputs are plain Python/numpy data, already parsed and validated by `report.py`:
 from __future__ import annotations
 
 import math
+import re
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -22,7 +23,12 @@ from matplotlib.figure import Figure
 
 THROUGHPUT_KEYS = ("steps_per_s", "examples_per_s", "tokens_per_s", "tflops_per_s")
 LR_KEYS = ("lr", "learning_rate")
-MAX_OTHER_PANELS = 6  # beyond losses, lr and throughput: keep the figure readable
+TOTAL_LOSS_KEYS = ("loss", "total", "total_loss")
+HIDDEN_KEYS = ("finite",)  # a 0/1 flag per step; `skipped` counts the same thing
+BOOKKEEPING_KEYS = ("grad_norm", "skipped")
+# Scores that are not losses (higher is better for most): one panel each, never on the loss axes.
+SCORE_PATTERN = re.compile(r"(^|_)(acc|accuracy|psnr|ssim|iou|fvd|precision|recall|f1|auc)($|_)")
+MAX_OTHER_PANELS = 6  # scores beyond these are left out: keep the figure readable
 
 # Marker and colour of each infraction type the LangAuto scorer writes (sim/scoring.py); any
 # other type gets the next style of FALLBACK_STYLES.
@@ -48,27 +54,55 @@ def infraction_style(kind: str, known: dict[str, tuple[str, str]]) -> tuple[str,
   return known[kind]
 
 
+def metric_kind(name: str) -> str:
+  """What a logged scalar is, from its name (train/loop.py and the stage losses name them):
+  'total' (the optimised loss), 'head' (a loss term of one head: stage 1 `detection`,
+  `waypoints`, ...; stage 2 `waypoint_l1`, `completed_ce`, `flow`; any `*loss*`), 'term' (a
+  sub-term `prefix/name`, e.g. `detection/box`), 'lr', 'throughput', 'bookkeeping' (`grad_norm`,
+  `skipped`), 'score' (accuracy, PSNR, ...) or 'hidden' (`finite`)."""
+  if name in TOTAL_LOSS_KEYS:
+    return "total"
+  if name in LR_KEYS:
+    return "lr"
+  if name in THROUGHPUT_KEYS:
+    return "throughput"
+  if name in HIDDEN_KEYS:
+    return "hidden"
+  if name in BOOKKEEPING_KEYS:
+    return "bookkeeping"
+  if "loss" not in name and SCORE_PATTERN.search(name.lower()):
+    return "score"
+  if "/" in name:
+    return "term"
+  return "head"
+
+
 def _panel_groups(metrics: Sequence[str]) -> list[tuple[str, list[str]]]:
-  """Splits metric names into panels: all losses together, lr, each throughput, then the rest."""
-  losses = [m for m in metrics if "loss" in m]
-  groups = [("losses", losses)] if losses else []
-  groups += [(m, [m]) for m in LR_KEYS if m in metrics]
-  groups += [(m, [m]) for m in THROUGHPUT_KEYS if m in metrics]
-  grouped = {m for _, names in groups for m in names}
-  others = [m for m in metrics if m not in grouped]
-  groups += [(m, [m]) for m in others[:MAX_OTHER_PANELS]]
-  return groups
+  """Metric names -> panels: total loss, loss heads, each head's sub-terms, lr, each throughput,
+  grad_norm and skipped, then scores (one each, up to MAX_OTHER_PANELS)."""
+  kinds = {m: metric_kind(m) for m in metrics}
+  of = lambda kind: [m for m in metrics if kinds[m] == kind]  # noqa: E731
+  groups = [("loss", of("total")), ("loss heads", of("head"))]
+  prefixes = sorted({m.split("/", 1)[0] for m in of("term")})
+  groups += [(f"{p}/* terms", [m for m in of("term") if m.split("/", 1)[0] == p])
+             for p in prefixes]
+  groups += [(m, [m]) for m in LR_KEYS + THROUGHPUT_KEYS + BOOKKEEPING_KEYS if m in metrics]
+  groups += [(m, [m]) for m in of("score")[:MAX_OTHER_PANELS]]
+  return [(panel, names) for panel, names in groups if names]
 
 
 def training_curves(series: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarray]], title: str,
                     out_png: str, dpi: int = 90) -> list[str]:
-  """Draws one run's curves (losses per head, lr, throughput, other scalars) into `out_png`.
+  """Draws one run's curves (total loss, loss per head, lr, throughput, ...) into `out_png`.
 
-  Train curves are solid, eval curves dashed with dots. The loss panel is on a log scale when every
-  value is positive and they span more than a factor of 20 (the heads differ by orders of size).
+  Panels and what goes in them: `metric_kind` and `_panel_groups`. Train curves are solid, eval
+  curves dashed with dots. A loss panel is on a log scale when every value is positive and they
+  span more than a factor of 20 (the heads differ by orders of size).
   Returns the metric names that were drawn.
   """
-  metrics = sorted({metric for _, metric in series})
+  # `skipped` stays at 0 in a healthy run: only worth a panel when a step was skipped.
+  metrics = sorted({metric for (_, metric), (_, values) in series.items()
+                    if metric != "skipped" or np.nanmax(values, initial=0) > 0})
   groups = _panel_groups(metrics)
   cols = 2 if len(groups) > 1 else 1
   rows = max(1, math.ceil(len(groups) / cols))
@@ -91,7 +125,8 @@ def training_curves(series: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarra
         finite_values.append(values[np.isfinite(values)])
         drawn.append(name)
     finite = np.concatenate(finite_values) if finite_values else np.zeros(0)
-    if panel == "losses" and finite.size and finite.min() > 0 and finite.max() / finite.min() > 20:
+    is_loss = metric_kind(names[0]) in ("total", "head", "term")
+    if is_loss and finite.size and finite.min() > 0 and finite.max() / finite.min() > 20:
       ax.set_yscale("log")
     ax.set_title(panel, fontsize=10)
     ax.set_xlabel("step", fontsize=9)
@@ -106,8 +141,9 @@ def training_curves(series: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarra
 def route_map(route_xy: np.ndarray | None, trajectory_xy: np.ndarray | None,
               infractions: Sequence[Mapping], lanes: Sequence[np.ndarray], title: str,
               out_png: str, dpi: int = 80, margin_m: float = 25.0) -> None:
-  """Top-down plot of one route: lanes (grey), planned route (blue, dashed), driven trajectory
-  (orange), start and goal, and every infraction with a position as a marker of its type.
+  """Top-down plot of one route: lanes (grey), planned route (blue, dashed; a dot at the start, a
+  star at the goal), driven trajectory (orange), and every infraction with a position as a marker
+  of its type (in the legend with its count).
 
   The view is cropped to the route, the trajectory and the infractions plus `margin_m`, so a town
   larger than the route does not shrink it to a speck; CARLA's map frame has y pointing down on
@@ -140,10 +176,9 @@ def route_map(route_xy: np.ndarray | None, trajectory_xy: np.ndarray | None,
   if route_xy is not None and len(route_xy):
     ax.plot(route_xy[:, 0], route_xy[:, 1], color="#1f77b4", linestyle="--", linewidth=2.0,
             label="planned route", zorder=2)
-    ax.plot(*route_xy[0], marker="o", color="#1f77b4", markersize=7, zorder=4, linestyle="none",
-            label="start")
+    ax.plot(*route_xy[0], marker="o", color="#1f77b4", markersize=7, zorder=4, linestyle="none")
     ax.plot(*route_xy[-1], marker="*", color="#1f77b4", markersize=12, zorder=4,
-            linestyle="none", label="goal")
+            linestyle="none")
   if trajectory_xy is not None and len(trajectory_xy):
     ax.plot(trajectory_xy[:, 0], trajectory_xy[:, 1], color="#ff7f0e", linewidth=1.6,
             label="driven", zorder=3)

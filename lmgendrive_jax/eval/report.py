@@ -1,5 +1,5 @@
-"""The HTML report at the end of the quickstart: training curves, closed-loop metrics and route maps,
-generated videos beside ground truth, in one `report.html` that opens in any browser offline.
+"""The HTML report at the end of the quickstart: training curves, closed-loop metrics and route
+maps, generated videos beside ground truth, in one `report.html` that opens in any browser offline.
 
 Where it sits: last step of `launch/quickstart.sh` (CLI: `launch/report.py`). It only reads the
 files that the training loop (train/metrics_log.py), the closed-loop evaluation (eval/) and the
@@ -18,9 +18,14 @@ Inputs
    - `config.json` (optional): the run's config; its `preset` and `stage` go into the header.
    A given dir without `metrics.jsonl` whose sub-dirs have one (e.g. the quickstart's run dir with
    one sub-dir per stage) stands for those sub-dirs, in name order.
-   Plotted per run: every key containing "loss" (one panel, eval dashed), the learning rate
-   (`lr`), each throughput key (`steps_per_s`, `examples_per_s`, `tokens_per_s`,
-   `tflops_per_s`), and up to 6 other scalars; one PNG per run.
+   Plotted per run, one PNG (eval curves dashed): the total loss (`loss`), the loss per head
+   (every other key that is not one of the kinds below: the stage losses name their heads
+   `detection`, `waypoints`, `waypoint_l1`, `flow`, ..., and any key containing "loss"), each
+   head's sub-terms `head/term` in a panel of their own, the learning rate (`lr`), each
+   throughput key (`steps_per_s`, `examples_per_s`, `tokens_per_s`, `tflops_per_s`),
+   `grad_norm`, `skipped` (only when non-zero), and up to 6 scores (accuracy, PSNR, SSIM, IoU,
+   ...); see `plots.metric_kind`. A table gives the first, last and best value of the total loss
+   and of each head.
 2. Closed-loop results: `results.json` files (or dirs holding one), each
    `{"agent": str, "route_set": str, "routes": [route, ...], "mean_ds": float, "mean_rc": float,
    "mean_is": float}` with route =
@@ -311,6 +316,11 @@ td.best, tbody tr:nth-child(even) td.best { background: var(--best); color: var(
 table.kv td, table.kv th { text-align: left; border: none; padding: 1px 14px 1px 0;
                            background: none !important; }
 table.kv th { color: var(--muted); font-weight: 500; }
+dl.facts { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr));
+           gap: 2px 24px; margin: 0; font-size: 13px; }
+dl.facts div { display: flex; gap: 10px; }
+dl.facts dt { color: var(--muted); min-width: 90px; }
+dl.facts dd { margin: 0; overflow-wrap: anywhere; }
 .note { padding: 8px 12px; border-left: 4px solid var(--warn-line); background: var(--warn);
         margin: 8px 0; }
 .note.error { border-left-color: var(--err-line); background: var(--err); }
@@ -451,7 +461,7 @@ def _training_section(train_dirs: Sequence[str], assets: str, strict: bool,
     if not run.series:
       section.missing(f"{work_dir}/metrics.jsonl has no numeric metrics yet")
       continue
-    section.add(_training_summary(run))
+    section.add(_training_summary(run, f"train-losses-{index}"))
     png = f"train_{index:02d}_{_slug(name)}.png"
     plots.training_curves(run.series, f"{name}: training curves", os.path.join(assets, png))
     section.add(f'<img class="curves" src="assets/{_e(png)}" alt="training curves of '
@@ -460,12 +470,15 @@ def _training_section(train_dirs: Sequence[str], assets: str, strict: bool,
   return section
 
 
-def _training_summary(run: TrainingRun) -> str:
+def _training_summary(run: TrainingRun, table_id: str) -> str:
   """First, last and best value of each loss, per split; the step range and final lr/throughput."""
   rows = []
-  for (split, metric), (steps, values) in sorted(run.series.items(),
-                                                 key=lambda kv: (kv[0][1], kv[0][0] != "train")):
-    if "loss" not in metric:
+  def order(item):  # the total loss first, then heads by name; train before eval
+    (split, metric), _ = item
+    return (plots.metric_kind(metric) != "total", metric, split != "train")
+
+  for (split, metric), (steps, values) in sorted(run.series.items(), key=order):
+    if plots.metric_kind(metric) not in ("total", "head"):
       continue
     finite = np.isfinite(values)
     best_index = int(np.argmin(np.where(finite, values, np.inf))) if finite.any() else None
@@ -480,8 +493,8 @@ def _training_summary(run: TrainingRun) -> str:
       info.append((f"last {key}", _fmt(run.series[("train", key)][1][-1], 4)))
   out = _kv_table(info)
   if rows:
-    out += _table(["loss", "split", "first step", "first", "last step", "last", "best @ step"],
-                  rows, label_columns=2)
+    out += _table(["loss / head", "split", "first step", "first", "last step", "last",
+                   "best @ step"], rows, label_columns=2, table_id=table_id)
   return out
 
 
@@ -537,9 +550,9 @@ def _eval_section(result_paths: Sequence[str], assets: str, strict: bool,
     for results, label in zip(loaded, labels):
       section.add(_route_table(results, label))
     section.add("<h3>Routes on the map</h3>\n"
-                '<p class="muted">Planned route dashed blue, driven trajectory orange, '
-                "infractions by type (legend); grey lines are the town's lanes when a "
-                "town_map.json sits beside the results.</p>\n")
+                '<p class="muted">Planned route dashed blue (dot: start, star: goal), driven '
+                "trajectory orange, infractions by type (legend); grey lines are the town's "
+                "lanes when a town_map.json sits beside the results.</p>\n")
     for agent_index, (results, label) in enumerate(zip(loaded, labels)):
       _route_maps(section, results, label, agent_index, assets, max_routes)
   section.add("</section>\n")
@@ -621,7 +634,8 @@ def _route_maps(section: _Section, results: EvalResults, label: str, agent_index
           section.fail(e)
           lanes_cache[town_map] = []
       lanes = lanes_cache[town_map]
-    png = f"route_{agent_index:02d}_{route_index:03d}_{_slug(label, 24)}_{_slug(route['route_id'], 24)}.png"
+    png = (f"route_{agent_index:02d}_{route_index:03d}_{_slug(label, 24)}_"
+           f"{_slug(route['route_id'], 24)}.png")
     title = f"{label} · route {route['route_id']}"
     plots.route_map(route.get("route_xy"), route.get("trajectory_xy"), route["infractions"], lanes,
                     title, os.path.join(assets, png))
@@ -844,7 +858,8 @@ def write_report(out_dir: str, train_dirs: Sequence[str] | str = (),
       "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
       '<meta name="viewport" content="width=device-width, initial-scale=1">',
       f"<title>{_e(title)}</title><style>{CSS}</style></head><body>\n",
-      f"<header><h1>{_e(title)}</h1>\n{_kv_table(header)}</header>\n",
+      f"<header><h1>{_e(title)}</h1>\n<dl class=\"facts\">" + "".join(
+          f"<div><dt>{_e(k)}</dt><dd>{_e(v)}</dd></div>" for k, v in header) + "</dl></header>\n",
       '<nav><a href="#training">Training</a><a href="#evaluation">Closed-loop evaluation</a>'
       '<a href="#videos">Generated videos</a></nav>\n<main>\n',
   ]

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from lmgendrive_jax.errors import DataError
+from lmgendrive_jax.eval import plots
 from lmgendrive_jax.eval import report as report_lib
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -277,6 +278,33 @@ def test_training_run_last_write_wins(fixture_inputs):
   np.testing.assert_allclose(loss, expected)
   assert run.series[("eval", "loss")][0].tolist() == [5, 10]
   assert run.config == {"stage": "stage2", "preset": "tiny"}
+
+
+def test_stage_metric_names_from_the_real_log(tmp_path):
+  """Written by the training loop's own MetricsLog with stage-1's names: the heads (no "loss" in
+  their names) are in the loss table; sub-terms, grad_norm and the finite flag are not."""
+  from lmgendrive_jax.train.metrics_log import MetricsLog
+  work_dir = tmp_path / "stage1"
+  log = MetricsLog(str(work_dir), total_steps=4)
+  for step in (2, 4):
+    log.scalars(step, {"detection": 4.0 / step, "waypoints": 2.0 / step, "traffic_light": 0.7,
+                       "detection/box": 1.0 / step, "detection/heatmap": 3.0 / step,
+                       "total": 6.7 / step, "loss": 6.7 / step, "grad_norm": 1.5,
+                       "finite": 1.0, "skipped": 0.0, "steps_per_s": 2.0, "lr": 1e-4})
+  log.scalars(4, {"loss": 1.9}, prefix="eval")
+  log.close()
+  page = parse(report_lib.write_report(str(tmp_path / "out"), [str(work_dir)], [], None))
+  rows = [[text for text, _ in row] for row in page.tables["train-losses-0"][1:]]
+  assert [(r[0], r[1]) for r in rows] == [("loss", "train"), ("loss", "eval"), ("total", "train"),
+                                          ("detection", "train"), ("traffic_light", "train"),
+                                          ("waypoints", "train")]
+  assert rows[3][3:6] == ["2.0000", "4", "1.0000"]  # detection: first 4/2, last 4/4 at step 4
+  assert rows[1][2:] == ["4", "1.9000", "4", "1.9000", "1.9000 @ 4"]
+  kinds = {m: plots.metric_kind(m) for m in ("detection/box", "grad_norm", "finite", "val_acc",
+                                             "psnr", "flow", "waypoint_l1", "lr")}
+  assert kinds == {"detection/box": "term", "grad_norm": "bookkeeping", "finite": "hidden",
+                   "val_acc": "score", "psnr": "score", "flow": "head", "waypoint_l1": "head",
+                   "lr": "lr"}
 
 
 def test_missing_inputs_give_notes(tmp_path):
