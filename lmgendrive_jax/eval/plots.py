@@ -20,11 +20,14 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 THROUGHPUT_KEYS = ("steps_per_s", "examples_per_s", "tokens_per_s", "tflops_per_s")
 LR_KEYS = ("lr", "learning_rate")
 TOTAL_LOSS_KEYS = ("loss", "total", "total_loss")
 HIDDEN_KEYS = ("finite",)  # a 0/1 flag per step; `skipped` counts the same thing
+# Counts per step (the LM task logs `tokens`): sizes of the batch, not something learned.
+COUNT_PATTERN = re.compile(r"^(num|n)_|(^|_)(tokens|examples|count|samples)$")
 BOOKKEEPING_KEYS = ("grad_norm", "skipped")
 # Scores that are not losses (higher is better for most): one panel each, never on the loss axes.
 SCORE_PATTERN = re.compile(r"(^|_)(acc|accuracy|psnr|ssim|iou|fvd|precision|recall|f1|auc)($|_)")
@@ -59,14 +62,14 @@ def metric_kind(name: str) -> str:
   'total' (the optimised loss), 'head' (a loss term of one head: stage 1 `detection`,
   `waypoints`, ...; stage 2 `waypoint_l1`, `completed_ce`, `flow`; any `*loss*`), 'term' (a
   sub-term `prefix/name`, e.g. `detection/box`), 'lr', 'throughput', 'bookkeeping' (`grad_norm`,
-  `skipped`), 'score' (accuracy, PSNR, ...) or 'hidden' (`finite`)."""
+  `skipped`), 'score' (accuracy, PSNR, ...) or 'hidden' (`finite`, counts like `tokens`)."""
   if name in TOTAL_LOSS_KEYS:
     return "total"
   if name in LR_KEYS:
     return "lr"
   if name in THROUGHPUT_KEYS:
     return "throughput"
-  if name in HIDDEN_KEYS:
+  if name in HIDDEN_KEYS or COUNT_PATTERN.search(name):
     return "hidden"
   if name in BOOKKEEPING_KEYS:
     return "bookkeeping"
@@ -102,7 +105,8 @@ def training_curves(series: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarra
   """
   # `skipped` stays at 0 in a healthy run: only worth a panel when a step was skipped.
   metrics = sorted({metric for (_, metric), (_, values) in series.items()
-                    if metric != "skipped" or np.nanmax(values, initial=0) > 0})
+                    if metric_kind(metric) != "hidden" and (
+                        metric != "skipped" or np.nanmax(values, initial=0) > 0)})
   groups = _panel_groups(metrics)
   cols = 2 if len(groups) > 1 else 1
   rows = max(1, math.ceil(len(groups) / cols))
@@ -120,6 +124,9 @@ def training_curves(series: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarra
         steps, values = series[(split, name)]
         style = dict(linestyle="-", linewidth=1.4) if split == "train" else dict(
             linestyle="--", marker=".", linewidth=1.2)
+        if len(steps) <= 25:  # few log points (or one): a line alone would not show them
+          style["marker"] = "o" if split == "train" else "."
+          style["markersize"] = 3.5
         label = name if split == "train" else f"{name} (eval)"
         ax.plot(steps, values, label=label, **style)
         finite_values.append(values[np.isfinite(values)])
@@ -130,6 +137,7 @@ def training_curves(series: Mapping[tuple[str, str], tuple[np.ndarray, np.ndarra
       ax.set_yscale("log")
     ax.set_title(panel, fontsize=10)
     ax.set_xlabel("step", fontsize=9)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.tick_params(labelsize=8)
     ax.grid(True, alpha=0.3)
     if len(names) > 1 or any(("eval", n) in series for n in names):

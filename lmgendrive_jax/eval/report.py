@@ -16,6 +16,8 @@ Inputs
      a (split, step) may appear twice: the last line written wins. A cut-off last line (the job was
      killed mid-write) is skipped with a note; any other bad line is an error.
    - `config.json` (optional): the run's config; its `preset` and `stage` go into the header.
+     Without it, the config saved in the newest checkpoint's meta item is read instead
+     (`checkpoints/<step>/meta/metadata`, plain JSON `{"config": {...}}`, train/checkpoints.py).
    A given dir without `metrics.jsonl` whose sub-dirs have one (e.g. the quickstart's run dir with
    one sub-dir per stage) stands for those sub-dirs, in name order.
    Plotted per run, one PNG (eval curves dashed): the total loss (`loss`), the loss per head
@@ -35,8 +37,8 @@ Inputs
    "trajectory_xy": [[x, y], ...] (optional, where the car drove), "town": str (optional)}`.
    DS and RC are per cent (0-100), IS a factor (0-1), as the LangAuto scorer writes them. A
    missing `mean_*` is averaged from the routes (and said so). Lane centre lines for the route
-   maps come from `town_map_<town>.json` beside the results file when the route names its town,
-   else `town_map.json` there: `{"lanes": [[[x, y], ...], ...]}`; without one the maps show the
+   maps come from `town_map_<town>.json` beside the results file when the route names its town
+   (`town`, or `town_id` as sim/scoring.py writes), else `town_map.json` there: `{"lanes": [[[x, y], ...], ...]}`; without one the maps show the
    route alone.
    Shown: one row per results file (mean DS/RC/IS, routes completed = ending "completed",
    infraction counts per type), the best value of each column highlighted (highest DS/RC/IS and
@@ -149,12 +151,30 @@ def read_training_run(work_dir: str, name: str | None = None) -> TrainingRun:
     series[key] = (steps, np.array([values[s] for s in steps], np.float64))
   config = None
   config_path = os.path.join(work_dir, "config.json")
-  if os.path.exists(config_path):
+  if not os.path.exists(config_path):
+    config_path = _checkpoint_meta_path(work_dir)
+  if config_path is not None:
     config = _read_json(config_path)
+    if config_path.endswith("metadata"):  # {"config": {...}, "versions": {...}}
+      config = config.get("config") if isinstance(config, dict) else config
     if not isinstance(config, dict):
       raise DataError(f"{config_path} holds a {type(config).__name__}, expected a JSON object")
   return TrainingRun(name or os.path.basename(os.path.normpath(work_dir)), work_dir, series,
                      config, notes)
+
+
+def _checkpoint_meta_path(work_dir: str) -> str | None:
+  """The newest checkpoint's `meta` item (train/checkpoints.py saves it with Orbax's JsonSave:
+  a plain JSON file `checkpoints/<step>/meta/metadata` holding the run's config)."""
+  root = os.path.join(work_dir, "checkpoints")
+  if not os.path.isdir(root):
+    return None
+  steps = sorted((int(d) for d in os.listdir(root) if d.isdigit()), reverse=True)
+  for step in steps:
+    path = os.path.join(root, str(step), "meta", "metadata")
+    if os.path.isfile(path):
+      return path
+  return None
 
 
 @dataclasses.dataclass
@@ -625,7 +645,7 @@ def _route_maps(section: _Section, results: EvalResults, label: str, agent_index
                      "trajectory_xy in the results: nothing to draw</figcaption></figure>")
       continue
     lanes = []
-    town_map = _town_map_path(results.path, route.get("town"))
+    town_map = _town_map_path(results.path, route.get("town", route.get("town_id")))
     if town_map is not None:
       if town_map not in lanes_cache:
         try:

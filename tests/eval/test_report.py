@@ -11,10 +11,12 @@ crash.
 import html.parser
 import json
 import os
+import platform
 import shutil
 import sys
 
 import imageio.v2 as imageio
+import jax
 import numpy as np
 import pytest
 
@@ -40,6 +42,9 @@ class Page(html.parser.HTMLParser):
     self._cell = None
     self._note = None
     self._stack = []
+    self.facts: list[tuple[str, str]] = []  # header (key, value); "run presets" split per run
+    self._fact = None
+    self._fact_parts = []
 
   def handle_starttag(self, tag, attrs):
     attrs = dict(attrs)
@@ -55,6 +60,8 @@ class Page(html.parser.HTMLParser):
       self._cell = ["", classes]
     elif tag == "p" and "note" in classes:
       self._note = [classes, ""]
+    elif tag in ("dt", "dd"):
+      self._fact = [tag, ""]
     for key in ("src", "href", "poster"):
       if key in attrs and not attrs[key].startswith("#"):
         self.links.append(attrs[key])
@@ -68,12 +75,23 @@ class Page(html.parser.HTMLParser):
     elif tag == "p" and self._note is not None:
       self.notes.append((self._note[0], self._note[1]))
       self._note = None
+    elif tag in ("dt", "dd") and self._fact is not None:
+      self._fact_parts.append(self._fact[1].strip())
+      self._fact = None
+      if tag == "dd":
+        key, value = self._fact_parts
+        self._fact_parts = []
+        for item in value.split(", ") if key == "run presets" else []:
+          self.facts.append(tuple(item.split(": ", 1)))
+        self.facts.append((key, value))
 
   def handle_data(self, data):
     if self._cell is not None:
       self._cell[0] += data
     if self._note is not None:
       self._note[1] += data
+    if self._fact is not None:
+      self._fact[1] += data
 
 
 def parse(path):
@@ -264,8 +282,11 @@ def test_video_section_and_training_summary(rendered):
   assert [t for t, _ in clips[3]] == ["clip_002", "20.0000", "0.7000"]
   with open(path, encoding="utf-8") as f:
     text = f.read()
-  assert "run presets" in text and "stage2: tiny" in text and "8 cpu" in text
-  assert "CPU count" in text and "jax" in text
+  facts = dict(page.facts)
+  assert facts["preset"] == "tiny" and facts["stage2"] == "tiny" and facts["devices"] == "8 cpu"
+  assert facts["CPU count"] == str(os.cpu_count())
+  assert facts["jax"] == jax.__version__ and facts["python"] == platform.python_version()
+  assert "stage=stage2, preset=tiny" in text
   assert not [n for n in page.notes], page.notes  # every input was there
 
 
@@ -293,7 +314,15 @@ def test_stage_metric_names_from_the_real_log(tmp_path):
                        "finite": 1.0, "skipped": 0.0, "steps_per_s": 2.0, "lr": 1e-4})
   log.scalars(4, {"loss": 1.9}, prefix="eval")
   log.close()
+  # No config.json: the run's config comes from the newest checkpoint's meta item.
+  from lmgendrive_jax.train.checkpoints import Checkpointer
+  checkpointer = Checkpointer(str(work_dir), async_save=False)
+  for step in (2, 4):
+    checkpointer.save(step, {"w": np.zeros(2, np.float32)}, {},
+                      {"config": {"stage": "stage1", "preset": f"preset_at_{step}"}})
+  checkpointer.close()
   page = parse(report_lib.write_report(str(tmp_path / "out"), [str(work_dir)], [], None))
+  assert ("stage1", "preset_at_4") in page.facts
   rows = [[text for text, _ in row] for row in page.tables["train-losses-0"][1:]]
   assert [(r[0], r[1]) for r in rows] == [("loss", "train"), ("loss", "eval"), ("total", "train"),
                                           ("detection", "train"), ("traffic_light", "train"),
@@ -301,10 +330,12 @@ def test_stage_metric_names_from_the_real_log(tmp_path):
   assert rows[3][3:6] == ["2.0000", "4", "1.0000"]  # detection: first 4/2, last 4/4 at step 4
   assert rows[1][2:] == ["4", "1.9000", "4", "1.9000", "1.9000 @ 4"]
   kinds = {m: plots.metric_kind(m) for m in ("detection/box", "grad_norm", "finite", "val_acc",
-                                             "psnr", "flow", "waypoint_l1", "lr")}
+                                             "accuracy", "psnr", "flow", "waypoint_l1", "lr",
+                                             "tokens", "num_boxes", "box_loss")}
   assert kinds == {"detection/box": "term", "grad_norm": "bookkeeping", "finite": "hidden",
-                   "val_acc": "score", "psnr": "score", "flow": "head", "waypoint_l1": "head",
-                   "lr": "lr"}
+                   "val_acc": "score", "accuracy": "score", "psnr": "score", "flow": "head",
+                   "waypoint_l1": "head", "lr": "lr", "tokens": "hidden", "num_boxes": "hidden",
+                   "box_loss": "head"}
 
 
 def test_missing_inputs_give_notes(tmp_path):
