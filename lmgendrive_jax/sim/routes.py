@@ -145,6 +145,12 @@ def plan_route(town: town_lib.Town, spec: RouteSpec, lane_change_prob: float = 0
                          f"{LANGAUTO_BOUNDS[spec.track]} m found in town {spec.town_seed}; use a "
                          "bigger town (sim_preset town.grid / town.block)")
 
+  return route_from_pieces(town, spec, pieces)
+
+
+def route_from_pieces(town: town_lib.Town, spec: RouteSpec, pieces: list) -> Route:
+  """A Route from lane pieces [(lane, s_from, s_to, option)] driven in order; a lane change is
+  a piece with s_from == s_to (the car blends into that lane over ~12 m)."""
   points, options, lanes = [], [], []
   for lane, a, b, option in pieces:
     if a == b:  # A lane change: blend from the previous point into the new lane.

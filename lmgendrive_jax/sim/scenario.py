@@ -229,3 +229,27 @@ def pad_state(state: dict, num_vehicles: int, num_pedestrians: int) -> dict:
         extra = extra + 1.0  # a non-degenerate segment
       out[key] = np.concatenate([value, extra])
   return out
+
+
+def empty_state(ego_pos, ego_yaw: float, num_vehicles: int = 1, num_pedestrians: int = 1,
+                weather_id: int = 0, t: float = 0.0, seed: int = 0) -> dict:
+  """A world state with only the ego (all other actors inactive), for scripted scenes: set
+  `npc_*` / `ped_*` rows and their `*_active` flags to stage an actor."""
+  n, m = int(num_vehicles), int(num_pedestrians)
+  f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
+  return dict(
+      t=np.float32(t), ego_pos=f32(ego_pos), ego_yaw=np.float32(ego_yaw),
+      ego_speed=np.float32(0.0), npc_lane=np.zeros(n, np.int32), npc_s=np.zeros(n, np.float32),
+      npc_speed=np.zeros(n, np.float32), npc_next_lane=np.zeros(n, np.int32),
+      npc_active=np.zeros(n, bool), npc_half=np.tile(f32([[2.3, 1.0]]), (n, 1)),
+      npc_colour=np.tile(VEHICLE_COLOURS[:1], (n, 1)), npc_max_speed=np.zeros(n, np.float32),
+      npc_ignore_lights=np.zeros(n, bool), npc_stop_timer=np.zeros(n, np.float32),
+      npc_hold_until_ego=np.zeros(n, np.float32), npc_brake_trigger=np.zeros(n, np.float32),
+      npc_brake_until=np.full(n, -1.0, np.float32),
+      ped_start=np.zeros((m, 2), np.float32), ped_end=np.tile(f32([[1.0, 0.0]]), (m, 1)),
+      ped_s=np.zeros(m, np.float32), ped_sign=np.ones(m, np.float32),
+      ped_speed=np.zeros(m, np.float32), ped_bounce=np.zeros(m, bool),
+      ped_trigger_pos=np.zeros((m, 2), np.float32), ped_trigger_dist=np.zeros(m, np.float32),
+      ped_started=np.zeros(m, bool), ped_active=np.zeros(m, bool),
+      ped_colour=np.tile(SHIRTS[:1], (m, 1)), weather=render_lib.weather_vector(weather_id),
+      key=np.asarray([seed, 0], np.uint32))

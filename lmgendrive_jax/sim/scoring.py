@@ -125,7 +125,7 @@ class RouteScorer:
     """One tick: sim time after the step, ego pose/speed after it, world.step's `info`."""
     if self.done:
       return
-    self.t = float(t)
+    previous_t, self.t = self.t, float(t)
     pos = np.asarray(pos, np.float64)
     advanced = self._advance(pos)
     drive = int(info.get("drive_dir", 4))
@@ -160,7 +160,7 @@ class RouteScorer:
       return
     if speed < BLOCKED_SPEED:
       if self.blocked_since is None:
-        self.blocked_since = self.t
+        self.blocked_since = previous_t  # stopped over the whole tick that just ended
       if self.t - self.blocked_since >= BLOCKED_S:
         self.ending = "agent_blocked"
         return
