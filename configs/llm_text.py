@@ -15,7 +15,9 @@ def get_config(arg=None):
   config.stage = "llm_text"
   config.preset = arg.preset
   config.seed = 0
-  config.work_dir = f"work_dirs/llm_text_{arg.preset}"
+  config.runs_root = "work_dirs"
+  config.run_name = f"llm_text_{arg.preset}"
+  config.work_dir = ""  # default: <runs_root>/<run_name> (config.resolve_run_dirs)
 
   config.model = config_lib.ConfigDict()
   config.model.llm = config_lib.llm_preset(arg.preset)

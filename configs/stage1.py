@@ -12,7 +12,9 @@ def get_config(arg=None):
   config.stage = "stage1"
   config.preset = arg.preset
   config.seed = 0
-  config.work_dir = f"work_dirs/stage1_{arg.preset}"
+  config.runs_root = "work_dirs"
+  config.run_name = f"stage1_{arg.preset}"
+  config.work_dir = ""  # default: <runs_root>/<run_name> (config.resolve_run_dirs)
 
   config.model = config_lib.ConfigDict()
   config.model.vision = config_lib.vision_preset(arg.preset)

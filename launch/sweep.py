@@ -37,7 +37,7 @@ def expand(spec: str) -> list[dict]:
   module_spec.loader.exec_module(module)
   if not hasattr(module, "get_sweep"):
     raise ConfigError(f"{path} defines no get_sweep(arg); nothing to sweep")
-  base = config_lib.load_config(spec)
+  base = config_lib.resolve_run_dirs(config_lib.load_config(spec))
   runs = []
   for i, overrides in enumerate(module.get_sweep(arg or None)):
     name = f"sweep_{i:03d}_{_slug(overrides)}"

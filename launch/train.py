@@ -20,6 +20,8 @@ flags.mark_flags_as_required(["config"])
 TASKS = {
     "llm_text": "lmgendrive_jax.train.llm_text",
     "stage1": "lmgendrive_jax.train.stage1",
+    "stage2": "lmgendrive_jax.train.stage2",
+    "stage3": "lmgendrive_jax.train.stage2",
 }
 
 
@@ -35,7 +37,7 @@ def main(argv):
 
   from lmgendrive_jax.train import loop
 
-  config = _CONFIG.value
+  config = config_lib.resolve_run_dirs(_CONFIG.value)
   config_lib.validate(config)
   if config.stage not in TASKS:
     raise SystemExit(f"config.stage={config.stage!r} has no trainer; known: {sorted(TASKS)}")

@@ -13,7 +13,7 @@ from llm_text import get_config as _base_config  # noqa: E402
 
 def get_config(arg=None):
   config = _base_config(arg)
-  config.work_dir = config.work_dir + "_lr_sweep"
+  config.run_name = config.run_name + "_lr_sweep"
   return config
 
 

@@ -112,6 +112,20 @@ class LMGenDrive(nn.Module):
     return waypoints, {"completed_logit": completed_logit,
                        "generation_states": generation_states, "visual_tokens": visual}
 
+  def initialize(self, images, speed, instruction, instruction_mask, notice, notice_mask,
+                 notice_frame, frame_mask):
+    """Touches every sub-model once so `init` creates all parameters (training `__call__` does not
+    run the VAE and the world generator). Same inputs as `__call__`."""
+    waypoints, out = self(images, speed, instruction, instruction_mask, notice, notice_mask,
+                          notice_frame, frame_mask)
+    if self.vae is not None:
+      latents = self.encode_latents(images[:, :1])          # [B, 1, V, h, w, c]
+      self.decode_latents(latents)
+      if self.world is not None:
+        times = jnp.zeros(latents.shape[:2], jnp.float32)
+        self.world_velocity(latents, times, out["generation_states"][:, 0])
+    return waypoints
+
   # --------------------------------------------------------------------------------------------
   # World generator (the VAE is frozen after stage 1: its latents carry no gradient).
 

@@ -107,7 +107,8 @@ def restore_subtrees(run_dir: str, subtrees: Mapping[str, str], tree: Any, root:
   skip_re = re.compile(skip) if skip else None
   item, wanted = {}, {}
   for ours, theirs in subtrees.items():
-    leaves = {k: v for k, v in ours_flat.items() if k == ours or k.startswith(ours + "/")}
+    leaves = {k: v for k, v in ours_flat.items()
+              if not ours or k == ours or k.startswith(ours + "/")}
     if not leaves:
       raise CheckpointError(f"init_from: our {root} have no subtree {ours!r}")
     for path, leaf in leaves.items():

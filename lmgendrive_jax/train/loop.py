@@ -40,7 +40,7 @@ class Task:
   loss_fn: Callable[..., tuple]  # (params, batch, rng, model_state) -> (loss, metrics)
   batches: BatchSource
   eval_fn: Callable[[Any], dict] | None = None    # params -> metrics (host floats)
-  init_from: Callable[[Any], Any] | None = None   # fresh params -> params restored from a stage
+  init_from: Callable[[Any], Any] | None = None   # fresh TrainState -> with a stage's weights
   examples_per_step: int = 0
   tokens_per_step: int = 0
 
@@ -71,7 +71,7 @@ def run(config, task: Task, log_enabled: bool | None = None) -> dict:
       start_step = 0
       state = jax.jit(lambda k: nn.meta.unbox(make_state(k)), out_shardings=shardings)(init_key)
       if task.init_from is not None:
-        state = state.replace(params=task.init_from(state.params))
+        state = task.init_from(state)
     step_fn = jax.jit(make_train_step(task.loss_fn, tx, config.optim.frozen),
                       in_shardings=(shardings, None, None), out_shardings=(shardings, None),
                       donate_argnums=(0,))

@@ -1,0 +1,73 @@
+"""Stage 2: single-step planning and generation on instruction clips.
+
+Trains the Q-Former, the action/generation queries, LoRA adapters of the LLM, the action head and
+the world generator; the vision encoder and VAE come frozen from stage 1, the LLM base from the
+text run (embedded default) or a Hugging Face LLaMA (paper).
+
+  python launch/train.py --config=configs/stage2.py:preset=small --config.data.data_dir=DATA
+"""
+
+from lmgendrive_jax import config as config_lib
+
+
+def stage_config(stage: int, arg) -> config_lib.ConfigDict:
+  """The shared body of stages 2 and 3."""
+  arg = config_lib.parse_arg(arg, preset="small", runlocal=False)
+  preset = arg.preset
+  config = config_lib.ConfigDict()
+  config.stage = f"stage{stage}"
+  config.preset = preset
+  config.seed = 0
+  config.runs_root = "work_dirs"
+  config.run_name = f"stage{stage}_{preset}"
+  config.work_dir = ""  # default: <runs_root>/<run_name> (config.resolve_run_dirs)
+
+  config.model = config_lib.ConfigDict()
+  config.model.lmgendrive = config_lib.lmgendrive_preset(preset)
+  if preset == "tiny":
+    config.model.lmgendrive.llm.lora_rank = 4
+  world = config_lib.world_preset(preset)
+  config.model.flow = world.flow
+  config.model.chunk = world.chunk
+
+  config.loss = config_lib.ConfigDict(dict(
+      completed_weight=0.2, world_weight=1.0, world_anchors=1 if stage == 2 else 3))
+  config.data = config_lib.data_preset(preset, stage=stage)
+
+  # Where the previous stage's weights come from: a run under runs_root (or an explicit
+  # run_dir), a root of its saved state, and {our subtree: theirs}; `skip` keeps ours fresh.
+  stage1 = f"stage1_{preset}"
+  if stage == 2:
+    config.init_from = [
+        dict(run=stage1, run_dir="", root="params",
+             subtrees={"vision": "perception/encoder", "vae": "vae"}, skip=""),
+        dict(run=stage1, run_dir="", root="model_state/batch_stats",
+             subtrees={"vision": "perception/encoder"}, skip=""),
+        dict(run=f"llm_text_{preset}", run_dir="", root="params", subtrees={"llm": ""},
+             skip="/lora/"),
+    ]
+  else:
+    previous = f"stage2_{preset}"
+    config.init_from = [
+        dict(run=previous, run_dir="", root="params", subtrees={"": ""}, skip=""),
+        dict(run=previous, run_dir="", root="model_state/batch_stats",
+             subtrees={"vision": "vision"}, skip=""),
+    ]
+  config.train = config_lib.ConfigDict(dict(
+      steps={"tiny": 6, "small": 600, "paper": 50000}[preset] // (1 if stage == 2 else 2),
+      log_every=10, eval_every=10 ** 9, checkpoint_every=200, keep_checkpoints=2,
+      max_skipped_in_a_row=5))
+  lr = {"tiny": 1e-3, "small": 5e-4, "paper": 1e-4}[preset] * (1.0 if stage == 2 else 0.5)
+  config.optim = config_lib.optim_config(
+      lr=lr, warmup_steps=min(50, config.train.steps // 10), total_steps=config.train.steps,
+      weight_decay=0.01,
+      frozen=[r"vision/.*", r"vae/.*", r"llm/(?!.*/lora/).*"])
+  config.mesh = config_lib.mesh_config((-1, 1, 1))
+  config.logical_axis_rules = config_lib.logical_axis_rules()
+  if arg.runlocal:
+    config.train.steps = 4
+  return config
+
+
+def get_config(arg=None):
+  return stage_config(2, arg)

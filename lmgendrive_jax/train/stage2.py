@@ -1,0 +1,132 @@
+"""Tasks: stage 2 (single-step planning and generation) and stage 3 (multi-step long horizon).
+
+One loss for both (`configs/stage2.py`, `configs/stage3.py`): dense per-frame planning over the
+clip (waypoint L1 + `completed_weight` x completed-flag cross-entropy, valid frames only) plus
+flow matching of the world generator on the futures of `world_anchors` frames of the clip: for an
+anchor frame a, the clean latents of frames a - Fc + 1 .. a are the context, the frames at
+`future_index[a]` (the data's `future_offsets`) are the targets, and the LLM's generation-query
+states of frame a are the condition. Stage 2 uses one anchor per clip (the next chunk), stage 3
+several along a long clip. The VAE is frozen (its latents carry no gradient), and so is the
+vision encoder (stop_gradient inside the model, zero updates in the optimizer).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lmgendrive_jax import diffusion
+from lmgendrive_jax.data import pipeline
+from lmgendrive_jax.models.lmgendrive import LMGenDrive, WorldView
+from lmgendrive_jax.train.checkpoints import restore_subtrees
+from lmgendrive_jax.train.loop import Task
+
+MODEL_INPUTS = ("images", "speed", "instruction_tokens", "instruction_mask", "notice_tokens",
+                "notice_mask", "notice_frame", "frame_mask")
+
+
+def model_inputs(batch: dict) -> tuple:
+  """The batch keys `LMGenDrive.__call__` takes, in its order."""
+  return tuple(batch[k] for k in MODEL_INPUTS)
+
+
+def _masked_mean(x, mask):
+  mask = jnp.broadcast_to(mask, x.shape).astype(jnp.float32)
+  return (x * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+def planning_losses(waypoints, completed_logit, batch):
+  """Waypoint L1 (metres) and completed-flag CE over valid frames."""
+  valid = batch["frame_mask"]
+  waypoint_l1 = _masked_mean(jnp.abs(waypoints - batch["waypoints"]), valid[..., None, None])
+  completed_ce = _masked_mean(optax.sigmoid_binary_cross_entropy(
+      completed_logit, batch["completed"].astype(jnp.float32)), valid)
+  return waypoint_l1, completed_ce
+
+
+def world_targets(latents, generation_states, batch, anchors, context_frames):
+  """Gathers (context, future, future_mask, cond) for anchor frames; the anchors fold into batch.
+
+  latents f32[B, T, V, h, w, c], generation_states f32[B, T, G, D], anchors int32[B, K] ->
+  context [B*K, Fc, ...], future [B*K, F, ...], future_mask [B*K, F], cond [B*K, G, D].
+  """
+  def per_example(lat, gen, future_index, future_mask, anchor_row):
+    def one(a):
+      context_idx = jnp.clip(a - jnp.arange(context_frames - 1, -1, -1), 0)
+      return lat[context_idx], lat[future_index[a]], future_mask[a], gen[a]
+    return jax.vmap(one)(anchor_row)
+  context, future, mask, cond = jax.vmap(per_example)(
+      latents, generation_states, batch["future_index"], batch["future_mask"], anchors)
+  fold = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731
+  return fold(context), fold(future), fold(mask), fold(cond)
+
+
+def sample_anchors(key, batch, num_anchors):
+  """int32[B, K]: frames with at least one valid future, drawn uniformly (with replacement)."""
+  eligible = batch["frame_mask"] & jnp.any(batch["future_mask"], axis=-1)
+  logits = jnp.where(eligible, 0.0, -1e9)
+  return jax.random.categorical(key, logits[:, None, :], axis=-1,
+                                shape=(logits.shape[0], num_anchors))
+
+
+def make_loss_fn(model: LMGenDrive, config):
+  flow = diffusion.flow_config(config.model.flow)
+  world = WorldView(model)
+  context_frames = config.model.chunk.context_frames
+
+  def loss_fn(params, batch, rng, model_state):
+    variables = {"params": params, **model_state}
+    waypoints, out = model.apply(variables, *model_inputs(batch))
+    waypoint_l1, completed_ce = planning_losses(waypoints, out["completed_logit"], batch)
+    loss = waypoint_l1 + config.loss.completed_weight * completed_ce
+    metrics = {"waypoint_l1": waypoint_l1, "completed_ce": completed_ce}
+    if config.loss.world_weight > 0:
+      anchor_key, flow_key = jax.random.split(rng)
+      latents = model.apply(variables, batch["images"], method=LMGenDrive.encode_latents)
+      anchors = sample_anchors(anchor_key, batch, config.loss.world_anchors)
+      context, future, future_mask, cond = world_targets(
+          latents, out["generation_states"], batch, anchors, context_frames)
+      flow_loss, _ = diffusion.flow_matching_loss(world, variables, context, future, cond,
+                                                  flow_key, flow, future_mask=future_mask)
+      loss = loss + config.loss.world_weight * flow_loss
+      metrics["flow"] = flow_loss
+    return loss, metrics
+
+  return loss_fn
+
+
+def make_init_from(config):
+  """Fresh TrainState -> with the previous stage's weights (`config.init_from` entries)."""
+  def init_from(state):
+    params, model_state = state.params, state.model_state
+    for entry in config.init_from:
+      root, skip, subtrees = entry["root"], entry.get("skip") or None, dict(entry["subtrees"])
+      if root == "params":
+        params = restore_subtrees(entry["run_dir"], subtrees, params, root, skip)
+      else:
+        collection = root.split("/", 1)[1]
+        model_state = {**model_state, collection: restore_subtrees(
+            entry["run_dir"], subtrees, model_state[collection], root, skip)}
+    return state.replace(params=params, model_state=model_state)
+  return init_from
+
+
+def dummy_inputs(config, stage: int) -> tuple:
+  """Batch-1 zeros shaped like the pipeline's batches (for init)."""
+  spec = pipeline.batch_spec(config.data, stage)
+  zeros = {k: jnp.zeros((1,) + shape[1:], dtype) for k, (shape, dtype) in spec.items()}
+  zeros["notice_frame"] = jnp.full((1,), -1, jnp.int32)
+  return model_inputs(zeros)
+
+
+def build_task(config) -> tuple[Task, LMGenDrive]:
+  stage = int(config.stage[-1])
+  model = LMGenDrive(**config.model.lmgendrive.to_dict())
+  batches = pipeline.make_iterator(config.data, stage)
+  inputs = dummy_inputs(config, stage)
+  return Task(
+      init_fn=lambda key: model.init(key, *inputs, method=LMGenDrive.initialize),
+      loss_fn=make_loss_fn(model, config), batches=batches,
+      init_from=make_init_from(config) if config.init_from else None,
+      examples_per_step=config.data.batch_size), model
