@@ -529,6 +529,12 @@ def world_preset(name: str) -> ConfigDict:
   if name not in dits:
     raise ConfigError(f"unknown preset {name!r} for the world generator; choose one of "
                       f"{sorted(dits)}")
+  dit = {**common, **dits[name]}
+  llm_width, latent_channels = llm_preset(name).embed_dim, vae_preset(name).latent_channels
+  if dit["cond_dim"] != llm_width or dit["latent_channels"] != latent_channels:
+    raise ConfigError(f"preset {name!r}: world dit cond_dim={dit['cond_dim']} / latent_channels="
+                      f"{dit['latent_channels']} must equal the LLM width {llm_width} / VAE "
+                      f"latent_channels {latent_channels}")
   flow = dict(time_logit_mean=0.0, time_logit_std=1.0, cond_drop_prob=0.1, sampler="euler",
               num_steps=8, guidance_scale=1.0, time_shift=1.0)
-  return ConfigDict(dict(dit={**common, **dits[name]}, flow=flow, chunk=chunks[name]))
+  return ConfigDict(dict(dit=dit, flow=flow, chunk=chunks[name]))

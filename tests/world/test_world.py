@@ -33,6 +33,7 @@ def tiny_model(**overrides):
   return model, diffusion.flow_config(cfg.flow)
 
 
+@pytest.mark.slow
 def test_dit_overfits_two_view_clip():
   model, flow = tiny_model()
   flow = dataclasses.replace(flow, cond_drop_prob=0.0, num_steps=8, sampler="euler")
