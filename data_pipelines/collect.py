@@ -229,8 +229,9 @@ def write_index(out_dir: str) -> None:
   _write_json(os.path.join(out_dir, "notice_instruction_list.json"), notices)
 
 
-def collect(config) -> list[dict]:
-  """Drives the expert over `config.route_sets`; returns the scores of the routes driven now."""
+def collect(config, collector=None) -> list[dict]:
+  """Drives the expert over `config.route_sets`; returns the scores of the routes driven now.
+  `collector(out_dir, config, views)` builds the writer (default `Collector`)."""
   from tqdm import tqdm
 
   from lmgendrive_jax.sim import expert, host
@@ -245,7 +246,7 @@ def collect(config) -> list[dict]:
   with expert_cfg.unlocked():
     expert_cfg.noise_prob = float(config.expert_noise)
   rig = host.rig_from_config(sim)
-  collector = Collector(config.out_dir, config, rig.views)
+  collector = (collector or Collector)(config.out_dir, config, rig.views)
   missing = [v for v in VIEWS if v not in rig.views]
   if missing:
     from lmgendrive_jax.errors import ConfigError

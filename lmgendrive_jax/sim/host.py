@@ -95,6 +95,12 @@ class BatchedWorlds:
     return self._render(towns, states)
 
 
+@functools.lru_cache(maxsize=8)
+def batched_worlds(params: world_lib.WorldParams, rig: render_lib.CameraRig) -> BatchedWorlds:
+  """A shared BatchedWorlds per (physics, rig): its jit caches survive across route sets."""
+  return BatchedWorlds(params, rig)
+
+
 @functools.lru_cache(maxsize=32)
 def _town_cached(seed: int, town_cfg_json: str) -> town_lib.Town:
   import ml_collections
@@ -213,7 +219,7 @@ def run_routes(specs: list[routes_lib.RouteSpec], make_agent: Callable[[], Any],
   sensors = probe.sensors() or []
   probe.destroy()
   rig = rig_from_config(cfg, sensors)
-  worlds = BatchedWorlds(world_lib.WorldParams.from_config(cfg.world), rig)
+  worlds = batched_worlds(world_lib.WorldParams.from_config(cfg.world), rig)
   shapes = town_lib.max_shapes(get_town(s.town_seed, cfg) for s in specs)
   pad_v = int(cfg.traffic.num_vehicles) + EXTRA_ACTORS
   pad_p = int(cfg.traffic.num_pedestrians) + EXTRA_ACTORS

@@ -1,0 +1,121 @@
+"""Data collection: the LMDrive raw layout reads back (measurements equal, JPEGs decode to the
+rendered pixels), instruction files list each clip with correct frame ranges, resume skips
+finished routes."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_pipelines import collect
+from lmgendrive_jax.config import load_config
+from lmgendrive_jax.sim import instructions
+
+pytestmark = pytest.mark.slow  # drives two routes with cameras (~40 s together)
+
+MEASUREMENT_KEYS = (
+    "gps_x gps_y x y theta speed target_speed x_command y_command command gt_command steer "
+    "throttle brake weather weather_id near_node_x near_node_y far_node_x far_node_y is_junction "
+    "is_vehicle_present is_bike_present is_lane_vehicle_present is_junction_vehicle_present "
+    "is_pedestrian_present is_red_light_present is_stop_sign_present should_slow should_brake "
+    "future_waypoints affected_light_id").split()
+
+
+class Spy(collect.Collector):
+  """The real collector, also keeping what it was given in memory (to compare with the files)."""
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.seen = {}
+
+  def on_tick(self, episode, state, info, images, control, agent):
+    super().on_tick(episode, state, info, images, control, agent)
+    if episode.tick % 2 == 0 and images is not None:
+      clip = episode.instructions.current
+      self.seen[(collect.route_dir_name(episode.spec), episode.tick // 2)] = dict(
+          images=np.array(images),
+          measurement=collect.measurement(episode, state, control, agent.last_labels),
+          instruction=(clip["instruction_id"], clip["misleading"]))
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("collect"))
+  config = load_config("configs/collect.py:preset=tiny", [f"--config.out_dir={out}"])
+  spy = {}
+  results = collect.collect(config, collector=lambda *a: spy.setdefault("c", Spy(*a)))
+  return out, config, spy["c"], results
+
+
+def test_layout_and_measurements_read_back(collected):
+  out, config, spy, results = collected
+  assert len(results) == 2 and all(r["ending"] == "completed" for r in results)
+  index = [line.split() for line in open(os.path.join(out, "dataset_index.txt"))]
+  assert len(index) == 2
+  for route, n_frames in index:
+    n_frames = int(n_frames)
+    for folder in ("rgb_front", "rgb_left", "rgb_right", "rgb_rear", "measurements",
+                   "actors_data"):
+      assert len(os.listdir(os.path.join(out, route, folder))) == n_frames
+    for frame in (0, n_frames // 2, n_frames - 1):
+      name = f"{frame:04d}"
+      m = json.load(open(os.path.join(out, route, "measurements", name + ".json")))
+      assert set(m) == set(MEASUREMENT_KEYS)
+      assert m == json.loads(json.dumps(spy.seen[(route, frame)]["measurement"]))
+      for v, view in enumerate(collect.VIEWS):
+        decoded = np.asarray(Image.open(os.path.join(out, route, f"rgb_{view}", name + ".jpg")))
+        rendered = spy.seen[(route, frame)]["images"][v]
+        assert decoded.shape == rendered.shape == (64, 64, 3)
+        assert np.abs(decoded.astype(int) - rendered.astype(int)).mean() < 6.0
+      actors = json.load(open(os.path.join(out, route, "actors_data", name + ".json")))
+      for actor in actors.values():
+        assert {"loc", "ori", "box", "vel", "tpe"} <= set(actor) and actor["tpe"] in (0, 1, 2)
+
+
+def test_instruction_lists_match_what_the_agent_was_shown(collected):
+  out, config, spy, _ = collected
+  frames = {r: int(n) for r, n in (line.split() for line in open(os.path.join(out,
+                                                                            "dataset_index.txt")))}
+  nav = [json.loads(line) for line in open(os.path.join(out, "navigation_instruction_list.txt"))]
+  misleading = [json.loads(line) for line in open(os.path.join(out, "misleading_data.txt"))]
+  assert nav
+  for route, n in frames.items():
+    clips = [c for c in nav if c["route_path"] == route]
+    wrong = [c for c in misleading if c["route_path"] == route]
+    assert min(c["start_frame"] for c in clips + wrong) == 0 and clips[-1]["end_frame"] == n - 1
+    for a, b in zip(clips, clips[1:]):
+      # Issued when the previous one completes, or after a misleading one shown first.
+      assert b["start_frame"] == a["end_frame"] or any(
+          m["start_frame"] == a["end_frame"] and m["end_frame"] == b["start_frame"]
+          for m in wrong)
+  for clip in nav + misleading:
+    assert {"start_frame", "end_frame", "instruction", "instruction_id", "instruction_args",
+            "town_id", "weather_id", "route_path", "route_frames", "bad_case"} <= set(clip)
+    assert 0 <= clip["start_frame"] <= clip["end_frame"] < frames[clip["route_path"]]
+    assert instructions.INSTRUCTIONS[clip["instruction_id"]].name == clip["instruction"]
+    instructions.render(clip["instruction_id"], clip["instruction_args"],
+                        np.random.default_rng(0))
+    # Frames strictly inside the clip showed this instruction (or a misleading one before it).
+    for frame in range(clip["start_frame"] + 1, clip["end_frame"]):
+      shown_id, shown_misleading = spy.seen[(clip["route_path"], frame)]["instruction"]
+      if clip in misleading:
+        assert shown_misleading and shown_id == clip["instruction_id"]
+      elif not shown_misleading:
+        assert shown_id == clip["instruction_id"]
+  notices = json.load(open(os.path.join(out, "notice_instruction_list.json")))
+  for route, items in notices.items():
+    for item in items:
+      assert 0 <= item["frame_id"] < frames[route] and 50 <= item["instruction_id"] < 60
+
+
+def test_resume_redoes_only_unfinished_routes(collected):
+  out, config, _, _ = collected
+  assert collect.collect(config) == []  # everything done
+  routes = collect.finished_routes(out)
+  os.remove(os.path.join(out, routes[0], collect.DONE))
+  redone = collect.collect(config)
+  assert len(redone) == 1 and redone[0]["route"] == "tiny_00"
+  assert collect.finished_routes(out) == routes
+  assert len(open(os.path.join(out, "dataset_index.txt")).readlines()) == 2
