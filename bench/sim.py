@@ -5,7 +5,8 @@ camera), batched over B worlds, at 4x64x64 and 4x128x128 cameras, and the real-t
   python bench/sim.py [--batch 1 8 32] [--sizes 64 128] [--steps 20]
 
 One env-step = one world advanced one 20 Hz tick and its four views rendered. Also reports the
-physics alone. Worlds are the tiny preset's towns and route starts (traffic included).
+physics alone. Worlds are the tiny preset's towns and route starts (traffic included). The
+numbers are medians of 3 timed calls; other jobs on the machine lower them.
 """
 
 from __future__ import annotations
@@ -46,9 +47,11 @@ def main(argv=None) -> None:
   cfg = sim_preset("tiny")
   params = world.WorldParams.from_config(cfg.world)
   rows = []
+  mode = ""
   for size in args.sizes:
     rig = render.CameraRig(width=size, height=size, max_boxes=int(cfg.camera.max_boxes))
     worlds = host.BatchedWorlds(params, rig)
+    mode = worlds.render_mode
     for batch in args.batch:
       towns, states = batched_worlds(cfg, batch)
       controls = jnp.tile(jnp.asarray([[0.0, 0.5, 0.0]]), (batch, 1))
@@ -69,7 +72,7 @@ def main(argv=None) -> None:
                    round(batch * args.steps / physics, 1),
                    round(1000 * seconds / args.steps, 2)])
   print_table(f"embedded simulator, {jax.devices()[0].platform} ({os.cpu_count()} cores), "
-              f"max_boxes={cfg.camera.max_boxes}",
+              f"max_boxes={cfg.camera.max_boxes} per view, render_mode={mode}",
               ["cameras", "batch", "env-steps/s", "real-time x", "physics steps/s", "ms/tick"],
               rows)
 

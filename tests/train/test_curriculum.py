@@ -1,0 +1,142 @@
+"""The three-stage curriculum, tiny, on a fixture dataset: hand-offs restore exactly what the
+previous stage saved, frozen parameters stay bit-identical, trainable ones move; the stage-2 loss
+is the same sharded (2x2x2) and on one device."""
+
+import os
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from flax import traverse_util
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "data"))
+import lmdrive_fixture as fx  # noqa: E402
+
+from data_pipelines.lmdrive_tfds import BuildConfig, build  # noqa: E402
+from lmgendrive_jax import config as config_lib  # noqa: E402
+from lmgendrive_jax import parallel  # noqa: E402
+from lmgendrive_jax.data import pipeline  # noqa: E402
+from lmgendrive_jax.train import llm_text, loop, stage1, stage2  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+  root = tmp_path_factory.mktemp("curriculum")
+  r0, r1 = fx.route_name(1, 1, 0), fx.route_name(2, 12, 1)
+  fx.write_dataset(str(root / "src"), [dict(name=r0, num_frames=40), dict(name=r1, num_frames=30,
+                                                                          weather=12)],
+                   clips=[fx.clip_entry(r0, 0, 12, 60), fx.clip_entry(r0, 10, 25, 62),
+                          fx.clip_entry(r0, 20, 30, 61), fx.clip_entry(r1, 5, 20, 60)],
+                   notices={r0: [{"frame_id": 5, "instruction_id": 57, "instruction_args": []}]})
+  build(str(root / "src"), str(root / "out"), BuildConfig(camera_size=(64, 48)), progress=False)
+  return str(root / "out"), str(root / "runs")
+
+
+def _config(name, data_dir, runs_root, steps):
+  config = config_lib.load_config(os.path.join(REPO, "configs", f"{name}.py") + ":preset=tiny")
+  config.runs_root = runs_root
+  config.train.steps = steps
+  config.train.checkpoint_every = steps
+  if "data" in config and "data_dir" in config.data:
+    config.data.data_dir = data_dir
+  return config_lib.resolve_run_dirs(config)
+
+
+def _saved_params(work_dir, root="params"):
+  steps = sorted(int(d) for d in os.listdir(os.path.join(work_dir, "checkpoints")) if d.isdigit())
+  state = ocp.PyTreeCheckpointer().restore(
+      os.path.join(work_dir, "checkpoints", str(steps[-1]), "state"))
+  for key in root.split("/"):
+    state = state[key]
+  return traverse_util.flatten_dict(jax.tree.map(np.asarray, state), sep="/")
+
+
+@pytest.mark.slow
+def test_three_stages_hand_off_and_freeze(dataset, monkeypatch):
+  data_dir, runs = dataset
+  monkeypatch.chdir(REPO)
+  for name, module, steps in [("llm_text", llm_text, 3), ("stage1", stage1, 2)]:
+    config = _config(name, data_dir, runs, steps)
+    loop.run(config, module.build_task(config)[0], log_enabled=False)
+
+  captured = {}
+  original_init_from = stage2.make_init_from
+
+  def spying_init_from(config):
+    restore = original_init_from(config)
+
+    def init_from(state):
+      restored = restore(state)
+      captured[config.stage] = traverse_util.flatten_dict(
+          jax.tree.map(np.asarray, restored.params), sep="/")
+      return restored
+    return init_from
+
+  monkeypatch.setattr(stage2, "make_init_from", spying_init_from)
+  for stage, steps in (("stage2", 2), ("stage3", 2)):
+    config = _config(stage, data_dir, runs, steps)
+    loop.run(config, stage2.build_task(config)[0], log_enabled=False)
+
+  stage1_saved = _saved_params(os.path.join(runs, "stage1_tiny"))
+  text_saved = _saved_params(os.path.join(runs, "llm_text_tiny"))
+  stage2_start = captured["stage2"]
+  # Hand-off 1 -> 2: vision and VAE exactly as stage 1 saved them; LLM base from the text run.
+  for path, value in stage2_start.items():
+    if path.startswith("vision/"):
+      np.testing.assert_array_equal(value, stage1_saved["perception/encoder/" + path[7:]])
+    elif path.startswith("vae/"):
+      np.testing.assert_array_equal(value, stage1_saved[path])
+    elif path.startswith("llm/") and "/lora/" not in path:
+      np.testing.assert_array_equal(value, text_saved[path[4:]])
+  stage2_saved = _saved_params(os.path.join(runs, "stage2_tiny"))
+  # Frozen in stage 2: bit-identical; trainable: moved.
+  for path, value in stage2_saved.items():
+    frozen = path.startswith(("vision/", "vae/")) or (path.startswith("llm/") and
+                                                      "/lora/" not in path)
+    moved = not np.array_equal(value, stage2_start[path])
+    if frozen:
+      assert not moved, path
+  moved_trainable = [p for p, v in stage2_saved.items()
+                     if p.startswith(("qformer/", "action_head/", "world/")) and
+                     not np.array_equal(v, stage2_start[p])]
+  assert len(moved_trainable) > 10
+  # Hand-off 2 -> 3: everything as stage 2 saved it.
+  for path, value in captured["stage3"].items():
+    np.testing.assert_array_equal(value, stage2_saved[path])
+  batch_stats = _saved_params(os.path.join(runs, "stage3_tiny"), "model_state/batch_stats")
+  stage1_stats = _saved_params(os.path.join(runs, "stage1_tiny"), "model_state/batch_stats")
+  for path, value in batch_stats.items():
+    np.testing.assert_array_equal(value, stage1_stats["perception/encoder/" + path[7:]])
+
+
+@pytest.mark.slow
+def test_stage2_loss_sharded_equals_single_device(dataset, num_devices):
+  data_dir, runs = dataset
+  config = _config("stage2", data_dir, runs, 1)
+  config.loss.world_weight = 1.0
+  model = stage2.LMGenDrive(**config.model.lmgendrive.to_dict())
+  loss_fn = stage2.make_loss_fn(model, config)
+  inputs = stage2.dummy_inputs(config, 2)
+  init = lambda key: model.init(key, *inputs, method=stage2.LMGenDrive.initialize)  # noqa
+  variables = nn.meta.unbox(jax.jit(init)(jax.random.key(0)))
+  params = variables.pop("params")
+  iterator = pipeline.make_iterator(config.data, 2)
+  batch = iterator.batch(0)
+  key = jax.random.key(3)
+  single, _ = jax.jit(loss_fn)(params, jax.tree.map(jnp.asarray, batch), key, variables)
+
+  mesh = parallel.make_mesh(config_lib.mesh_config((2, 2, 2)))
+  rules = config_lib.logical_axis_rules()
+  _, shardings = parallel.variable_shardings(init, mesh, rules, jax.random.key(0))
+  sharded_params = jax.device_put(params, shardings["params"])
+  global_batch = parallel.global_batch(batch, mesh, rules)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    sharded, _ = jax.jit(loss_fn)(sharded_params, global_batch, key, variables)
+  np.testing.assert_allclose(float(sharded), float(single), rtol=1e-5, atol=1e-5)
