@@ -223,6 +223,10 @@ def run_routes(specs: list[routes_lib.RouteSpec], make_agent: Callable[[], Any],
                progress: Any = None, max_ticks: int | None = None) -> list[dict]:
   """Drives `make_agent()` agents over `specs`, `batch_size` worlds in lockstep.
 
+  make_agent() is called once per route (then `setup(agent_config)`, optional
+  `set_global_plan`, `run_step` per tick, `destroy()` at the route's end), like the leaderboard;
+  a factory may share one loaded model between its agents.
+
   render_every: render cameras every this many ticks (0: never, e.g. the expert alone).
   on_tick(episode, state, info, images, control, agent): after each agent step (collection).
   on_end(episode, result): when a route ends. progress: a tqdm-like bar (update(1) per route).
@@ -232,10 +236,9 @@ def run_routes(specs: list[routes_lib.RouteSpec], make_agent: Callable[[], Any],
   if not specs:
     return []
   batch_size = int(batch_size or cfg.batch_size)
-  probe = make_agent()
+  probe = make_agent()  # drives the first route too (a model agent may be costly to build)
   probe.setup(agent_config)
   sensors = probe.sensors() or []
-  probe.destroy()
   rig = rig_from_config(cfg, sensors)
   worlds = batched_worlds(world_lib.WorldParams.from_config(cfg.world), rig)
   shapes = town_lib.max_shapes(get_town(s.town_seed, cfg) for s in specs)
@@ -249,7 +252,8 @@ def run_routes(specs: list[routes_lib.RouteSpec], make_agent: Callable[[], Any],
   for _ in range(min(batch_size, len(specs))):
     index, spec = queue.pop(0)
     episode = Episode(spec, cfg, pad_v, pad_p)
-    slots.append(_start_agent(make_agent, agent_config, episode, index))
+    slots.append(_start_agent(make_agent, agent_config, episode, index, probe))
+    probe = None
     town_list.append(episode.town.arrays(shapes))
     state_list.append(episode.initial_state)
   towns = jax.tree.map(jnp.asarray, world_lib.stack(town_list))
@@ -332,9 +336,11 @@ def _empty_infos(batch: int, lights: np.ndarray) -> dict:
               drive_dir=np.full((batch,), 4, np.int32), light_states=np.asarray(lights))
 
 
-def _start_agent(make_agent, agent_config, episode: Episode, index: int) -> dict:
-  agent = make_agent()
-  agent.setup(agent_config)
+def _start_agent(make_agent, agent_config, episode: Episode, index: int, agent=None) -> dict:
+  """A new agent per route (as the leaderboard does), or `agent` when already set up."""
+  if agent is None:
+    agent = make_agent()
+    agent.setup(agent_config)
   if hasattr(agent, "set_global_plan"):
     agent.set_global_plan(*episode.global_plan())
   return {"episode": episode, "agent": agent, "index": index}

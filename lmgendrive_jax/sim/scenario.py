@@ -177,9 +177,17 @@ def make_episode(town: town_lib.Town, route: routes_lib.Route, cfg) -> tuple[dic
     brake_trigger.append(0.0)
   del pad
 
-  # Sidewalk pedestrians walking back and forth.
+  # Sidewalk pedestrians walking back and forth; every third one crosses at a crosswalk.
   while len(ped_rows) < n_peds:
-    path = town.walk_paths[int(rng.integers(len(town.walk_paths)))].astype(np.float64)
+    k = int(rng.integers(len(town.walk_paths)))
+    path = town.walk_paths[k].astype(np.float64)
+    if len(ped_rows) % 3 == 2:
+      # walk_paths come in pairs (both sides of an edge): cross between them on the zebra.
+      a, b = town.walk_paths[k - k % 2].astype(np.float64), town.walk_paths[k - k % 2 + 1]
+      end = int(rng.integers(2))
+      along = (a[1] - a[0]) / max(np.linalg.norm(a[1] - a[0]), 1e-6) * (1.75 if end == 0 else
+                                                                         -1.75)
+      path = np.stack([a[end] + along, b[end].astype(np.float64) + along])
     length = float(np.linalg.norm(path[1] - path[0]))
     ped_rows.append((path[0], path[1], float(rng.uniform(0, length)),
                      float(rng.choice([-1.0, 1.0])), float(rng.uniform(0.8, 1.5)), True,

@@ -110,3 +110,16 @@ def test_pid_follows_langauto_rules():
   control = fresh.control(np.array([[1.0, 1.0], [1.0, 1.0]]), speed=1.0)
   angle = (90 - 45) / 90
   assert control.steer == pytest.approx(0.8 * (1.25 * angle + 0.75 * angle / 40 + 0.3 * angle))
+
+
+def test_viewer_writes_a_replay_with_views_and_map(tmp_path):
+  from lmgendrive_jax.sim import viewer
+  import imageio.v2 as imageio
+  recorder = viewer.ReplayRecorder(str(tmp_path), fmt="gif")
+  host.run_routes(routes.route_set("tiny_1", 0), lambda: expert.ExpertAgent(CFG.expert), CFG,
+                  batch_size=1, render_every=2, on_tick=recorder.on_tick,
+                  on_end=recorder.on_end, max_ticks=20)
+  frames = imageio.mimread(str(tmp_path / "tiny_00.gif"))
+  assert len(frames) == 10
+  assert frames[0].shape[:2] == (128, 256)  # 2x2 views of 64 px + the 128 px map
+  assert np.asarray(frames[0])[:, 128:].std() > 0  # the map is drawn
