@@ -64,10 +64,28 @@ def abstract_variables(init_fn: Callable, *args, **kwargs) -> tuple[Any, Any]:
   return nn.meta.unbox(boxed), nn.get_partition_spec(boxed)
 
 
+def divisible_sharding(sharding: NamedSharding, shape: tuple[int, ...]) -> NamedSharding:
+  """Replicates the dimensions of `shape` that the sharding's mesh axes do not divide (a
+  1-token null condition cannot be split over 2 devices); the others keep their axes."""
+  spec = list(sharding.spec) + [None] * (len(shape) - len(sharding.spec))
+  for dim, axes in enumerate(spec):
+    if axes is None:
+      continue
+    names = (axes,) if isinstance(axes, str) else tuple(axes)
+    if shape[dim] % math.prod(sharding.mesh.shape[name] for name in names):
+      spec[dim] = None
+  return NamedSharding(sharding.mesh, P(*spec))
+
+
+def shardings_for(tree: Any, shardings: Any) -> Any:
+  """`divisible_sharding` leaf by leaf (tree: arrays or ShapeDtypeStructs)."""
+  return jax.tree.map(lambda x, s: divisible_sharding(s, x.shape), tree, shardings)
+
+
 def variable_shardings(init_fn: Callable, mesh: Mesh, rules: Rules, *args, **kwargs):
   """(abstract variables, NamedShardings) for the variables `init_fn(*args)` would create."""
   abstract, specs = abstract_variables(init_fn, *args, **kwargs)
-  return abstract, logical_shardings(specs, mesh, rules)
+  return abstract, shardings_for(abstract, logical_shardings(specs, mesh, rules))
 
 
 def init_sharded(init_fn: Callable, mesh: Mesh, rules: Rules, *args, **kwargs) -> Any:

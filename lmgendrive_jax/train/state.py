@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lmgendrive_jax import parallel
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -46,9 +48,11 @@ def abstract_state(init_fn: Callable, make_tx: Callable[[Any], optax.GradientTra
     return create_state(params, tx, variables)
 
   boxed = jax.eval_shape(make_state, *args)
-  shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, tuple(rules))
+  unboxed = nn.meta.unbox(boxed)
+  shardings = parallel.shardings_for(unboxed, nn.logical_to_mesh_sharding(
+      nn.get_partition_spec(boxed), mesh, tuple(rules)))
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          nn.meta.unbox(boxed), shardings)
+                          unboxed, shardings)
   return abstract, shardings, tx, make_state
 
 
