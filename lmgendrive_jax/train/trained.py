@@ -1,0 +1,55 @@
+"""Load a trained LMGenDrive (a stage-2/3 work dir) for inference: the agent, generation, benches.
+
+The run's config travels inside each checkpoint (`meta` item, JSON), so a work dir alone
+rebuilds the model: `model, variables, config = load_lmgendrive(work_dir)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from lmgendrive_jax.errors import CheckpointError
+from lmgendrive_jax.models.lmgendrive import LMGenDrive
+from lmgendrive_jax.train.checkpoints import latest_step_dir
+
+
+def _tuples(value: Any) -> Any:
+  """JSON lists -> tuples (Linen module fields must be hashable), recursively."""
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  return value
+
+
+def load_run_config(work_dir: str) -> ml_collections.ConfigDict:
+  """The config a run was trained with (from its newest checkpoint's metadata)."""
+  step_dir = latest_step_dir(work_dir)
+  meta_path = os.path.join(step_dir, "meta", "metadata")
+  if not os.path.exists(meta_path):
+    raise CheckpointError(f"{step_dir} has no meta item with the run's config; was it written "
+                          f"by lmgendrive_jax.train.loop?")
+  with open(meta_path) as f:
+    meta = json.load(f)
+  return ml_collections.ConfigDict(meta["config"])
+
+
+def load_lmgendrive(work_dir: str) -> tuple[LMGenDrive, dict, ml_collections.ConfigDict]:
+  """(model, variables {"params", "batch_stats", ...}, config) of a stage-2/3 run's newest step."""
+  config = load_run_config(work_dir)
+  if "lmgendrive" not in config.get("model", {}):
+    raise CheckpointError(f"{work_dir} is a {config.get('stage')!r} run; an LMGenDrive model "
+                          f"comes from stage 2 or 3")
+  model = LMGenDrive(**_tuples(config.model.lmgendrive.to_dict()))
+  step_dir = latest_step_dir(work_dir)
+  state = ocp.PyTreeCheckpointer().restore(os.path.join(step_dir, "state"))
+  variables = {"params": state["params"], **(state.get("model_state") or {})}
+  variables = jax.tree.map(lambda x: jax.numpy.asarray(np.asarray(x)), variables)
+  return model, variables, config
