@@ -25,6 +25,7 @@ from lmgendrive_jax.sim import town as town_lib
 from lmgendrive_jax.sim import world as world_lib
 
 PREDICT_S = (0.0, 0.5, 1.0, 1.5, 2.0)
+HAZARD_CLEAR_TICKS = 10
 
 
 def world_to_ego(points, ego_pos, ego_yaw) -> np.ndarray:
@@ -72,6 +73,7 @@ class Expert:
     self.index = 0
     self.noise_left = 0
     self.noise_value = 0.0
+    self.clear_ticks = HAZARD_CLEAR_TICKS
     self.route_junction = town.lane_junction[route.lane]
 
   def _progress(self, pos: np.ndarray) -> float:
@@ -131,7 +133,8 @@ class Expert:
     ped_active = np.asarray(state["ped_active"], bool)
     for i in np.nonzero(ped_active)[0]:
       moving = float(state["ped_speed"][i]) * float(bool(state["ped_started"][i]))
-      future = ped_pos[i][None] + PREDICT_S_ARR[:, None] * moving * ped_dir[i][None]
+      # Pedestrians: a longer horizon (3 s), so the car stops short of the crosswalk.
+      future = ped_pos[i][None] + PED_PREDICT_S[:, None] * moving * ped_dir[i][None]
       along = self._corridor_hits(future, progress, check + 6.0, 2.6)
       if np.isfinite(along).any():
         ped_hits.append(int(i))
@@ -168,7 +171,14 @@ class Expert:
     ahead_idx = slice(self.index, int(np.searchsorted(self.route.s, progress + 15.0)) + 1)
     turning = np.any(self.route_junction[ahead_idx] >= 0) or np.any(
         self.route.option[ahead_idx] >= town_lib.CHANGELANELEFT)
-    should_brake = bool(vehicle_hits or ped_hits or red_light or stop_sign)
+    # Once stopped for a vehicle or pedestrian, wait until it has been clear for 0.5 s (no
+    # stop-and-go while someone crosses).
+    if vehicle_hits or ped_hits:
+      self.clear_ticks = 0
+    else:
+      self.clear_ticks += 1
+    held = self.clear_ticks < HAZARD_CLEAR_TICKS and speed < 0.5
+    should_brake = bool(vehicle_hits or ped_hits or red_light or stop_sign or held)
     should_slow = bool(turning or near_control or lead_gap < 15.0)
     target = 0.0 if should_brake else (self.slow_speed if should_slow else self.target_speed)
     if not should_brake and lead_gap < 15.0:
@@ -177,7 +187,8 @@ class Expert:
     lookahead = max(self.lookahead, 0.5 * speed + 2.0)
     aim = world_to_ego(self.route.point_at(min(progress + lookahead, self.route.length + 2.0)),
                        pos, yaw)
-    control = self.controller.control_from_targets(target, aim, speed)
+    control = self.controller.control_from_targets(target, aim, speed,
+                                                   zero_angle_when_stopped=False)
     if self.noise_prob > 0:
       if self.noise_left <= 0 and self.rng.random() < self.noise_prob * world_lib.DT:
         self.noise_left = self.noise_ticks
@@ -198,6 +209,7 @@ class Expert:
 
 
 PREDICT_S_ARR = np.asarray(PREDICT_S)
+PED_PREDICT_S = np.arange(0.0, 3.01, 0.5)
 
 
 def world_lib_ped_poses(state: dict):

@@ -67,13 +67,19 @@ class WaypointController:
     self.turn = PIDController(config.turn_KP, config.turn_KI, config.turn_KD, config.turn_n)
     self.speed = PIDController(config.speed_KP, config.speed_KI, config.speed_KD, config.speed_n)
 
-  def control_from_targets(self, desired_speed: float, aim: np.ndarray, speed: float) -> Control:
-    """desired speed (m/s), aim point f32[2] (ego frame), current speed -> Control."""
+  def control_from_targets(self, desired_speed: float, aim: np.ndarray, speed: float,
+                           zero_angle_when_stopped: bool = True) -> Control:
+    """desired speed (m/s), aim point f32[2] (ego frame), current speed -> Control.
+
+    zero_angle_when_stopped: LMDrive's agent feeds the turn PID 0 below 0.01 m/s (so the
+    integral does not wind up while waiting); the expert turns it off so that stop-and-go in a
+    tight turn keeps its steering.
+    """
     c = self.config
     brake = desired_speed < c.brake_speed or (speed / max(desired_speed, 1e-6)) > c.brake_ratio
     angle = math.degrees(math.pi / 2 - math.atan2(aim[1], aim[0])) / 90.0
-    if speed < 0.01:
-      angle = 0.0  # Standing still: do not wind up the steering integral.
+    if speed < 0.01 and zero_angle_when_stopped:
+      angle = 0.0
     steer = float(np.clip(self.turn.step(angle), -1.0, 1.0))
     delta = float(np.clip(desired_speed - speed, 0.0, c.clip_delta))
     throttle = float(np.clip(self.speed.step(delta), 0.0, c.max_throttle))

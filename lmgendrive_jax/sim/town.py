@@ -234,7 +234,7 @@ def make_town(seed: int, cfg: Any, town_id: int | None = None) -> Town:
   P = int(cfg.lane_points)
   nl_row = rng.choice([1, 2], size=ny, p=[1 - cfg.two_lane_prob, cfg.two_lane_prob])
   nl_col = rng.choice([1, 2], size=nx, p=[1 - cfg.two_lane_prob, cfg.two_lane_prob])
-  if block < 2 * (2 * w * 2 + 2 + sidewalk) + 10:
+  if block < 2 * (2 * w + float(cfg.get("junction_margin", 5.0)) + 3.5) + 12:
     raise SimulatorError(f"town block {block} m is too short for junctions of lane width {w}")
 
   # Edges of the grid, some removed (never the ones that would disconnect or make a dead end).
@@ -257,7 +257,10 @@ def make_town(seed: int, cfg: Any, town_id: int | None = None) -> Town:
   nodes = [(i, j) for j in range(ny) for i in range(nx)]
   node_edges = {n: [e for e in edges if n in e] for n in nodes}
   junction_of = {n: k for k, n in enumerate(nodes)}
-  junction_half = np.array([w * max(lanes_of(e) for e in node_edges[n]) + 1.0 for n in nodes])
+  # Junction squares leave turns a radius a car can drive (right turn ~ junction_margin m).
+  margin_j = float(cfg.get("junction_margin", 5.0))
+  junction_half = np.array([w * max(lanes_of(e) for e in node_edges[n]) + margin_j
+                            for n in nodes])
   junction_kind = np.array([len(node_edges[n]) for n in nodes])
   has_light = np.array([k >= 3 and rng.random() < cfg.light_prob for k in junction_kind])
   has_stop = np.array([k >= 3 and not l and rng.random() < cfg.stop_prob

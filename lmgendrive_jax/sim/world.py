@@ -228,12 +228,17 @@ def step(town: dict, state: dict, control: jax.Array, params: WorldParams = Worl
   d = obstacles[None, :, :] - npc_pos[:, None, :]
   forward = d[..., 0] * c[:, None] + d[..., 1] * s[:, None]
   lateral = -d[..., 0] * s[:, None] + d[..., 1] * c[:, None]
-  same_way = jnp.cos(obstacle_yaw[None, :] - npc_yaw[:, None]) > -0.2
+  relative_yaw = obstacle_yaw[None, :] - npc_yaw[:, None]
+  same_way = jnp.cos(relative_yaw) > -0.2
+  # The obstacle's extent along the NPC's axes (a car across the lane is long sideways).
+  c_rel, s_rel = jnp.abs(jnp.cos(relative_yaw)), jnp.abs(jnp.sin(relative_yaw))
+  extent_lateral = c_rel * obstacle_half[None, :, 1] + s_rel * obstacle_half[None, :, 0]
+  extent_forward = c_rel * obstacle_half[None, :, 0] + s_rel * obstacle_half[None, :, 1]
   is_vehicle = jnp.arange(obstacles.shape[0]) < n
   in_corridor = (forward > 0) & (forward < p.corridor_length) & (
-      jnp.abs(lateral) < p.corridor_half_width + obstacle_half[None, :, 1]) & obstacle_on[None] & (
+      jnp.abs(lateral) < p.corridor_half_width + extent_lateral) & obstacle_on[None] & (
       ~is_vehicle[None] | same_way) & ~jnp.eye(n, obstacles.shape[0], dtype=bool)
-  gap = jnp.where(in_corridor, forward - state["npc_half"][:, :1] - obstacle_half[None, :, 0], 1e3)
+  gap = jnp.where(in_corridor, forward - state["npc_half"][:, :1] - extent_forward, 1e3)
   lead = jnp.argmin(gap, axis=1)
   lead_gap = jnp.min(gap, axis=1)
   lead_speed = obstacle_speed[lead]

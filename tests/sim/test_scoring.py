@@ -139,7 +139,7 @@ def test_stop_sign_run_and_obeyed():
 def test_outside_lanes_factor_is_share_of_route_driven_outside():
   lane, start, d = long_segment()
   # Drive west along the east-bound lane: the wrong direction for its whole length.
-  end = start + d * 40
+  end = start + d * (float(TOWN.lane_length[lane]) - 0.5)  # the whole segment, no junction
   state = scenario.empty_state(end, math.atan2(-d[1], -d[0]))
   route = straight_route(end, start)
 
