@@ -20,26 +20,17 @@ from lmgendrive_jax import config as config_lib
 from lmgendrive_jax import diffusion
 from lmgendrive_jax.generate import rollout as rollout_lib
 from lmgendrive_jax.models.vae import AutoencoderKL
-from lmgendrive_jax.models.world import WorldDiT
 
 
 @pytest.fixture(scope="module")
-def setup():
+def setup(tiny_world, perturb):
+  model, _, params = tiny_world
   cfg = config_lib.world_preset("tiny")
-  model = WorldDiT(**cfg.dit.to_dict())
   flow = diffusion.FlowConfig(num_steps=2, sampler="euler")
   rng = np.random.default_rng(0)
   context = jnp.asarray(rng.normal(size=(1, 2, 2, 4, 4, 4)), jnp.float32)
   cond = jnp.asarray(rng.normal(size=(1, 3, model.cond_dim)), jnp.float32)
-
-  def init(key):
-    params = nn.meta.unbox(model.init(key, jnp.concatenate([context, context], 1),
-                                      jnp.zeros((1, 4)), cond))
-    leaves, tree = jax.tree.flatten(params)  # live zero-initialised outputs: non-trivial video
-    keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
-    return jax.tree.unflatten(tree, [x + 0.05 * jax.random.normal(k, x.shape)
-                                     for x, k in zip(leaves, keys)])
-  params = jax.jit(init)(jax.random.key(0, impl="rbg"))
+  params = perturb(params, 0.05, 1)  # live zero-initialised outputs: non-trivial video
   # A one-level VAE (no resampling) decodes the 4x4 latents cheaply.
   vae = AutoencoderKL(block_out_channels=(8,), layers_per_block=1, norm_num_groups=4,
                       scaling_factor=1.0)

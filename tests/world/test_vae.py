@@ -110,19 +110,18 @@ def test_load_rejects_missing_tensor_and_unsupported_blocks(reference, tmp_path)
 
 
 @pytest.mark.slow
-def test_tiny_vae_learns_to_reconstruct():
-  """The tiny preset trains from scratch: a few Adam steps cut the reconstruction error."""
+def test_vae_loss_trains_a_vae_from_scratch():
+  """vae_loss drives a freshly initialised VAE to reconstruct (a one-level VAE keeps the compile
+  short; the tiny preset adds levels of the same blocks)."""
   import optax
-  from lmgendrive_jax import config as config_lib
-  model = vae_lib.AutoencoderKL(**config_lib.vae_preset("tiny").to_dict())
+  model = vae_lib.AutoencoderKL(block_out_channels=(8,), layers_per_block=1, norm_num_groups=4,
+                                scaling_factor=1.0)
   rng = np.random.default_rng(0)
-  # Smooth images (low-frequency colour fields) are learnable in a handful of steps.
-  yy, xx = np.mgrid[0:16, 0:16] / 16.0
+  yy, xx = np.mgrid[0:8, 0:8] / 8.0
   images = np.stack([np.stack([np.sin(2 * np.pi * (a * xx + b * yy) + c) for a, b, c in
                                rng.uniform(0, 1.5, (3, 3))], -1) for _ in range(2)])
   images = jnp.asarray(images.astype(np.float32) * 0.8)
-  variables = jax.jit(model.init)(jax.random.key(0, impl="rbg"), images)
-  params = variables["params"]
+  params = jax.jit(model.init)(jax.random.key(0, impl="rbg"), images)["params"]
   optimizer = optax.adam(3e-3)
   state = optimizer.init(params)
 
@@ -131,10 +130,10 @@ def test_tiny_vae_learns_to_reconstruct():
     (loss, out), grads = jax.value_and_grad(
         lambda p: vae_lib.vae_loss(model, {"params": p}, images, key), has_aux=True)(params)
     updates, state = optimizer.update(grads, state)
-    return optax.apply_updates(params, updates), state, out["l2"]
+    return optax.apply_updates(params, updates), state, out
 
   losses = []
-  for i in range(40):
-    params, state, l2 = step(params, state, jax.random.key(i, impl="rbg"))
-    losses.append(float(l2))
+  for i in range(60):
+    params, state, out = step(params, state, jax.random.key(i, impl="rbg"))
+    losses.append(float(out["l2"]))
   assert losses[-1] < 0.3 * losses[0], losses[::10]

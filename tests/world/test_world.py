@@ -34,8 +34,8 @@ def tiny_model(**overrides):
 
 
 @pytest.mark.slow
-def test_dit_overfits_two_view_clip():
-  model, flow = tiny_model()
+def test_dit_overfits_two_view_clip(tiny_world):
+  model, flow, params = tiny_world
   flow = dataclasses.replace(flow, cond_drop_prob=0.0, num_steps=8, sampler="euler")
   video = jnp.asarray(moving_clip())
   context, future = video[:, :2], video[:, 2:]
@@ -43,8 +43,7 @@ def test_dit_overfits_two_view_clip():
   batch = 4  # the same clip under 4 noise draws per step
   tiled = [jnp.repeat(a, batch, 0) for a in (context, future, cond)]
   rbg = lambda i: jax.random.key(i, impl="rbg")  # noqa: E731  (compiles faster on CPU)
-  params = nn.meta.unbox(jax.jit(model.init)(rbg(0), video, jnp.zeros((1, 4)), cond))
-  steps = 200
+  steps = 160
   optimizer = optax.adam(optax.warmup_cosine_decay_schedule(0.0, 3e-3, 10, steps, 3e-4))
   state = optimizer.init(params)
 
@@ -69,27 +68,15 @@ def test_dit_overfits_two_view_clip():
   assert sample_psnr > copy_last_psnr + 10.0, (sample_psnr, copy_last_psnr)
 
 
-def _perturbed_params(model, video, cond):
-  """Init, then random noise on every parameter so zero-initialised gates/outputs are live."""
-  def init(key):
-    params = nn.meta.unbox(model.init(key, video, jnp.zeros(video.shape[:2]), cond))
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.fold_in(key, 1), len(leaves))
-    return jax.tree.unflatten(tree, [x + 0.1 * jax.random.normal(k, x.shape)
-                                     for x, k in zip(leaves, keys)])
-  return jax.jit(init)(jax.random.key(0, impl="rbg"))  # rbg: compiles faster on CPU
-
-
 @pytest.fixture(scope="module")
-def window():
+def window(tiny_world, perturb):
   """A 4-sample window (2 context + 2 future frames, 3 views) and perturbed tiny-DiT params."""
-  model, flow = tiny_model()
+  model, flow, params = tiny_world
   rng = np.random.default_rng(0)
   context = jnp.asarray(rng.normal(size=(4, 2, 3, 8, 8, 4)), jnp.float32)
   future = jnp.asarray(rng.normal(size=(4, 2, 3, 8, 8, 4)), jnp.float32)
   cond = jnp.asarray(rng.normal(size=(4, 4, model.cond_dim)), jnp.float32)
-  params = _perturbed_params(model, jnp.concatenate([context, future], 1), cond)
-  return model, flow, params, context, future, cond
+  return model, flow, perturb(params, 0.1, 1), context, future, cond
 
 
 def test_null_condition_ignores_the_condition_and_conditioned_output_uses_it(window):
