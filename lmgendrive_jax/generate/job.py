@@ -444,13 +444,13 @@ class GenerationJob:
       for t in range(to):
         if frame_mask[t]:
           images = batch["images"][b, t]
-          yield tile_frame(images, images, f"{cid} observed t={(t - to + 1) * self.dt:+.1f}s",
+          yield tile_frame(images, images, f"t={(t - to + 1) * self.dt:+.1f}s observed",
                            scale, label_height)
     truth_frames = int(frame_mask[to:].sum()) if frame_mask[:to].all() else 0
     for t in range(self.future):
       truth = batch["images"][b, to + t] if t < truth_frames else None
       yield tile_frame(result["generated"][b, t], truth,
-                       f"{cid} generated (top) | truth t={(t + 1) * self.dt:+.1f}s",
+                       f"t={(t + 1) * self.dt:+.1f}s top: generated, bottom: truth",
                        scale, label_height)
 
   def _features(self, b: int, batch: dict, result: dict, truth_frames: int) -> dict | None:
