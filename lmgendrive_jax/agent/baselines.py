@@ -1,0 +1,90 @@
+"""Baselines beside our agent in closed-loop evaluation (bench/drive_quality.py, the quickstart).
+
+- `LaneKeepingAgent`: a privileged, camera-less lane follower that ignores the instructions. It
+  knows the town's lane graph, its own pose and the actors (as the expert does) but not the
+  route: from the route's start lane it follows its lane, never changes lanes, and at a
+  junction goes straight when it can (`junction_policy="straight"`; else a seeded random
+  successor) or takes a seeded random successor (`"random"`). It drives that self-made path with
+  the expert's own driving (sim/expert.py: target speeds, hazard, light and stop-sign braking,
+  LMDrive's PID), so the gap to the expert measures what following the instructions is worth.
+- `BlankInstructionAgent`: our model with the instruction replaced by "" (only BOS), so the gap
+  to `LMGenDriveAgent` measures what the model takes from the language.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lmgendrive_jax.agent.lmgendrive_agent import LMGenDriveAgent
+from lmgendrive_jax.errors import ConfigError
+from lmgendrive_jax.sim import expert as expert_lib
+from lmgendrive_jax.sim import pid as pid_lib
+from lmgendrive_jax.sim import routes as routes_lib
+from lmgendrive_jax.sim import town as town_lib
+
+EXTRA_PATH_M = 200.0  # the self-made path runs past the route's length (the scorer ends first)
+
+
+def lane_keeping_path(town: town_lib.Town, route: routes_lib.Route, policy: str,
+                      seed: int) -> routes_lib.Route:
+  """A Route that starts where `route` does and keeps its lane, choosing at junctions by
+  `policy` ("straight" or "random"), `route.length + EXTRA_PATH_M` long (or to a dead end)."""
+  if policy not in ("straight", "random"):
+    raise ConfigError(f"junction_policy {policy!r}: use 'straight' or 'random'")
+  rng = np.random.default_rng([seed, 777])
+  lane, s_from = int(route.pieces[0][0]), float(route.pieces[0][1])
+  pieces, total = [], 0.0
+  while total < route.length + EXTRA_PATH_M:
+    length = float(town.lane_length[lane])
+    pieces.append((lane, s_from, length, int(town.lane_option[lane])))
+    total += length - s_from
+    successors = [int(x) for x in town.lane_succ[lane] if x >= 0]
+    if not successors:
+      break
+    straight = [c for c in successors if int(town.lane_option[c]) in (
+        town_lib.STRAIGHT, town_lib.LANEFOLLOW)]
+    choices = straight if policy == "straight" and straight else successors
+    lane, s_from = choices[int(rng.integers(len(choices)))], 0.0
+  return routes_lib.route_from_pieces(town, route.spec, pieces)
+
+
+class LaneKeepingAgent:
+  """See the module docstring. `expert_cfg`: the simulator preset's `expert` section."""
+
+  privileged = True
+
+  def __init__(self, expert_cfg=None, junction_policy: str = "straight"):
+    self.expert_cfg, self.junction_policy = expert_cfg, junction_policy
+    self.route = None
+    self.expert: expert_lib.Expert | None = None
+
+  def setup(self, config) -> None:
+    if config is not None and hasattr(config, "target_speed"):
+      self.expert_cfg = config
+    if self.expert_cfg is None:
+      raise ConfigError("LaneKeepingAgent needs the simulator's expert config (target speeds)")
+
+  def sensors(self) -> list[dict]:
+    return []
+
+  def run_step(self, input_data: dict, timestamp: float) -> pid_lib.Control:
+    del timestamp
+    _, priv = input_data["privileged"]
+    if self.route is not priv["route"]:
+      self.route = priv["route"]
+      path = lane_keeping_path(priv["town"], self.route, self.junction_policy, priv["seed"])
+      self.expert = expert_lib.Expert(priv["town"], path, self.expert_cfg, seed=priv["seed"])
+    control, _ = self.expert.act(priv["state"], priv["light_states"])
+    return control
+
+  def destroy(self) -> None:
+    self.route, self.expert = None, None
+
+
+class BlankInstructionAgent(LMGenDriveAgent):
+  """LMGenDriveAgent fed an empty instruction (the instruction ablation)."""
+
+  def setup(self, config) -> None:
+    config = {} if config is None else (config.to_dict() if hasattr(config, "to_dict")
+                                        else dict(config))
+    super().setup({**config, "blank_instruction": True})

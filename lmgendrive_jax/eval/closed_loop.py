@@ -1,0 +1,191 @@
+"""Closed-loop evaluation: an agent over a named route set of the embedded simulator -> results.json.
+
+Where it sits: `launch/eval.py --config=configs/eval.py:...` -> `evaluate(config)` ->
+`sim/host.py: run_routes` (batched worlds in lockstep) with our agent (agent/lmgendrive_agent.py,
+a trained run), the expert (sim/expert.py) or a baseline (agent/baselines.py) -> `OUT/results.json`
+(read by eval/report.py and bench/drive_quality.py).
+
+`OUT/results.json` is rewritten after every finished route, atomically (tmp file + rename), so a
+killed evaluation leaves a valid file; rerunning the same command reads it back, skips the
+finished routes and drives the rest (an out dir holding a different evaluation is an error).
+Its layout (what report.py reads):
+  {"agent", "route_set", "seed", "preset", "work_dir", "total_routes", "complete",
+   "mean_ds", "mean_rc", "mean_is", "num_routes", "wall_seconds",
+   "routes": [{"route_id", "town", "ds", "rc", "is", "infractions", "ending", "route_xy",
+               "trajectory_xy", + the scorer's fields (sim/scoring.py)}, ...]}  (in set order)
+Beside it, `town_map_<town>.json` per town (`{"lanes": [[[x, y], ...], ...]}`: lane centre
+lines for the maps), and `town_map.json` when the set uses one town.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from lmgendrive_jax.errors import ConfigError
+from lmgendrive_jax.sim import host, routes as routes_lib, scoring
+
+AGENT_KINDS = ("lmgendrive", "blank_instruction", "expert", "lane_keeping")
+TIMING_KEYS = ("wall_seconds",)
+RESULTS = "results.json"
+
+
+def agent_factory(config) -> tuple[Callable[[], Any], Any, int]:
+  """(make_agent, agent_config for setup, render_every) of `config.agent.kind`."""
+  kind = config.agent.kind
+  if kind == "expert":
+    from lmgendrive_jax.sim.expert import ExpertAgent
+    return (lambda: ExpertAgent(config.sim.expert)), config.sim.expert, 0
+  if kind == "lane_keeping":
+    from lmgendrive_jax.agent.baselines import LaneKeepingAgent
+    policy = config.agent.junction_policy
+    return (lambda: LaneKeepingAgent(config.sim.expert, policy)), config.sim.expert, 0
+  if kind in ("lmgendrive", "blank_instruction"):
+    from lmgendrive_jax.agent import baselines, lmgendrive_agent
+    if not config.agent.work_dir:
+      raise ConfigError(f"agent.kind={kind!r} needs --config.agent.work_dir=<trained stage-2/3 "
+                        "run dir>")
+    options = {k: config.agent[k] for k in lmgendrive_agent.AGENT_DEFAULTS if k in config.agent}
+    cls = baselines.BlankInstructionAgent if kind == "blank_instruction" else \
+        lmgendrive_agent.LMGenDriveAgent
+    return cls, options, 1
+  raise ConfigError(f"agent.kind={kind!r}: choose one of {AGENT_KINDS}")
+
+
+def out_dir(config) -> str:
+  """config.out_dir, else <work_dir>/eval/<route_set>_<kind> (ours) or
+  work_dirs/eval/<kind>_<route_set>."""
+  if config.out_dir:
+    return config.out_dir
+  if config.agent.kind in ("lmgendrive", "blank_instruction") and config.agent.work_dir:
+    return os.path.join(config.agent.work_dir, "eval", f"{config.route_set}_{config.agent.kind}")
+  return os.path.join("work_dirs", "eval", f"{config.agent.kind}_{config.route_set}")
+
+
+def identity(config) -> dict:
+  """What an out dir's results must match to be resumed."""
+  return dict(agent=config.agent.kind, route_set=config.route_set, seed=int(config.seed),
+              preset=config.preset,
+              work_dir=os.path.abspath(config.agent.work_dir) if config.agent.work_dir else "")
+
+
+def read_finished(path: str, expected: dict) -> dict[str, dict]:
+  """{route_id: record} of an earlier run of the same evaluation ({} when there is none)."""
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    try:
+      previous = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ConfigError(f"{path} is not valid JSON ({e}); delete it to start over") from e
+  found = {k: previous.get(k) for k in expected}
+  if found != expected:
+    raise ConfigError(f"{path} holds another evaluation {found}, not {expected}; use another "
+                      "--config.out_dir or delete it")
+  return {r["route_id"]: r for r in previous.get("routes", [])}
+
+
+def write_json_atomic(path: str, data: dict) -> None:
+  tmp = f"{path}.tmp.{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(data, f, indent=1)
+  os.replace(tmp, path)
+
+
+def polyline(points, step: int) -> list[list[float]]:
+  pts = np.asarray(points, np.float64)
+  if len(pts) > 1:
+    pts = np.concatenate([pts[::step], pts[-1:]]) if (len(pts) - 1) % step else pts[::step]
+  return [[round(float(x), 2), round(float(y), 2)] for x, y in pts]
+
+
+def write_town_map(folder: str, town, name: str) -> None:
+  path = os.path.join(folder, name)
+  if not os.path.exists(path):
+    write_json_atomic(path, {"lanes": [polyline(lane, 1) for lane in town.lane_points]})
+
+
+class _Recorder:
+  """Per-route trajectories (on_tick) and the results file (on_end, after each route)."""
+
+  def __init__(self, path: str, specs, finished: dict, header: dict, trajectory_every: int,
+               after_write: Callable[[dict], None] | None):
+    self.path, self.specs, self.finished, self.header = path, specs, finished, header
+    self.every = max(int(trajectory_every), 1)
+    self.after_write = after_write
+    self.trajectories: dict[str, list] = {}
+    self.started = time.time()
+    self.single_town = len({s.town_seed for s in specs}) == 1
+
+  def on_tick(self, episode, state, info, images, control, agent) -> None:
+    del info, images, control, agent
+    if episode.tick % self.every == 0:
+      self.trajectories.setdefault(episode.spec.name, []).append(np.asarray(state["ego_pos"]))
+
+  def on_end(self, episode, result: dict) -> None:
+    name = episode.spec.name
+    folder = os.path.dirname(self.path)
+    record = dict(route_id=name, town=str(episode.spec.town_id), **result)
+    record["route_xy"] = polyline(episode.route.points, 2)
+    record["trajectory_xy"] = polyline(self.trajectories.pop(name, []), 1)
+    write_town_map(folder, episode.town, f"town_map_{episode.spec.town_id}.json")
+    if self.single_town:
+      write_town_map(folder, episode.town, "town_map.json")
+    self.finished[name] = record
+    summary = self.write()
+    if self.after_write is not None:
+      self.after_write(summary)
+
+  def write(self) -> dict:
+    ordered = [self.finished[s.name] for s in self.specs if s.name in self.finished]
+    summary = {**self.header, **scoring.aggregate(ordered),
+               "total_routes": len(self.specs), "complete": len(ordered) == len(self.specs),
+               "wall_seconds": round(self.header.get("wall_seconds", 0.0)
+                                     + time.time() - self.started, 2)}
+    write_json_atomic(self.path, summary)
+    return summary
+
+
+def evaluate(config, progress: bool = True,
+             after_write: Callable[[dict], None] | None = None) -> dict:
+  """Runs (or resumes) the evaluation of `config` (configs/eval.py); returns the summary written
+  to `<out_dir>/results.json`. after_write(summary): called after each rewrite of the file."""
+  folder = out_dir(config)
+  os.makedirs(folder, exist_ok=True)
+  path = os.path.join(folder, RESULTS)
+  expected = identity(config)
+  finished = read_finished(path, expected)
+  specs = routes_lib.route_set(config.route_set, int(config.seed))
+  if int(config.max_routes) > 0:
+    specs = specs[:int(config.max_routes)]
+  todo = [s for s in specs if s.name not in finished]
+  previous_wall = 0.0
+  if finished:
+    with open(path) as f:
+      previous_wall = float(json.load(f).get("wall_seconds", 0.0))
+  recorder = _Recorder(path, specs, finished, {**expected, "wall_seconds": previous_wall},
+                       int(config.trajectory_every), after_write)
+  make_agent, agent_config, render_every = agent_factory(config)
+  bar = None
+  if progress:
+    from tqdm import tqdm
+    bar = tqdm(total=len(specs), initial=len(specs) - len(todo), unit="route",
+               desc=f"{config.route_set} ({config.agent.kind})")
+  try:
+    host.run_routes(todo, make_agent, config.sim, batch_size=int(config.batch_size),
+                    agent_config=agent_config, render_every=render_every,
+                    on_tick=recorder.on_tick, on_end=recorder.on_end, progress=bar,
+                    max_ticks=int(config.max_ticks) if int(config.max_ticks) > 0 else None)
+  finally:
+    if bar is not None:
+      bar.close()
+  return recorder.write()
+
+
+def strip_timing(summary: dict) -> dict:
+  """The summary without wall-clock fields (for comparing runs)."""
+  return {k: v for k, v in summary.items() if k not in TIMING_KEYS}
