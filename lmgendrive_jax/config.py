@@ -440,7 +440,7 @@ def sim_preset(name: str) -> ConfigDict:
   town = dict(grid=(4, 4), block=55.0, lane_width=3.5, sidewalk=3.0, two_lane_prob=0.4,
               remove_edge_prob=0.1, light_prob=0.6, stop_prob=0.5, lane_points=10,
               raster_res=0.25, margin=30.0, light_cycle=(10.0, 2.0, 1.0))
-  world = dict(wheelbase=2.9, max_steer_deg=40.0, max_accel=4.0, max_brake=9.0, max_speed=20.0,
+  world = dict(wheelbase=2.9, max_steer_deg=70.0, max_accel=4.0, max_brake=9.0, max_speed=20.0,
                drag=0.02, idm_accel=2.0, idm_decel=3.0, idm_gap=2.5, idm_headway=1.2,
                npc_hard_brake=8.0, corridor_half_width=1.4, corridor_length=35.0, stop_gap=3.5,
                stop_sign_wait=1.0, brake_hold=4.0)

@@ -38,20 +38,19 @@ def world_to_ego(points, ego_pos, ego_yaw) -> np.ndarray:
 
 
 def lane_pose_np(town: town_lib.Town, lanes: np.ndarray, s: np.ndarray):
-  """Host mirror of world.lane_pose for NPC positions: (pos f[N, 2], yaw f[N])."""
-  pos = np.zeros((len(lanes), 2))
-  yaw = np.zeros(len(lanes))
-  for i, (lane, si) in enumerate(zip(lanes, s)):
-    pts = town.lane_points[lane].astype(np.float64)
-    seg = np.diff(pts, axis=0)
-    seg_len = np.linalg.norm(seg, axis=-1)
-    cum = np.cumsum(seg_len)
-    k = int(np.clip(np.sum(cum < si), 0, len(seg) - 1))
-    s0 = cum[k] - seg_len[k]
-    frac = np.clip((si - s0) / max(seg_len[k], 1e-6), 0.0, 1.5)
-    pos[i] = pts[k] + seg[k] * frac
-    yaw[i] = math.atan2(seg[k][1], seg[k][0])
-  return pos, yaw
+  """Host mirror of world.lane_pose (vectorised): (pos f[N, 2], yaw f[N]) at arc lengths s."""
+  lanes = np.asarray(lanes, np.int64).reshape(-1)
+  s = np.asarray(s, np.float64).reshape(-1)
+  pts = town.lane_points[lanes].astype(np.float64)  # [N, P, 2]
+  seg = np.diff(pts, axis=1)
+  seg_len = np.linalg.norm(seg, axis=-1)  # [N, P-1]
+  cum = np.cumsum(seg_len, axis=1)
+  k = np.clip(np.sum(cum < s[:, None], axis=1), 0, seg.shape[1] - 1)
+  rows = np.arange(len(lanes))
+  s0 = cum[rows, k] - seg_len[rows, k]
+  frac = np.clip((s - s0) / np.maximum(seg_len[rows, k], 1e-6), 0.0, 1.5)
+  pos = pts[rows, k] + seg[rows, k] * frac[:, None]
+  return pos, np.arctan2(seg[rows, k, 1], seg[rows, k, 0])
 
 
 class Expert:
@@ -97,6 +96,19 @@ class Expert:
     along = self.route.s[lo + nearest] - progress
     return np.where(close & (along > 0.0), along, np.inf)
 
+  def _along_lanes(self, lane: int, next_lane: int, s: np.ndarray) -> np.ndarray:
+    """Points f[K, 2] at arc lengths s along `lane`, continuing into `next_lane`."""
+    length = float(self.town.lane_length[lane])
+    beyond = s > length
+    pos = np.zeros((len(s), 2))
+    if (~beyond).any():
+      pos[~beyond] = lane_pose_np(self.town, np.full((~beyond).sum(), lane), s[~beyond])[0]
+    if beyond.any():
+      pos[beyond] = lane_pose_np(self.town, np.full(beyond.sum(), next_lane),
+                                 np.minimum(s[beyond] - length,
+                                            self.town.lane_length[next_lane]))[0]
+    return pos
+
   def act(self, state: dict, light_states: np.ndarray) -> tuple[pid_lib.Control, dict]:
     """state: one world's numpy state (world.py). Returns (control, labels)."""
     pos = np.asarray(state["ego_pos"], np.float64)
@@ -112,9 +124,12 @@ class Expert:
                                     np.asarray(state["npc_s"]))
     npc_speed = np.asarray(state["npc_speed"], np.float64)
     vehicle_hits, lead_speed, lead_gap = [], self.target_speed, np.inf
+    lanes, lane_s = np.asarray(state["npc_lane"]), np.asarray(state["npc_s"])
+    next_lanes = np.asarray(state["npc_next_lane"])
     for i in np.nonzero(active)[0]:
-      heading = np.array([math.cos(npc_yaw[i]), math.sin(npc_yaw[i])])
-      future = npc_pos[i][None] + PREDICT_S_ARR[:, None] * npc_speed[i] * heading[None]
+      # Predicted along its lane and the successor it has picked (turns included).
+      future = self._along_lanes(int(lanes[i]), int(next_lanes[i]),
+                                 lane_s[i] + PREDICT_S_ARR * npc_speed[i])
       along = self._corridor_hits(future, progress, check + 8.0, 2.4)
       same_way = math.cos(npc_yaw[i] - yaw) > 0.7
       if np.isfinite(along[0]) and same_way:
@@ -132,11 +147,13 @@ class Expert:
     ped_hits = []
     ped_active = np.asarray(state["ped_active"], bool)
     for i in np.nonzero(ped_active)[0]:
-      moving = float(state["ped_speed"][i]) * float(bool(state["ped_started"][i]))
+      moving = float(state["ped_speed"][i]) * float(bool(state["ped_started"][i])) * float(
+          not bool(state["ped_waiting"][i]))
       # Pedestrians: a longer horizon (3 s), so the car stops short of the crosswalk.
       future = ped_pos[i][None] + PED_PREDICT_S[:, None] * moving * ped_dir[i][None]
       along = self._corridor_hits(future, progress, check + 6.0, 2.6)
-      if np.isfinite(along).any():
+      # Only what is ahead of the bumper (someone waiting beside the car is not in the way).
+      if np.any(np.isfinite(along) & (along > ego_front - 0.3)):
         ped_hits.append(int(i))
 
     # Lights and stop signs at the route's next stop line.

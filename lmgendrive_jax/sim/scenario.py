@@ -53,13 +53,14 @@ def make_episode(town: town_lib.Town, route: routes_lib.Route, cfg) -> tuple[dic
   n_vehicles, n_peds = int(traffic.num_vehicles), int(traffic.num_pedestrians)
   ego_pos, ego_yaw = route.start_pose
   lanes, s, next_lane, half, colour, max_speed = [], [], [], [], [], []
-  ignore, hold, brake_trigger = [], [], []
+  ignore, hold, brake_trigger, hold_deadline = [], [], [], []
   occupied = [ego_pos]
 
   def free(p, gap=9.0):
     return all(np.linalg.norm(p - q) > gap for q in occupied)
 
-  def add_vehicle(lane, s_lane, speed, ignore_lights=False, hold_until=0.0, brake_at=0.0):
+  def add_vehicle(lane, s_lane, speed, ignore_lights=False, hold_until=0.0, brake_at=0.0,
+                  deadline=0.0):
     pos, _ = _lane_pose_np(town, lane, s_lane)
     occupied.append(pos)
     succ = [x for x in town.lane_succ[lane] if x >= 0]
@@ -72,6 +73,7 @@ def make_episode(town: town_lib.Town, route: routes_lib.Route, cfg) -> tuple[dic
     ignore.append(ignore_lights)
     hold.append(hold_until)
     brake_trigger.append(brake_at)
+    hold_deadline.append(deadline)
 
   events = []
   ped_rows = []  # (start, end, s, sign, speed, bounce, trigger_pos, trigger_dist, started)
@@ -120,7 +122,7 @@ def make_episode(town: town_lib.Town, route: routes_lib.Route, cfg) -> tuple[dic
       if not free(pos, 8.0) or town.lane_length[lane_j] - lane_s_at < 20.0:
         continue
       add_vehicle(lane_j, lane_s_at, float(rng.uniform(5.0, 6.0)), brake_at=10.0,
-                  hold_until=14.0)
+                  hold_until=14.0, deadline=s_t / 3.0 + 30.0)
       events.append(ScenarioEvent("braking", tuple(trigger), s_t,
                                   ID_BY_NAME["Notice-vehicle-braking"]))
     elif kind == "red_light_runner":
@@ -146,7 +148,8 @@ def make_episode(town: town_lib.Town, route: routes_lib.Route, cfg) -> tuple[dic
       pos, _ = _lane_pose_np(town, lane_c, s_c)
       if not free(pos, 6.0):
         continue
-      add_vehicle(lane_c, s_c, 7.0, ignore_lights=True, hold_until=float(route.s[k] - s_t) + 8.0)
+      add_vehicle(lane_c, s_c, 7.0, ignore_lights=True, hold_until=float(route.s[k] - s_t) + 8.0,
+                  deadline=s_t / 3.0 + 30.0)
       events.append(ScenarioEvent("red_light_runner", tuple(trigger), s_t,
                                   ID_BY_NAME["Notice-red-light-runner"]))
 
@@ -175,6 +178,7 @@ def make_episode(town: town_lib.Town, route: routes_lib.Route, cfg) -> tuple[dic
     ignore.append(False)
     hold.append(0.0)
     brake_trigger.append(0.0)
+    hold_deadline.append(0.0)
   del pad
 
   # Sidewalk pedestrians walking back and forth; every third one crosses at a crosswalk.
@@ -204,13 +208,14 @@ def make_episode(town: town_lib.Town, route: routes_lib.Route, cfg) -> tuple[dic
       npc_next_lane=np.asarray(next_lane, np.int32), npc_active=np.asarray(active),
       npc_half=f32(half), npc_colour=f32(colour), npc_max_speed=f32(max_speed),
       npc_ignore_lights=np.asarray(ignore), npc_stop_timer=np.zeros(n_total, np.float32),
-      npc_hold_until_ego=f32(hold), npc_brake_trigger=f32(brake_trigger),
+      npc_hold_until_ego=f32(hold), npc_hold_deadline=f32(hold_deadline),
+      npc_brake_trigger=f32(brake_trigger),
       npc_brake_until=np.full(n_total, -1.0, np.float32),
       ped_start=f32(np.stack(cols[0])), ped_end=f32(np.stack(cols[1])), ped_s=f32(cols[2]),
       ped_sign=f32(cols[3]), ped_speed=f32(cols[4]), ped_bounce=np.asarray(cols[5]),
       ped_trigger_pos=f32(np.stack(cols[6])), ped_trigger_dist=f32(cols[7]),
       ped_started=np.asarray(cols[8]), ped_active=np.ones(m_total, bool),
-      ped_colour=f32(ped_colour),
+      ped_colour=f32(ped_colour), ped_waiting=np.zeros(m_total, bool),
       weather=render_lib.weather_vector(spec.weather_id),
       key=np.asarray(np.random.default_rng([spec.route_seed, 5]).integers(
           0, 2**31, size=2), np.uint32),
@@ -252,12 +257,14 @@ def empty_state(ego_pos, ego_yaw: float, num_vehicles: int = 1, num_pedestrians:
       npc_active=np.zeros(n, bool), npc_half=np.tile(f32([[2.3, 1.0]]), (n, 1)),
       npc_colour=np.tile(VEHICLE_COLOURS[:1], (n, 1)), npc_max_speed=np.zeros(n, np.float32),
       npc_ignore_lights=np.zeros(n, bool), npc_stop_timer=np.zeros(n, np.float32),
-      npc_hold_until_ego=np.zeros(n, np.float32), npc_brake_trigger=np.zeros(n, np.float32),
+      npc_hold_until_ego=np.zeros(n, np.float32), npc_hold_deadline=np.zeros(n, np.float32),
+      npc_brake_trigger=np.zeros(n, np.float32),
       npc_brake_until=np.full(n, -1.0, np.float32),
       ped_start=np.zeros((m, 2), np.float32), ped_end=np.tile(f32([[1.0, 0.0]]), (m, 1)),
       ped_s=np.zeros(m, np.float32), ped_sign=np.ones(m, np.float32),
       ped_speed=np.zeros(m, np.float32), ped_bounce=np.zeros(m, bool),
       ped_trigger_pos=np.zeros((m, 2), np.float32), ped_trigger_dist=np.zeros(m, np.float32),
       ped_started=np.zeros(m, bool), ped_active=np.zeros(m, bool),
-      ped_colour=np.tile(SHIRTS[:1], (m, 1)), weather=render_lib.weather_vector(weather_id),
+      ped_colour=np.tile(SHIRTS[:1], (m, 1)), ped_waiting=np.zeros(m, bool),
+      weather=render_lib.weather_vector(weather_id),
       key=np.asarray([seed, 0], np.uint32))

@@ -11,12 +11,14 @@ State (one world; a batch adds a leading B axis to every leaf):
     half f32[N, 2] (half length, half width), colour f32[N, 3], max_speed f32[N],
     ignore_lights bool[N], stop_timer f32[N] (seconds stopped at a stop sign),
     hold_until_ego f32[N] (parked until the ego comes this close, 0: free; red-light runner),
+    hold_deadline f32[N] (sim time when a parked car leaves anyway, so it never blocks a road),
     brake_trigger f32[N] (hard brake when the ego is this close behind, 0: never),
     brake_until f32[N];
   ped_*: M pedestrians walking a segment: start f32[M, 2], end f32[M, 2], s f32[M], sign f32[M]
     (+1 towards end), speed f32[M], bounce bool[M] (walk back and forth; else once then stand),
     trigger_pos f32[M, 2] / trigger_dist f32[M] (start when the ego is this close; 0: always),
-    started bool[M], active bool[M], colour f32[M, 3];
+    started bool[M], active bool[M], colour f32[M, 3], waiting bool[M] (stopped because the
+    ego's box is in its next step: nobody walks into a car);
   key: PRNG key (NPC turn choices).
 """
 
@@ -39,7 +41,7 @@ EGO_HALF = (2.45, 1.05, 0.78)  # Lincoln MKZ-like half extents (CARLA's ego in L
 class WorldParams:
   """Physics constants (static under jit; from `config.sim_preset(...).world`)."""
   wheelbase: float = 2.9
-  max_steer_deg: float = 40.0
+  max_steer_deg: float = 70.0  # CARLA Lincoln MKZ front wheels (LMDrive gains assume it)
   max_accel: float = 4.0
   max_brake: float = 9.0
   max_speed: float = 20.0
@@ -266,7 +268,8 @@ def step(town: dict, state: dict, control: jax.Array, params: WorldParams = Worl
       jnp.maximum(s_star, 0.0) / jnp.maximum(lead_gap_all, 0.1)) ** 2)
   # Scripted behaviours: parked until the ego approaches; hard braking when the ego is behind.
   ego_dist = jnp.linalg.norm(npc_pos - pos_new[None], axis=-1)
-  held = (state["npc_hold_until_ego"] > 0) & (ego_dist > state["npc_hold_until_ego"])
+  held = (state["npc_hold_until_ego"] > 0) & (ego_dist > state["npc_hold_until_ego"]) & (
+      t < state["npc_hold_deadline"])
   hold_released = jnp.where(held, state["npc_hold_until_ego"], 0.0)  # Once released, free.
   trigger = (state["npc_brake_trigger"] > 0) & (ego_dist < state["npc_brake_trigger"])
   brake_until = jnp.where(trigger, t + p.brake_hold, state["npc_brake_until"])
@@ -297,7 +300,11 @@ def step(town: dict, state: dict, control: jax.Array, params: WorldParams = Worl
   started = state["ped_started"] | (
       (state["ped_trigger_dist"] > 0) & (jnp.linalg.norm(
           state["ped_trigger_pos"] - pos_new[None], axis=-1) < state["ped_trigger_dist"]))
-  ped_s = state["ped_s"] + jnp.where(started & state["ped_active"],
+  # Nobody walks into a car: a pedestrian whose next step would meet the ego's box waits.
+  ped_heading = jnp.stack([jnp.cos(ped_yaw), jnp.sin(ped_yaw)], -1)
+  ped_waiting = obb_overlap(ped_pos + 0.6 * ped_heading, jnp.asarray([0.5, 0.35]), ped_yaw,
+                            pos_new, ego_half, yaw_new) & started
+  ped_s = state["ped_s"] + jnp.where(started & state["ped_active"] & ~ped_waiting,
                                      state["ped_speed"] * state["ped_sign"] * DT, 0.0)
   bounce = state["ped_bounce"]
   ped_sign = jnp.where(bounce & (ped_s > ped_len), -1.0,
@@ -318,7 +325,8 @@ def step(town: dict, state: dict, control: jax.Array, params: WorldParams = Worl
       t=t + DT, ego_pos=pos_new, ego_yaw=yaw_new, ego_speed=v_new, npc_lane=npc_lane, npc_s=npc_s,
       npc_speed=v_npc_new, npc_next_lane=npc_next, npc_stop_timer=stop_timer,
       npc_hold_until_ego=hold_released, npc_brake_trigger=brake_trigger,
-      npc_brake_until=brake_until, ped_s=ped_s, ped_sign=ped_sign, ped_started=started, key=key)
+      npc_brake_until=brake_until, ped_s=ped_s, ped_sign=ped_sign, ped_started=started,
+      ped_waiting=ped_waiting, key=key)
   info = dict(
       collision_vehicle=first(hit_npc), collision_pedestrian=first(hit_ped),
       collision_static=first(hit_static), red_light=red_light, stop_sign_crossed=stop_crossed,
