@@ -1,28 +1,72 @@
 #!/usr/bin/env bash
-# The main job on the embedded default, end to end on this machine's CPU.
-# Creates or reuses .venv, then runs every part of LMGenDrive that exists so far (see README).
-#   ./launch/quickstart.sh            # default preset (small)
-#   PRESET=tiny ./launch/quickstart.sh  # seconds, for a smoke test
+# The main job on the embedded default, end to end on this machine's CPU:
+#   collect a dataset with the expert -> build TFDS -> train the text LLM and stages 1-3
+#   -> evaluate closed-loop (ours, the expert, two baselines) -> generate videos -> HTML report.
+# Creates or reuses .venv. Every step resumes: re-running skips finished work.
+#
+#   ./launch/quickstart.sh                 # default: small preset, ~20-30 min on 2 CPU cores
+#   PRESET=tiny ./launch/quickstart.sh     # minutes, a smoke run (the agent will not drive well)
+#   STEPS_SCALE=4 ./launch/quickstart.sh   # the bigger run: 4x the training steps (see README)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh" ""
 PRESET="${PRESET:-small}"
-RUN_DIR="${RUN_DIR:-work_dirs/quickstart_${PRESET}}"
-mkdir -p "$RUN_DIR"
+STEPS_SCALE="${STEPS_SCALE:-1}"
+RUN="${RUN_DIR:-work_dirs/quickstart_${PRESET}}"
+EVAL_ROUTES="${EVAL_ROUTES:-}"
+mkdir -p "$RUN"
 export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
+export TF_CPP_MIN_LOG_LEVEL=3
+START=$(date +%s)
+stamp() { echo "[quickstart $(( $(date +%s) - START ))s] $*"; }
 
-echo "== 1. tokenizer: byte-level BPE on the LangAuto instruction vocabulary"
+# Per preset: collection camera size, training steps (x STEPS_SCALE), eval route set.
+case "$PRESET" in
+  tiny)  CAMERA=64x64;   STEPS=(20 40 40 20);    ROUTES="${EVAL_ROUTES:-tiny_2}" ;;
+  small) CAMERA=128x128; STEPS=(300 300 300 100); ROUTES="${EVAL_ROUTES:-tiny_4}" ;;
+  *) echo "PRESET must be tiny or small (paper runs on a pod: see README)"; exit 2 ;;
+esac
+scale() { echo $(( $1 * STEPS_SCALE )); }
+
+stamp "1/8 tokenizer (byte-level BPE on the LangAuto instruction vocabulary)"
 if [ ! -f assets/tokenizer/tokenizer.json ]; then
   python -m data_pipelines.train_tokenizer --out assets/tokenizer
-else
-  echo "   reusing assets/tokenizer"
 fi
 
-echo "== 2. language model: the ${PRESET} LLM trained on the instruction-text corpus"
-python launch/train.py --config="configs/llm_text.py:preset=${PRESET}" \
-  --config.work_dir="$RUN_DIR/llm_text"
+stamp "2/8 collect: the expert drives the ${PRESET} route sets, LMDrive format"
+python -m data_pipelines.collect --config="configs/collect.py:preset=${PRESET}" \
+  --config.out_dir="$RUN/data/raw"
 
-echo
-echo "Done. Training curves: tensorboard --logdir $RUN_DIR"
-echo "Still to come in this job (open issues): data collection with the expert in the embedded"
-echo "simulator, the TFDS build, the three training stages, closed-loop evaluation, video"
-echo "generation, and the HTML report."
+stamp "3/8 build TFDS (array_record) from the collected routes"
+python -m data_pipelines.build_tfds --data_dir "$RUN/data/raw" --out "$RUN/data/tfds" \
+  --camera_size "$CAMERA"
+
+train() {  # train <config> <steps> [overrides...]
+  local name=$1 steps=$2; shift 2
+  python launch/train.py --config="configs/${name}.py:preset=${PRESET}" \
+    --config.runs_root="$RUN" --config.train.steps="$steps" \
+    --config.optim.total_steps="$steps" "$@"
+}
+stamp "4/8 train: text LLM, stage 1 (vision + VAE), stage 2, stage 3"
+train llm_text "$(scale ${STEPS[0]})"
+train stage1 "$(scale ${STEPS[1]})" --config.data.data_dir="$RUN/data/tfds"
+train stage2 "$(scale ${STEPS[2]})" --config.data.data_dir="$RUN/data/tfds"
+train stage3 "$(scale ${STEPS[3]})" --config.data.data_dir="$RUN/data/tfds"
+
+stamp "5/8 closed-loop evaluation on route set ${ROUTES}: ours, expert, baselines"
+for AGENT in lmgendrive expert lane_keeping blank_instruction; do
+  python launch/eval.py --config="configs/eval.py:preset=${PRESET},agent=${AGENT}" \
+    --config.agent.work_dir="$RUN/stage3_${PRESET}" \
+    --config.route_set="$ROUTES" --config.out_dir="$RUN/eval/$AGENT"
+done
+
+stamp "6/8 offline video generation on the collected clips"
+python launch/generate.py --config="configs/generate.py:preset=${PRESET}" \
+  --config.work_dir="$RUN/stage3_${PRESET}" --config.data.split=train \
+  --config.data.max_clips=4 --config.out_dir="$RUN/generate"
+
+stamp "7/8 HTML report"
+python launch/report.py --out "$RUN/report" --train_dir "$RUN" \
+  --eval_results "$RUN"/eval/*/results.json --videos "$RUN/generate" \
+  --extra preset="$PRESET" steps_scale="$STEPS_SCALE"
+
+stamp "8/8 done. Report: $(cd "$RUN/report" && pwd)/report.html"

@@ -518,7 +518,9 @@ def world_preset(name: str) -> ConfigDict:
                 scan_blocks=True, remat_policy="none", attention_impl="xla")
   dits = {
       "tiny": dict(embed_dim=32, num_blocks=2, num_heads=2, mlp_dim=64, cond_dim=64),
-      "small": dict(embed_dim=256, num_blocks=6, num_heads=4, mlp_dim=1024, cond_dim=256),
+      # remat: without it the stage-2 step of the small preset needs ~45 GB of temporaries on CPU.
+      "small": dict(embed_dim=256, num_blocks=6, num_heads=4, mlp_dim=1024, cond_dim=256,
+                    remat_policy="full"),
       # DiT-L width/depth/heads; conditioning from LLaMA-7B's 4096-wide states.
       "paper": dict(embed_dim=1024, num_blocks=24, num_heads=16, mlp_dim=4096, cond_dim=4096,
                     max_frames=32, dtype="bfloat16", remat_policy="full"),

@@ -45,19 +45,20 @@ def planning_losses(waypoints, completed_logit, batch):
   return waypoint_l1, completed_ce
 
 
-def world_targets(latents, generation_states, batch, anchors, context_frames):
-  """Gathers (context, future, future_mask, cond) for anchor frames; the anchors fold into batch.
+def world_targets(images, generation_states, batch, anchors, context_frames):
+  """Gathers (context, future) frames, future_mask and cond for anchor frames; the anchors fold
+  into the batch. Only these frames are VAE-encoded afterwards, not the whole clip.
 
-  latents f32[B, T, V, h, w, c], generation_states f32[B, T, G, D], anchors int32[B, K] ->
-  context [B*K, Fc, ...], future [B*K, F, ...], future_mask [B*K, F], cond [B*K, G, D].
+  images u8[B, T, V, H, W, 3], generation_states f32[B, T, G, D], anchors int32[B, K] ->
+  context u8[B*K, Fc, V, H, W, 3], future u8[B*K, F, ...], future_mask [B*K, F], cond [B*K, G, D].
   """
-  def per_example(lat, gen, future_index, future_mask, anchor_row):
+  def per_example(frames, gen, future_index, future_mask, anchor_row):
     def one(a):
       context_idx = jnp.clip(a - jnp.arange(context_frames - 1, -1, -1), 0)
-      return lat[context_idx], lat[future_index[a]], future_mask[a], gen[a]
+      return frames[context_idx], frames[future_index[a]], future_mask[a], gen[a]
     return jax.vmap(one)(anchor_row)
   context, future, mask, cond = jax.vmap(per_example)(
-      latents, generation_states, batch["future_index"], batch["future_mask"], anchors)
+      images, generation_states, batch["future_index"], batch["future_mask"], anchors)
   fold = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731
   return fold(context), fold(future), fold(mask), fold(cond)
 
@@ -83,10 +84,12 @@ def make_loss_fn(model: LMGenDrive, config):
     metrics = {"waypoint_l1": waypoint_l1, "completed_ce": completed_ce}
     if config.loss.world_weight > 0:
       anchor_key, flow_key = jax.random.split(rng)
-      latents = model.apply(variables, batch["images"], method=LMGenDrive.encode_latents)
       anchors = sample_anchors(anchor_key, batch, config.loss.world_anchors)
       context, future, future_mask, cond = world_targets(
-          latents, out["generation_states"], batch, anchors, context_frames)
+          batch["images"], out["generation_states"], batch, anchors, context_frames)
+      frames = jnp.concatenate([context, future], axis=1)
+      latents = model.apply(variables, frames, method=LMGenDrive.encode_latents)
+      context, future = latents[:, :context_frames], latents[:, context_frames:]
       flow_loss, _ = diffusion.flow_matching_loss(world, variables, context, future, cond,
                                                   flow_key, flow, future_mask=future_mask)
       loss = loss + config.loss.world_weight * flow_loss
