@@ -1,0 +1,123 @@
+"""The agent's own code path (LMDrive timing, braking, PID, preprocessing, cache resets) driven by
+a scripted planner that reads the route from privileged data, and preprocessing == training's."""
+
+import io
+
+import ml_collections
+import numpy as np
+import pytest
+from PIL import Image
+
+from lmgendrive_jax.agent import preprocess
+from lmgendrive_jax.agent.lmgendrive_agent import LMGenDriveAgent
+from lmgendrive_jax.agent.planner import PlanState
+from lmgendrive_jax.config import data_preset, sim_preset
+from lmgendrive_jax.data.examples import _ViewDecoder
+from lmgendrive_jax.sim import expert, host, routes
+
+CFG = sim_preset("tiny")
+SPEED = 5.0  # m/s the scripted waypoints ask for
+
+
+class ScriptedPlanner:
+  """The planner interface of agent/planner.py: waypoints 0.5 s apart along the route ahead at
+  SPEED (privileged route geometry) instead of the model's."""
+
+  def __init__(self, max_frames=3):
+    self.data = ml_collections.ConfigDict(dict(
+        views=("front", "left", "focus"), view_size=(16, 16), crop_scale=0.875, stride=2,
+        data_dir=""))
+    self.max_frames = max_frames
+    self.calls = []  # (commit, frames before, views shape)
+    self.instructions = []
+
+  def start(self, instruction):
+    self.instructions.append(instruction)
+    return PlanState(cache=None)
+
+  def add_notice(self, state, notice):
+    return PlanState(cache=None, frames=state.frames, has_notice=True)
+
+  def step(self, state, views, speed, commit, input_data):
+    self.calls.append((commit, state.frames, views.shape))
+    _, priv = input_data["privileged"]
+    route, pos = priv["route"], np.asarray(priv["state"]["ego_pos"], np.float64)
+    progress = float(route.s[int(np.argmin(np.linalg.norm(route.points - pos, axis=-1)))])
+    end, heading = route.points[-1], route.points[-1] - route.points[-2]
+    heading = heading / np.linalg.norm(heading)
+    ahead = progress + SPEED * 0.5 * np.arange(1, 6)  # past the goal: straight on
+    targets = np.stack([route.point_at(s) if s <= route.length else
+                        end + heading * (s - route.length) for s in ahead])
+    waypoints = expert.world_to_ego(targets, pos, float(priv["state"]["ego_yaw"]))
+    state = PlanState(None, state.frames + int(commit), state.has_notice)
+    return waypoints.astype(np.float32), 0.0, state
+
+
+class ScriptedAgent(LMGenDriveAgent):
+  privileged = True  # only so that the scripted planner can read the route
+
+
+def test_scripted_planner_completes_a_route_through_the_agent_code_path():
+  planner = ScriptedPlanner()
+  agents, controls = [], []
+
+  def make():
+    agents.append(ScriptedAgent(planner))
+    return agents[-1]
+
+  def on_tick(episode, state, info, images, control, agent):
+    controls.append(control.copy())
+  results = host.run_routes(routes.route_set("tiny_1", 0), make, CFG, batch_size=1,
+                            agent_config=dict(camera_size=(32, 24)), on_tick=on_tick)
+  assert results[0]["ending"] == "completed" and results[0]["rc"] > 99.0, results[0]
+  agent = agents[0]
+  # Cameras: the views the run needs (focus is cut from front), at the configured size.
+  cams = [s for s in agent.sensors() if s["type"].startswith("sensor.camera")]
+  assert [(s["id"], s["width"], s["height"]) for s in cams] == [
+      ("rgb_front", 32, 24), ("rgb_left", 32, 24)]
+  controls = np.asarray(controls)
+  ticks = len(controls)
+  # Brake for the first 20 ticks; the model runs on even ticks from 20 (10 Hz); odd ticks repeat.
+  np.testing.assert_array_equal(controls[:20], np.tile([0.0, 0.0, 1.0], (20, 1)))
+  np.testing.assert_array_equal(controls[21::2], controls[20:ticks - 1:2][:len(controls[21::2])])
+  assert agent.model_steps == len(range(20, ticks, 2)) == len(planner.calls)
+  # Stride 2: a frame is kept every second model step, and the window (3 kept frames) resets.
+  commits = [c for c, _, _ in planner.calls]
+  assert commits[:8] == [True, False] * 4
+  # Frames held before each step: kept ones reset after 3; the newest rides in the spare slot.
+  assert [f for _, f, _ in planner.calls[:8]] == [0, 1, 1, 2, 2, 3, 0, 1]
+  assert planner.calls[0][2] == (3, 16, 16, 3)
+  assert agent.resets >= agent.model_steps // 6
+  assert all(text for text in planner.instructions)  # the stream's instructions went in
+
+
+def _encode_png(array):
+  buffer = io.BytesIO()
+  Image.fromarray(array).save(buffer, format="PNG")
+  return buffer.getvalue()
+
+
+@pytest.mark.parametrize("stored_size", [None, (40, 30)])
+def test_preprocessing_equals_the_training_pipeline(stored_size):
+  rng = np.random.default_rng(0)
+  cameras = {v: rng.integers(0, 255, (48, 64, 3), np.uint8) for v in ("front", "left", "right",
+                                                                       "rear")}
+  # The builder (data_pipelines/lmdrive_tfds/reader.py): focus = centre crop of the full front
+  # (side focus_fraction * h), then the four views resized to view_size; stored losslessly.
+  fraction = 128 / 600
+  side = round(fraction * 48)
+  top, left = (48 - side) // 2, (64 - side) // 2
+  stored = {"focus": cameras["front"][top:top + side, left:left + side]}
+  for view in ("front", "left", "right", "rear"):
+    image = Image.fromarray(cameras[view])
+    stored[view] = np.asarray(image.resize(stored_size, Image.BILINEAR)) if stored_size else \
+        cameras[view]
+  record = {"images": {v: _encode_png(a) for v, a in stored.items()}}
+  data = data_preset("tiny", 2)
+  data.view_size = (24, 20)
+  data.random_crop, data.colour_jitter = False, 0.0
+  decoder = _ViewDecoder(data)
+  expected = decoder(record, decoder.draw(None))
+  ours = preprocess.ViewPreprocessor(data.views, data.view_size, data.crop_scale, fraction,
+                                     stored_size=stored_size)(cameras)
+  np.testing.assert_array_equal(ours, expected)
