@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from lmgendrive_jax.errors import SimulatorError
 from lmgendrive_jax.sim import render as render_lib
 from lmgendrive_jax.sim import routes as routes_lib
 from lmgendrive_jax.sim import town as town_lib
@@ -230,8 +231,9 @@ def pad_state(state: dict, num_vehicles: int, num_pedestrians: int) -> dict:
   n = len(state["npc_lane"])
   m = len(state["ped_s"])
   if n > num_vehicles or m > num_pedestrians:
-    raise ValueError(f"state has {n} vehicles / {m} pedestrians, more than the padding "
-                     f"{num_vehicles} / {num_pedestrians}")
+    raise SimulatorError(f"episode has {n} vehicles / {m} pedestrians, more than the batch "
+                         f"padding {num_vehicles} / {num_pedestrians}; raise host.EXTRA_ACTORS "
+                         "or traffic.scenario_every_m")
   for key, value in state.items():
     if key.startswith("npc_") and n < num_vehicles:
       extra = np.zeros((num_vehicles - n,) + value.shape[1:], value.dtype)
