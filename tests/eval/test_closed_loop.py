@@ -1,0 +1,54 @@
+"""Closed-loop evaluation: an evaluation interrupted after its first route and rerun gives the
+same results.json as an uninterrupted one (all but timing); the file has what report.py reads."""
+
+import json
+
+import pytest
+
+from lmgendrive_jax.eval import closed_loop, report
+
+
+class Interrupted(Exception):
+  pass
+
+
+def _config(out_dir):
+  import configs.eval as eval_config
+  config = eval_config.get_config("preset=tiny,agent=expert")
+  config.route_set, config.batch_size, config.max_ticks = "tiny_3", 2, 160
+  config.out_dir = str(out_dir)
+  return config
+
+
+def test_interrupted_evaluation_resumes_to_the_uninterrupted_result(tmp_path):
+  whole = closed_loop.evaluate(_config(tmp_path / "whole"), progress=False)
+  assert whole["complete"] and whole["num_routes"] == 3
+
+  def stop_after_first(summary):
+    raise Interrupted
+  with pytest.raises(Interrupted):
+    closed_loop.evaluate(_config(tmp_path / "cut"), progress=False, after_write=stop_after_first)
+  partial = json.loads((tmp_path / "cut" / "results.json").read_text())
+  assert partial["num_routes"] == 1 and not partial["complete"]
+  resumed = closed_loop.evaluate(_config(tmp_path / "cut"), progress=False)
+  on_disk = json.loads((tmp_path / "cut" / "results.json").read_text())
+  assert closed_loop.strip_timing(on_disk) == closed_loop.strip_timing(
+      json.loads((tmp_path / "whole" / "results.json").read_text()))
+  assert closed_loop.strip_timing(resumed) == closed_loop.strip_timing(whole)
+  route = on_disk["routes"][0]
+  assert set(route) >= {"route_id", "town", "ds", "rc", "is", "infractions", "ending",
+                        "route_xy", "trajectory_xy"}
+  assert len(route["trajectory_xy"]) >= 160 // 10
+  # The report reads it and finds the town maps.
+  results = report.read_eval_results(str(tmp_path / "cut" / "results.json"))
+  assert len(results.routes) == 3
+  assert (tmp_path / "cut" / f"town_map_{route['town']}.json").exists()
+
+
+def test_out_dir_of_another_evaluation_is_an_error(tmp_path):
+  config = _config(tmp_path)
+  config.max_routes = 1
+  closed_loop.evaluate(config, progress=False)
+  config.route_set = "tiny_2"
+  with pytest.raises(Exception, match="another evaluation"):
+    closed_loop.evaluate(config, progress=False)
