@@ -42,9 +42,10 @@ python -m data_pipelines.build_tfds --data_dir "$RUN/data/raw" --out "$RUN/data/
 
 train() {  # train <config> <steps> [overrides...]
   local name=$1 steps=$2; shift 2
+  local log_every=$(( steps / 20 > 0 ? steps / 20 : 1 ))  # ~20 points per training curve
   python launch/train.py --config="configs/${name}.py:preset=${PRESET}" \
     --config.runs_root="$RUN" --config.train.steps="$steps" \
-    --config.optim.total_steps="$steps" "$@"
+    --config.optim.total_steps="$steps" --config.train.log_every="$log_every" "$@"
 }
 stamp "4/8 train: text LLM, stage 1 (vision + VAE), stage 2, stage 3"
 train llm_text "$(scale ${STEPS[0]})"
