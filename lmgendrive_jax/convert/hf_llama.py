@@ -158,15 +158,6 @@ def _to_hf(array: np.ndarray, layout: str) -> np.ndarray:
 # Load.
 
 
-def read_config(path: str) -> dict:
-  config_path = os.path.join(path, "config.json")
-  if not os.path.isfile(config_path):
-    raise ConversionError(f"{config_path} not found: expected a transformers save_pretrained "
-                          f"directory with config.json and model.safetensors")
-  with open(config_path) as f:
-    return json.load(f)
-
-
 def _weight_plan(model: LLM, scan: bool) -> dict[str, tuple[Callable[[int], str] | str, str]]:
   """Our flat param path -> (HF name or per-layer name function, layout)."""
   plan = {}
@@ -192,7 +183,7 @@ def load(path: str, mesh: Mesh | None = None, rules=None, dtype: str | None = No
   compute and storage dtypes (default float32 storage). overrides: any other `LLM` field, e.g.
   `lora_rank=16` (adapters start at b = 0, so the model equals the checkpoint).
   """
-  hf = read_config(path)
+  hf = safetensors_io.read_config(path)
   cfg = llm_config_from_hf(hf, **overrides)
   if dtype:
     cfg.dtype = dtype

@@ -81,15 +81,6 @@ def weight_plan(model: QFormer, bert: bool = False) -> dict[str, tuple[str, str]
   return plan
 
 
-def _read_config(path: str) -> dict:
-  config_path = os.path.join(path, "config.json")
-  if not os.path.isfile(config_path):
-    raise ConversionError(f"{config_path} not found: expected a transformers save_pretrained "
-                          f"directory (config.json + model.safetensors)")
-  with open(config_path) as f:
-    return json.load(f)
-
-
 def qformer_config_from_hf(hf: dict, **overrides) -> dict:
   """QFormer fields from a Blip2QFormerConfig / Blip2Config / BertConfig dict."""
   model_type = hf.get("model_type")
@@ -165,7 +156,7 @@ def _fill(model: QFormer, reader, plan: dict, prefix: str, seed: int,
 def load(path: str, seed: int = 0, **overrides) -> tuple[QFormer, dict]:
   """BLIP-2 Q-Former directory -> (QFormer, params). overrides: QFormer fields, e.g.
   `out_dim=4096, num_queries=4, encoder_hidden_size=256` (a mismatched tensor is an error)."""
-  model = QFormer(**qformer_config_from_hf(_read_config(path), **overrides))
+  model = QFormer(**qformer_config_from_hf(safetensors_io.read_config(path), **overrides))
   reader = safetensors_io.SafetensorsReader(path)
   prefix = _find_prefix(reader.keys(), "layernorm.weight")
   extra = {"query_tokens": "query_tokens"} if "query_tokens" in reader.keys() else {}
@@ -178,7 +169,7 @@ def load_from_bert(path: str, num_queries: int, encoder_hidden_size: int, out_di
                    cross_attention_frequency: int = 2, seed: int = 0, **overrides
                    ) -> tuple[QFormer, dict]:
   """BERT directory -> (QFormer, params) initialised as BLIP-2 does (see module docstring)."""
-  hf = _read_config(path)
+  hf = safetensors_io.read_config(path)
   if hf.get("model_type") != "bert":
     raise ConversionError(f"{path}/config.json has model_type {hf.get('model_type')!r}, not bert")
   model = QFormer(**qformer_config_from_hf(

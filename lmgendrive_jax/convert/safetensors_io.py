@@ -20,6 +20,16 @@ INDEX_SUFFIX = ".safetensors.index.json"
 _DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
 
 
+def read_config(path: str) -> dict:
+  """`<path>/config.json` of a transformers/diffusers `save_pretrained` directory."""
+  config_path = os.path.join(path, "config.json")
+  if not os.path.isfile(config_path):
+    raise ConversionError(f"{config_path} not found: expected a save_pretrained directory with "
+                          f"config.json and safetensors weights")
+  with open(config_path) as f:
+    return json.load(f)
+
+
 class SafetensorsReader:
   """All tensors of a directory: `<stem>.safetensors` or shards listed in `<stem>.safetensors.index.json`."""
 
