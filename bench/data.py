@@ -4,9 +4,9 @@
 
 Writes an LMDrive-format dataset at the real camera size (800x600 JPEG views, raw layout) into a
 temporary folder, builds it with `data_pipelines.build_tfds`, then times the `small` stage-2
-pipeline with 0 and 2 grain workers, next to the examples/s a `small` stage-2 train step
-consumes. Until the stage-2 train step exists, that column is a stated placeholder
-(`--train_step_s`, seconds per step of the global batch). Target: pipeline >= 3x the train step.
+pipeline with 0 and 2 grain workers, next to the clips/s a `small` stage-2 train step consumes,
+measured in the same run (bench/train_step.py's step: random weights, a batch of the pipeline's
+shapes, forward + backward + AdamW). Target: pipeline >= 3x the train step.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.join(_REPO, "tests", "data"))  # The fixture writer o
 
 import lmdrive_fixture as fx  # noqa: E402
 
+from bench import train_step  # noqa: E402
 from bench.common import print_table  # noqa: E402
 from data_pipelines.lmdrive_tfds import BuildConfig, build  # noqa: E402
 from lmgendrive_jax.config import data_preset  # noqa: E402
@@ -36,10 +37,12 @@ def main() -> None:
   parser.add_argument("--batches", type=int, default=12)
   parser.add_argument("--view_size", default=None,
                       help="stored view size WxH at build time (default: the camera size)")
-  parser.add_argument("--train_step_s", type=float, default=1.0,
-                      help="placeholder seconds per small stage-2 train step")
+  parser.add_argument("--train_preset", default="small",
+                      help="preset of the stage-2 train step timed beside the pipeline")
   args = parser.parse_args()
   camera = tuple(int(v) for v in args.camera.split("x"))
+  step = train_step.measure(args.train_preset, shares=False)
+  train_rate = step["samples_per_s"]
   with tempfile.TemporaryDirectory() as tmp:
     routes = [fx.route_name(1, 1, i) for i in range(2)]
     clips = [fx.clip_entry(r, s, s + 20, 60) for r in routes
@@ -68,9 +71,8 @@ def main() -> None:
       seconds = time.perf_counter() - start
       it.close()
       rate = args.batches * cfg.batch_size / seconds
-      train_rate = cfg.batch_size / args.train_step_s
       rows.append([f"stage-2 small, {workers} workers", f"{rate:.1f}",
-                   f"{rate * cfg.window_frames:.0f}", f"{train_rate:.1f} (placeholder)",
+                   f"{rate * cfg.window_frames:.0f}", f"{train_rate:.2f}",
                    f"{rate / train_rate:.2f}x"])
   print(f"dataset: 2 routes x {args.frames} frames of 4 {camera[0]}x{camera[1]} JPEG views "
         f"(written in {write_s:.1f} s), stored at {args.view_size or args.camera}; build: {frames} frames, {sum(report['clip_examples'].values())}"
@@ -78,7 +80,9 @@ def main() -> None:
   cfg = data_preset("small", 2)
   print_table(f"Stage-2 input pipeline (batch {cfg.batch_size} clips of {cfg.window_frames} frames,"
               f" {len(cfg.views)} views at {cfg.view_size[0]}x{cfg.view_size[1]})",
-              ["pipeline", "clips/s", "frames/s", "train step clips/s", "pipeline / step"], rows)
+              ["pipeline", "clips/s", "frames/s",
+               f"{args.train_preset} train step clips/s ({step['seconds']:.2f} s/step)",
+               "pipeline / step"], rows)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,8 @@ def random_batch(config, rng):
   return {k: jnp.asarray(v) for k, v in batch.items()}
 
 
-def measure(preset: str):
+def measure(preset: str, shares: bool = True):
+  """Seconds per stage-2 train step of `preset` (+ the time shares unless `shares=False`)."""
   config = config_lib.load_config(os.path.join(REPO, "configs", "stage2.py") + f":preset={preset}")
   model = LMGenDrive(**config.model.lmgendrive.to_dict())
   inputs = stage2.dummy_inputs(config, 2)
@@ -75,6 +76,11 @@ def measure(preset: str):
     holder[0], metrics = compiled(holder[0], batch, rng)
     jax.block_until_ready(metrics["loss"])
   t_full = time_call(run_full, repeats=5)
+  samples = config.data.batch_size
+  result = dict(preset=preset, batch=samples, seconds=t_full, samples_per_s=samples / t_full,
+                flops=flops)
+  if not shares:
+    return result
 
   planning_config = config_lib.load_config(
       os.path.join(REPO, "configs", "stage2.py") + f":preset={preset}")
@@ -87,10 +93,9 @@ def measure(preset: str):
                                             method=LMGenDrive.encode_frames))
   t_vision = time_call(lambda: jax.block_until_ready(
       vision(holder[0].params, holder[0].model_state)), repeats=5)
-  samples = config.data.batch_size
-  return dict(preset=preset, batch=samples, seconds=t_full, samples_per_s=samples / t_full,
-              vision=t_vision / t_full, qformer_llm=max(t_planning - t_vision, 0.0) / t_full,
-              world=max(t_full - t_planning, 0.0) / t_full, flops=flops)
+  return dict(result, vision=t_vision / t_full,
+              qformer_llm=max(t_planning - t_vision, 0.0) / t_full,
+              world=max(t_full - t_planning, 0.0) / t_full)
 
 
 def main():

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lmgendrive_jax.errors import SimulatorError
-from lmgendrive_jax.sim import instruction_stream
+from lmgendrive_jax.sim import following, instruction_stream
 from lmgendrive_jax.sim import render as render_lib
 from lmgendrive_jax.sim import routes as routes_lib
 from lmgendrive_jax.sim import scenario as scenario_lib
@@ -140,6 +140,7 @@ class Episode:
     state, self.events = scenario_lib.make_episode(self.town, self.route, cfg)
     self.initial_state = scenario_lib.pad_state(state, pad_vehicles, pad_pedestrians)
     self.scorer = scoring.RouteScorer(self.route)
+    self.following = following.JunctionFollowing(self.route, self.town)
     self.instructions = instruction_stream.InstructionStream(
         self.route, self.town, cfg.instructions, seed=spec.route_seed)
     self.notices = instruction_stream.NoticeStream(
@@ -159,7 +160,12 @@ class Episode:
     self.tick += 1
     self.scorer.update(float(state["t"]), state["ego_pos"], float(state["ego_yaw"]),
                        float(state["ego_speed"]), info)
+    self.following.update(state["ego_pos"], self.scorer.progress_m)
     self.observe_streams(state, info)
+
+  def result(self) -> dict:
+    """The route's record: the scorer's (scoring.py) and the junction checks (following.py)."""
+    return {**self.scorer.result(), **self.following.result()}
 
   def observe_streams(self, state: dict, info: dict) -> None:
     progress = self.scorer.progress_m
@@ -309,7 +315,7 @@ def run_routes(specs: list[routes_lib.RouteSpec], make_agent: Callable[[], Any],
       episode = slot["episode"]
       episode.advance(_take(states_np, b), _take(infos_np, b))
       if episode.scorer.done or (max_ticks is not None and episode.tick >= max_ticks):
-        result = episode.scorer.result()
+        result = episode.result()
         results[slot["index"]] = result
         slot["agent"].destroy()
         if on_end is not None:

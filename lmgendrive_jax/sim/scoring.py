@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from lmgendrive_jax.sim import routes as routes_lib
+from lmgendrive_jax.sim import following, routes as routes_lib
 
 PENALTY = {
     "collision_pedestrian": 0.50,
@@ -192,10 +192,11 @@ class RouteScorer:
 
 
 def aggregate(results: list[dict]) -> dict:
-  """{'routes': results, 'mean_ds', 'mean_rc', 'mean_is'}: each averaged over routes."""
+  """{'routes': results, 'mean_ds', 'mean_rc', 'mean_is'}: each averaged over routes; plus the
+  junction totals and `instruction_following` (following.py; not part of the leaderboard score)."""
   n = max(len(results), 1)
   return {"routes": results,
           "mean_ds": sum(r["ds"] for r in results) / n,
           "mean_rc": sum(r["rc"] for r in results) / n,
           "mean_is": sum(r["is"] for r in results) / n,
-          "num_routes": len(results)}
+          "num_routes": len(results), **following.summarize(results)}

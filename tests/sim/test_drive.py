@@ -26,6 +26,7 @@ def test_expert_scores_at_least_90_on_the_tiny_route_set(tmp_path):
     assert route["length_m"] < 150.0
   assert summary["mean_ds"] >= 90.0, [(r["route"], r["ds"], r["ending"]) for r in summary["routes"]]
   assert summary["mean_ds"] == pytest.approx(np.mean([r["ds"] for r in summary["routes"]]))
+  assert summary["junctions_entered"] > 16 and summary["instruction_following"] == 100.0
 
 
 def _run_recorded(max_ticks=60):

@@ -1,0 +1,97 @@
+"""Closed-loop driving quality on a held-out route set: ours vs the expert and two baselines.
+
+  python bench/drive_quality.py --work_dir work_dirs/quickstart_small/stage3_small \
+      [--route_set tiny_8] [--seed 1] [--preset small]
+
+Drives four agents over the same route set of the embedded simulator (lmgendrive_jax/eval/,
+the code `launch/eval.py` runs): our trained model (`--work_dir`, a stage-2/3 run; quickstart's
+bigger preset `STEPS_SCALE=4 ./launch/quickstart.sh` trains the one the README reports), the
+privileged expert, a lane-keeping baseline that ignores the instructions (straight on at every
+junction), and our model with the instruction blanked. The route set is held out: quickstart
+collects its training data with seed 0, this bench drives seed 1 (other routes through the same
+towns). Each agent's results go to `<out>/<agent>/results.json` as evaluation writes them, so an
+interrupted bench resumes where it stopped.
+
+Prints DS / RC / IS per agent, instruction following (the share of junctions the agent left the
+way its route, and so its instruction, said: sim/following.py), and the targets: ours >= 70% of
+the expert's DS and above both baselines, instruction following >= 90%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _REPO)
+
+from bench.common import print_table  # noqa: E402
+from lmgendrive_jax import config as config_lib  # noqa: E402
+from lmgendrive_jax.eval import closed_loop  # noqa: E402
+
+AGENTS = ("lmgendrive", "expert", "lane_keeping", "blank_instruction")
+DS_SHARE_TARGET = 0.70
+FOLLOWING_TARGET = 90.0
+
+
+def evaluate_agent(args, agent: str) -> dict:
+  config = config_lib.load_config(
+      os.path.join(_REPO, "configs", "eval.py") + f":preset={args.preset},agent={agent}",
+      {"route_set": args.route_set, "seed": args.seed,
+       "out_dir": os.path.join(args.out, agent),
+       "agent.work_dir": args.work_dir if agent in ("lmgendrive", "blank_instruction") else ""})
+  return closed_loop.evaluate(config)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--work_dir", required=True, help="trained stage-2/3 run dir")
+  parser.add_argument("--preset", default="small", help="simulator/eval preset")
+  parser.add_argument("--route_set", default="tiny_8")
+  parser.add_argument("--seed", type=int, default=1, help="held out: collection uses seed 0")
+  parser.add_argument("--out", default="", help="default: <work_dir>/drive_quality/<set>_s<seed>")
+  args = parser.parse_args(argv)
+  args.out = args.out or os.path.join(args.work_dir, "drive_quality",
+                                      f"{args.route_set}_s{args.seed}")
+  summaries = {agent: evaluate_agent(args, agent) for agent in AGENTS}
+  names = {"lmgendrive": "ours", "expert": "expert", "lane_keeping": "lane keeping (no language)",
+           "blank_instruction": "ours, instruction blanked"}
+  expert_ds = max(summaries["expert"]["mean_ds"], 1e-9)
+  rows = []
+  for agent in AGENTS:
+    s = summaries[agent]
+    following = s.get("instruction_following")
+    rows.append([names[agent], f"{s['mean_ds']:.1f}", f"{s['mean_rc']:.1f}", f"{s['mean_is']:.3f}",
+                 f"{s['mean_ds'] / expert_ds:.2f}",
+                 "n/a" if following is None else
+                 f"{following:.0f}% ({s['junctions_followed']}/{s['junctions_entered']})",
+                 f"{s['num_routes']}/{s['total_routes']}"])
+  print_table(f"Closed-loop driving on {args.route_set} (seed {args.seed}, held out), run "
+              f"{args.work_dir}", ["agent", "DS", "RC", "IS", "DS / expert DS",
+                                   "instruction following", "routes"], rows)
+  ours = summaries["lmgendrive"]
+  following = ours.get("instruction_following") or 0.0
+  checks = {
+      f"ours >= {DS_SHARE_TARGET:.0%} of the expert's DS": ours["mean_ds"] >= DS_SHARE_TARGET
+      * expert_ds,
+      "ours above the lane-keeping baseline": ours["mean_ds"] > summaries["lane_keeping"][
+          "mean_ds"],
+      "ours above ours with the instruction blanked": ours["mean_ds"] > summaries[
+          "blank_instruction"]["mean_ds"],
+      f"instruction following >= {FOLLOWING_TARGET:.0f}%": following >= FOLLOWING_TARGET,
+  }
+  print_table("Targets", ["target", "met"], [[k, "yes" if v else "NO"] for k, v in checks.items()])
+  with open(os.path.join(args.out, "drive_quality.json"), "w") as f:
+    json.dump({"route_set": args.route_set, "seed": args.seed, "work_dir": args.work_dir,
+               "agents": {a: closed_loop.strip_timing({k: v for k, v in s.items()
+                                                       if k != "routes"})
+                          for a, s in summaries.items()},
+               "targets": checks}, f, indent=2)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

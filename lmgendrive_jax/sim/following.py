@@ -1,0 +1,63 @@
+"""Instruction following at junctions: did the ego leave each junction the way its route said?
+
+Where it sits: `host.Episode` feeds `JunctionFollowing.update` the ego position and the scorer's
+route progress every tick; its `result()` joins the route's scoring record (`junctions`,
+`junctions_entered`, `junctions_followed`) and `summarize` gives a route set's
+`instruction_following` (followed / entered over all routes), which bench/drive_quality.py reports.
+
+The instruction stream is derived from the route (instruction_stream.py), so the turn the route
+takes at a junction is the turn the instruction asked for (a misleading instruction never changes
+the route). A junction counts once the ego's route progress reaches its entry; it is followed once
+the ego passes within `tolerance_m` of the route point `exit_margin_m` beyond the junction's exit,
+a point that lies in the exit arm's lane, metres away from every other arm. The leaderboard score
+does not see this directly (a wrong turn shows up later as a route deviation), which is why it is
+measured on its own: it separates "follows the language" from "drives safely".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lmgendrive_jax.sim import routes as routes_lib, town as town_lib
+
+JUNCTION_OPTIONS = {town_lib.LEFT: "left", town_lib.RIGHT: "right", town_lib.STRAIGHT: "straight"}
+
+
+class JunctionFollowing:
+  """Per-route junction checks; `update` once per tick, then `result()`."""
+
+  def __init__(self, route: routes_lib.Route, town: town_lib.Town, exit_margin_m: float = 8.0,
+               tolerance_m: float = 2.5):
+    self.tolerance_m = tolerance_m
+    self.checks = []
+    for run in routes_lib.route_maneuvers(route, town):
+      if run["junction"] < 0 or run["option"] not in JUNCTION_OPTIONS:
+        continue
+      exit_s = min(run["s_end"] + exit_margin_m, route.length)
+      self.checks.append(dict(option=JUNCTION_OPTIONS[run["option"]], s_entry=run["s_start"],
+                              exit_xy=route.point_at(exit_s).astype(np.float64),
+                              entered=False, followed=False))
+
+  def update(self, pos, progress_m: float) -> None:
+    pos = np.asarray(pos, np.float64)
+    for check in self.checks:
+      if progress_m >= check["s_entry"]:
+        check["entered"] = True
+      if not check["followed"] and np.linalg.norm(pos - check["exit_xy"]) < self.tolerance_m:
+        check["followed"] = check["entered"] = True
+
+  def result(self) -> dict:
+    """{'junctions': [{option, entered, followed}], 'junctions_entered', 'junctions_followed'}."""
+    junctions = [{k: c[k] for k in ("option", "entered", "followed")} for c in self.checks]
+    return {"junctions": junctions,
+            "junctions_entered": sum(c["entered"] for c in junctions),
+            "junctions_followed": sum(c["followed"] for c in junctions)}
+
+
+def summarize(results: list[dict]) -> dict:
+  """A route set's junction totals and `instruction_following` in per cent (None: no junction
+  was reached)."""
+  entered = sum(r.get("junctions_entered", 0) for r in results)
+  followed = sum(r.get("junctions_followed", 0) for r in results)
+  return {"junctions_entered": entered, "junctions_followed": followed,
+          "instruction_following": 100.0 * followed / entered if entered else None}
