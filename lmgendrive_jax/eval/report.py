@@ -78,6 +78,7 @@ import numpy as np
 
 from lmgendrive_jax.errors import DataError
 from lmgendrive_jax.eval import plots
+from lmgendrive_jax.sim import following
 
 VIDEO_TYPES = {".mp4": "video/mp4", ".webm": "video/webm"}
 IMAGE_TYPES = (".gif", ".png")
@@ -587,23 +588,28 @@ def _agent_labels(loaded: Sequence[EvalResults]) -> list[str]:
 
 def _metrics_table(loaded: Sequence[EvalResults]) -> str:
   types = _ordered_types(t for r in loaded for t in _infraction_counts(r.routes))
-  headers = ["agent", "route set", "routes", "mean DS", "mean RC", "mean IS", "completed"] + types
+  headers = ["agent", "route set", "routes", "mean DS", "mean RC", "mean IS", "completed",
+             "junctions followed"] + types
   rows, columns = [], {c: [] for c in range(3, len(headers))}
   for results in loaded:
     completed = sum(1 for r in results.routes if r.get("ending") == "completed")
+    junctions = following.summarize(results.routes)
+    share = junctions["instruction_following"]
     counts = _infraction_counts(results.routes)
-    values = [results.means["ds"], results.means["rc"], results.means["is"], completed] + [
-        counts.get(t, 0) for t in types]
+    values = [results.means["ds"], results.means["rc"], results.means["is"], completed,
+              share] + [counts.get(t, 0) for t in types]
     for c, value in enumerate(values, start=3):
       columns[c].append(value)
     rows.append([None, results.route_set, str(len(results.routes)),
                  _fmt(values[0], 2), _fmt(values[1], 2), _fmt(values[2], 3),
-                 f"{completed}/{len(results.routes)}"] + [str(v) for v in values[4:]])
+                 f"{completed}/{len(results.routes)}",
+                 "n/a" if share is None else f"{share:.0f}% ({junctions['junctions_followed']}/"
+                 f"{junctions['junctions_entered']})"] + [str(v) for v in values[5:]])
   for row, label in zip(rows, _agent_labels(loaded)):
     row[0] = label
   best = {}
   for c, values in columns.items():
-    higher = c <= 6  # DS, RC, IS, completions: more is better; infraction counts: fewer
+    higher = c <= 7  # DS, RC, IS, completions, junctions: more is better; infractions: fewer
     for r in _best_rows(values, higher):
       best[(r, c)] = True
   notes = [f"{os.path.basename(os.path.dirname(r.path)) or r.path}: "
@@ -611,7 +617,9 @@ def _metrics_table(loaded: Sequence[EvalResults]) -> str:
            for r in loaded if r.computed_means]
   out = _table(headers, rows, label_columns=2, best=best, table_id="agent-metrics")
   out += ('<p class="muted">DS = RC × IS per route (LangAuto); DS and RC in per cent. '
-          "Infraction columns count events over all routes. Best per column highlighted.</p>\n")
+          "Junctions followed: the junctions an agent reached that it left the way its route "
+          "(and so its instruction) said. Infraction columns count events over all routes. "
+          "Best per column highlighted.</p>\n")
   for note in notes:
     out += f'<p class="muted">{_e(note)}</p>\n'
   return out
