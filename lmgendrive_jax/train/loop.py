@@ -41,6 +41,9 @@ class Task:
   batches: BatchSource
   eval_fn: Callable[[Any], dict] | None = None    # params -> metrics (host floats)
   init_from: Callable[[Any], Any] | None = None   # fresh TrainState -> with a stage's weights
+  # (params, model_state, batch, rng) -> uint8[H, W, 3]: an image of what the model generates,
+  # logged every `config.train.sample_every` steps (train/samples.py).
+  sample_fn: Callable[..., Any] | None = None
   examples_per_step: int = 0
   tokens_per_step: int = 0
 
@@ -57,6 +60,7 @@ def run(config, task: Task, log_enabled: bool | None = None) -> dict:
   rules = parallel.logical_rules(config)
   key = jax.random.key(config.seed)
   init_key, step_key = jax.random.split(key)
+  sample_key = jax.random.fold_in(key, 0x5A3)  # apart from the training stream
   make_tx = lambda params: make_optimizer(config.optim, params)  # noqa: E731
   abstract, shardings, tx, make_state = abstract_state(task.init_fn, make_tx, mesh, rules,
                                                        init_key)
@@ -79,6 +83,8 @@ def run(config, task: Task, log_enabled: bool | None = None) -> dict:
             "versions": {"jax": jax.__version__}}
     log = MetricsLog(config.work_dir, config.train.steps, start_step, enabled=log_enabled)
     flops_per_step = None
+    sample_every = int(config.train.get("sample_every", 0))
+    sample_fn = jax.jit(task.sample_fn) if task.sample_fn and sample_every > 0 else None
     schedule = learning_rate_schedule(config.optim)
     last = {}
     timer_start, timer_steps = time.time(), 0
@@ -115,6 +121,11 @@ def run(config, task: Task, log_enabled: bool | None = None) -> dict:
           timer_start, timer_steps = time.time(), 0
         if task.eval_fn is not None and done % config.train.eval_every == 0:
           log.scalars(done, task.eval_fn(state.params), prefix="eval")
+        if sample_fn is not None and done % sample_every == 0:
+          # Its own key: sampling never changes the training stream (resume stays exact).
+          image = sample_fn(state.params, state.model_state, batch,
+                            jax.random.fold_in(sample_key, done))
+          log.image(done, "samples/world", np.asarray(jax.device_get(image)))
         if done % config.train.checkpoint_every == 0 or done == config.train.steps:
           checkpointer.save(done, state, task.batches.get_state(), meta)
     except TrainingStopped:

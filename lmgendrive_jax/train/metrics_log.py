@@ -1,4 +1,5 @@
-"""Where training numbers go: a tqdm bar (steps/s, ETA, loss), TensorBoard scalars, a JSONL file."""
+"""Where training numbers go: a tqdm bar (steps/s, ETA, loss), TensorBoard scalars, a JSONL file,
+and sample images (TensorBoard and `<work_dir>/samples/<name>_<step>.png`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import time
 from typing import Mapping
 
+import imageio.v3 as imageio
 import numpy as np
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
@@ -15,6 +17,7 @@ from tqdm import tqdm
 class MetricsLog:
   def __init__(self, work_dir: str, total_steps: int, start_step: int = 0, enabled: bool = True):
     os.makedirs(work_dir, exist_ok=True)
+    self.work_dir = work_dir
     self.enabled = enabled
     self.writer = SummaryWriter(os.path.join(work_dir, "tensorboard")) if enabled else None
     self.jsonl = open(os.path.join(work_dir, "metrics.jsonl"), "a") if enabled else None
@@ -37,8 +40,13 @@ class MetricsLog:
       self.bar.set_postfix(loss=f"{values['loss']:.4f}")
 
   def image(self, step: int, name: str, image_hwc: np.ndarray) -> None:
-    if self.enabled:
-      self.writer.add_image(name, image_hwc, step, dataformats="HWC")
+    """uint8[H, W, 3] to TensorBoard under `name` and to samples/<name's last part>_<step>.png."""
+    if not self.enabled:
+      return
+    self.writer.add_image(name, image_hwc, step, dataformats="HWC")
+    folder = os.path.join(self.work_dir, "samples")
+    os.makedirs(folder, exist_ok=True)
+    imageio.imwrite(os.path.join(folder, f"{name.rsplit('/', 1)[-1]}_{step:07d}.png"), image_hwc)
 
   def close(self) -> None:
     self.bar.close()

@@ -21,6 +21,7 @@ from lmgendrive_jax.data import pipeline
 from lmgendrive_jax.models.lmgendrive import LMGenDrive, WorldView
 from lmgendrive_jax.train.checkpoints import restore_subtrees
 from lmgendrive_jax.train.loop import Task
+from lmgendrive_jax.train.samples import make_world_sample_fn
 
 MODEL_INPUTS = ("images", "speed", "instruction_tokens", "instruction_mask", "notice_tokens",
                 "notice_mask", "notice_frame", "frame_mask")
@@ -132,4 +133,5 @@ def build_task(config) -> tuple[Task, LMGenDrive]:
       init_fn=lambda key: model.init(key, *inputs, method=LMGenDrive.initialize),
       loss_fn=make_loss_fn(model, config), batches=batches,
       init_from=make_init_from(config) if config.init_from else None,
+      sample_fn=make_world_sample_fn(model, config, model_inputs, world_targets),
       examples_per_step=config.data.batch_size), model

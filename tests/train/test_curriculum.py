@@ -6,6 +6,7 @@ import os
 import sys
 
 import flax.linen as nn
+import imageio.v3 as imageio
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -83,7 +84,14 @@ def test_three_stages_hand_off_and_freeze(dataset, monkeypatch):
 
   monkeypatch.setattr(stage2, "make_init_from", spying_init_from)
   config = _config("stage2", data_dir, runs, 2)
-  loop.run(config, stage2.build_task(config)[0], log_enabled=False)
+  config.train.sample_every = 2
+  loop.run(config, stage2.build_task(config)[0], log_enabled=True)
+  # The world-generator sample of step 2: per future frame, generated views over the true ones.
+  sample = imageio.imread(os.path.join(runs, "stage2_tiny", "samples", "world_0000002.png"))
+  height, width = config.data.view_size
+  assert sample.shape == (2 * height * len(config.data.future_offsets),
+                          width * len(config.data.views), 3)
+  assert sample.dtype == np.uint8 and sample.std() > 0
   # Stage 3 starts the same way (its training step is the stage-2 step on longer clips): build
   # its fresh state and apply its hand-off, without compiling another step.
   config = _config("stage3", data_dir, runs, 1)
