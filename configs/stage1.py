@@ -20,7 +20,12 @@ def get_config(arg=None):
   config.model.vision = config_lib.vision_preset(arg.preset)
   config.model.vae = config_lib.vae_preset(arg.preset)
   config.model.train_vae = arg.preset != "paper"  # The paper preset imports SD's VAE instead.
-  config.loss = config_lib.ConfigDict(dict(vae_weight=1.0, kl_weight=1e-6))
+  # The VAE trains on `vae_views_per_frame` random views per frame, as random `vae_crop` squares
+  # (0: all views / full size; train/stage1.py says why crops).
+  config.loss = config_lib.ConfigDict(dict(
+      vae_weight=1.0, kl_weight=1e-6,
+      vae_views_per_frame={"tiny": 2, "small": 1, "paper": 0}[arg.preset],
+      vae_crop={"tiny": 0, "small": 0, "paper": 0}[arg.preset]))
 
   config.data = config_lib.data_preset(arg.preset, stage=1)
   config.train = config_lib.ConfigDict(dict(

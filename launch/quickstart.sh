@@ -22,7 +22,7 @@ stamp() { echo "[quickstart $(( $(date +%s) - START ))s] $*"; }
 # Per preset: collection camera size, training steps (x STEPS_SCALE), eval route set.
 case "$PRESET" in
   tiny)  CAMERA=64x64;   STEPS=(20 40 40 20);    ROUTES="${EVAL_ROUTES:-tiny_2}" ;;
-  small) CAMERA=128x128; STEPS=(300 300 300 100); ROUTES="${EVAL_ROUTES:-tiny_4}" ;;
+  small) CAMERA=64x64;   STEPS=(300 100 80 20);   ROUTES="${EVAL_ROUTES:-tiny_4}" ;;
   *) echo "PRESET must be tiny or small (paper runs on a pod: see README)"; exit 2 ;;
 esac
 scale() { echo $(( $1 * STEPS_SCALE )); }

@@ -330,7 +330,7 @@ def vision_preset(name: str) -> ConfigDict:
                    embed_dim=32, num_heads=4, mlp_dim=64, num_encoder_layers=1,
                    num_decoder_layers=1, bev_height=8, bev_width=8, pooled_height=4,
                    pooled_width=4),
-      # resnet18d-like at 128x128: the CPU demo.
+      # resnet18d-like, at the 64x64 views of the small data preset: the CPU demo.
       "small": dict(backbone=dict(resnet, block="basic", layers=(2, 2, 2, 2),
                                   channels=(32, 64, 128, 256)),
                     embed_dim=128, num_heads=4, mlp_dim=512, num_encoder_layers=1,
@@ -406,10 +406,12 @@ def data_preset(name: str, stage: int = 2) -> ConfigDict:
                    max_instruction_tokens=32, max_notice_tokens=16,
                    clip={2: dict(window_frames=4, stride=1, future_offsets=(1,)),
                          3: dict(window_frames=8, stride=2, future_offsets=(1, 2))}),
-      "small": dict(view_size=(128, 128), batch_size=16, num_workers=2, bev_rows=20,
+      # 64x64 views: a stage-2 step in seconds on 2 CPU cores (at 128x128 the VAE encode and
+      # the DiT over 32x32 latents made it ~1 min).
+      "small": dict(view_size=(64, 64), batch_size=8, num_workers=2, bev_rows=20,
                     bev_cols=20, max_instruction_tokens=48, max_notice_tokens=24,
-                    clip={2: dict(window_frames=8, stride=1, future_offsets=(1, 2)),
-                          3: dict(window_frames=20, stride=2, future_offsets=(1, 2, 4))}),
+                    clip={2: dict(window_frames=4, stride=1, future_offsets=(1, 2)),
+                          3: dict(window_frames=12, stride=2, future_offsets=(1, 2, 4))}),
       # LMDrive: 224 crops, 50x50 ~1 m BEV cells; stage 3 windows of 40 frames at stride 2 (8 s).
       "paper": dict(view_size=(224, 224), batch_size=64, num_workers=16, bev_rows=50,
                     bev_cols=50, max_instruction_tokens=64, max_notice_tokens=32, read_threads=8,
@@ -455,7 +457,7 @@ def sim_preset(name: str) -> ConfigDict:
   presets = {
       "tiny": dict(batch_size=4),
       "small": dict(batch_size=8, town=dict(grid=(5, 5), block=65.0),
-                    camera=dict(width=128, height=128, max_boxes=16),
+                    camera=dict(width=64, height=64, max_boxes=16),
                     traffic=dict(num_vehicles=12, num_pedestrians=12)),
       # LMDrive's collection: 800x600 cameras, bigger towns, denser traffic.
       "paper": dict(batch_size=4, town=dict(grid=(6, 6), block=80.0),
@@ -490,7 +492,7 @@ def vae_preset(name: str) -> ConfigDict:
   presets = {
       # 32x32 views -> 8x8x4 latents; trained from scratch (stage 1) for the embedded default.
       "tiny": dict(block_out_channels=(8, 16, 16), layers_per_block=1, norm_num_groups=4),
-      # 128x128 views -> 32x32x4 latents.
+      # 64x64 views (small data preset) -> 16x16x4 latents.
       "small": dict(block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=8),
       # Stable Diffusion's VAE (import its weights with convert/diffusers_vae.py): 8x down.
       "paper": dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2,
@@ -518,9 +520,9 @@ def world_preset(name: str) -> ConfigDict:
                 scan_blocks=True, remat_policy="none", attention_impl="xla")
   dits = {
       "tiny": dict(embed_dim=32, num_blocks=2, num_heads=2, mlp_dim=64, cond_dim=64),
-      # remat: without it the stage-2 step of the small preset needs ~45 GB of temporaries on CPU.
-      "small": dict(embed_dim=256, num_blocks=6, num_heads=4, mlp_dim=1024, cond_dim=256,
-                    remat_policy="full"),
+      # Sized for a stage-2 step of ~1 s on 2 CPU cores (64x64 views: 16x16 latents).
+      "small": dict(embed_dim=128, num_blocks=4, num_heads=4, mlp_dim=512, cond_dim=256,
+                    remat_policy="none"),
       # DiT-L width/depth/heads; conditioning from LLaMA-7B's 4096-wide states.
       "paper": dict(embed_dim=1024, num_blocks=24, num_heads=16, mlp_dim=4096, cond_dim=4096,
                     max_frames=32, dtype="bfloat16", remat_policy="full"),
