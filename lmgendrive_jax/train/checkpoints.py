@@ -97,7 +97,8 @@ def restore_subtrees(run_dir: str, subtrees: Mapping[str, str], tree: Any, root:
   restored base). Every other leaf of each of our subtrees must exist in theirs with the same
   shape, or a CheckpointError names it. Restored arrays land on the shardings of `tree`'s leaves.
   """
-  step_dir = latest_step_dir(run_dir)
+  # Absolute: Orbax's metadata read fails on a relative path (quickstart's run dirs are relative).
+  step_dir = os.path.abspath(latest_step_dir(run_dir))
   checkpointer = ocp.PyTreeCheckpointer()
   saved = checkpointer.metadata(os.path.join(step_dir, "state")).item_metadata.tree
   for key in root.split("/"):

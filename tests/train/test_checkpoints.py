@@ -66,3 +66,16 @@ def test_restore_subtrees_between_stages(tmp_path):
     restore_param_subtrees(str(tmp_path / "stage1"), {"vision": "qformer"}, fresh)
   with pytest.raises(CheckpointError, match="no checkpoint under"):
     restore_param_subtrees(str(tmp_path / "nowhere"), {"vision": "vision"}, fresh)
+
+
+def test_relative_run_dirs_resume_and_hand_off(tmp_path, monkeypatch):
+  # The quickstart's run dirs are relative (work_dirs/quickstart_<preset>/<run>).
+  monkeypatch.chdir(tmp_path)
+  ckpt = Checkpointer(os.path.join("runs", "stage1"), keep=1)
+  ckpt.save(3, _state(5.0))
+  ckpt.close()
+  assert Checkpointer(os.path.join("runs", "stage1"), keep=1).restore_latest(
+      _abstract(_state(0.0)))[0] == 3
+  merged = restore_param_subtrees(os.path.join("runs", "stage1"), {"vision": "vision"},
+                                  _state(0.0)["params"])
+  np.testing.assert_array_equal(merged["vision"]["w"], np.full((2, 3), 5.0))
