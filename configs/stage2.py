@@ -58,7 +58,7 @@ def stage_config(stage: int, arg) -> config_lib.ConfigDict:
       log_every=10, eval_every=10 ** 9, checkpoint_every=200, keep_checkpoints=2,
       max_skipped_in_a_row=5,
       # World-generator samples (TensorBoard + <work_dir>/samples/*.png); 0 = never.
-      sample_every={"tiny": 20, "small": 100, "paper": 2000}[preset]))
+      sample_every={"tiny": 20, "small": 40, "paper": 2000}[preset]))
   lr = {"tiny": 1e-3, "small": 5e-4, "paper": 1e-4}[preset] * (1.0 if stage == 2 else 0.5)
   config.optim = config_lib.optim_config(
       lr=lr, warmup_steps=min(50, config.train.steps // 10), total_steps=config.train.steps,

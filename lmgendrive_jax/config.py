@@ -411,7 +411,9 @@ def data_preset(name: str, stage: int = 2) -> ConfigDict:
       "small": dict(view_size=(64, 64), batch_size=8, num_workers=2, bev_rows=20,
                     bev_cols=20, max_instruction_tokens=48, max_notice_tokens=24,
                     clip={2: dict(window_frames=4, stride=1, future_offsets=(1, 2)),
-                          3: dict(window_frames=12, stride=2, future_offsets=(1, 2, 4))}),
+                          # Long clips at half the batch: ~20 s a step at 8 x 12 frames.
+                          3: dict(window_frames=8, stride=2, future_offsets=(1, 2, 4),
+                                  batch_size=4)}),
       # LMDrive: 224 crops, 50x50 ~1 m BEV cells; stage 3 windows of 40 frames at stride 2 (8 s).
       "paper": dict(view_size=(224, 224), batch_size=64, num_workers=16, bev_rows=50,
                     bev_cols=50, max_instruction_tokens=64, max_notice_tokens=32, read_threads=8,

@@ -84,7 +84,8 @@ def latest_step_dir(run_dir: str) -> str:
   if not steps:
     raise CheckpointError(f"init_from: no checkpoint under {directory!r}; train the previous "
                           f"stage first or fix the config's init_from path")
-  return os.path.join(directory, str(steps[-1]))
+  # Absolute: Orbax refuses or misreads relative paths (the quickstart's run dirs are relative).
+  return os.path.abspath(os.path.join(directory, str(steps[-1])))
 
 
 def restore_subtrees(run_dir: str, subtrees: Mapping[str, str], tree: Any, root: str = "params",
@@ -97,8 +98,7 @@ def restore_subtrees(run_dir: str, subtrees: Mapping[str, str], tree: Any, root:
   restored base). Every other leaf of each of our subtrees must exist in theirs with the same
   shape, or a CheckpointError names it. Restored arrays land on the shardings of `tree`'s leaves.
   """
-  # Absolute: Orbax's metadata read fails on a relative path (quickstart's run dirs are relative).
-  step_dir = os.path.abspath(latest_step_dir(run_dir))
+  step_dir = latest_step_dir(run_dir)
   checkpointer = ocp.PyTreeCheckpointer()
   saved = checkpointer.metadata(os.path.join(step_dir, "state")).item_metadata.tree
   for key in root.split("/"):

@@ -6,10 +6,11 @@ import shutil
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from lmgendrive_jax.errors import CheckpointError
-from lmgendrive_jax.train.checkpoints import Checkpointer, restore_param_subtrees
+from lmgendrive_jax.train.checkpoints import Checkpointer, latest_step_dir, restore_param_subtrees
 
 
 def _state(scale):
@@ -79,3 +80,8 @@ def test_relative_run_dirs_resume_and_hand_off(tmp_path, monkeypatch):
   merged = restore_param_subtrees(os.path.join("runs", "stage1"), {"vision": "vision"},
                                   _state(0.0)["params"])
   np.testing.assert_array_equal(merged["vision"]["w"], np.full((2, 3), 5.0))
+  # What train/trained.py does to load a run for the agent and the generation job.
+  step_dir = latest_step_dir(os.path.join("runs", "stage1"))
+  assert os.path.isabs(step_dir)
+  restored = ocp.PyTreeCheckpointer().restore(os.path.join(step_dir, "state"))
+  np.testing.assert_array_equal(np.asarray(restored["params"]["vision"]["w"]), np.full((2, 3), 5.0))
