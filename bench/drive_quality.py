@@ -13,7 +13,7 @@ towns). Each agent's results go to `<out>/<agent>/results.json` as evaluation wr
 interrupted bench resumes where it stopped.
 
 Prints DS / RC / IS per agent, instruction following (the share of junctions the agent left the
-way its route, and so its instruction, said: sim/following.py), and the targets: ours >= 70% of
+way its route, and so its instruction, said, of those it drove through: sim/following.py), and the targets: ours >= 70% of
 the expert's DS and above both baselines, instruction following >= 90%.
 """
 
@@ -67,7 +67,8 @@ def main(argv=None) -> int:
     rows.append([names[agent], f"{s['mean_ds']:.1f}", f"{s['mean_rc']:.1f}", f"{s['mean_is']:.3f}",
                  f"{s['mean_ds'] / expert_ds:.2f}",
                  "n/a" if following is None else
-                 f"{following:.0f}% ({s['junctions_followed']}/{s['junctions_entered']})",
+                 f"{following:.0f}% ({s['junctions_followed']}/"
+                 f"{s['junctions_followed'] + s['junctions_missed']})",
                  f"{s['num_routes']}/{s['total_routes']}"])
   print_table(f"Closed-loop driving on {args.route_set} (seed {args.seed}, held out), run "
               f"{args.work_dir}", ["agent", "DS", "RC", "IS", "DS / expert DS",

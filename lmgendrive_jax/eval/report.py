@@ -604,7 +604,8 @@ def _metrics_table(loaded: Sequence[EvalResults]) -> str:
                  _fmt(values[0], 2), _fmt(values[1], 2), _fmt(values[2], 3),
                  f"{completed}/{len(results.routes)}",
                  "n/a" if share is None else f"{share:.0f}% ({junctions['junctions_followed']}/"
-                 f"{junctions['junctions_entered']})"] + [str(v) for v in values[5:]])
+                 f"{junctions['junctions_followed'] + junctions['junctions_missed']})"] +
+                [str(v) for v in values[5:]])
   for row, label in zip(rows, _agent_labels(loaded)):
     row[0] = label
   best = {}
@@ -617,8 +618,8 @@ def _metrics_table(loaded: Sequence[EvalResults]) -> str:
            for r in loaded if r.computed_means]
   out = _table(headers, rows, label_columns=2, best=best, table_id="agent-metrics")
   out += ('<p class="muted">DS = RC × IS per route (LangAuto); DS and RC in per cent. '
-          "Junctions followed: the junctions an agent reached that it left the way its route "
-          "(and so its instruction) said. Infraction columns count events over all routes. "
+          "Junctions followed: of the junctions an agent drove through, those it left the way its "
+          "route (and so its instruction) said. Infraction columns count events over all routes. "
           "Best per column highlighted.</p>\n")
   for note in notes:
     out += f'<p class="muted">{_e(note)}</p>\n'

@@ -2,14 +2,18 @@
 
 Where it sits: `host.Episode` feeds `JunctionFollowing.update` the ego position and the scorer's
 route progress every tick; its `result()` joins the route's scoring record (`junctions`,
-`junctions_entered`, `junctions_followed`) and `summarize` gives a route set's
-`instruction_following` (followed / entered over all routes), which bench/drive_quality.py reports.
+`junctions_entered`, `junctions_followed`, `junctions_missed`) and `summarize` gives a route
+set's `instruction_following` (followed / (followed + missed) over all routes), which
+bench/drive_quality.py and the report show.
 
 The instruction stream is derived from the route (instruction_stream.py), so the turn the route
 takes at a junction is the turn the instruction asked for (a misleading instruction never changes
-the route). A junction counts once the ego's route progress reaches its entry; it is followed once
-the ego passes within `tolerance_m` of the route point `exit_margin_m` beyond the junction's exit,
-a point that lies in the exit arm's lane, metres away from every other arm. The leaderboard score
+the route). A junction is entered once the ego's route progress reaches its entry. It is followed
+once the ego passes within `tolerance_m` of the route point `exit_margin_m` beyond the junction's
+exit, a point in the exit arm's lane, metres away from every other arm; it is missed once the ego,
+without having followed, gets farther from the entry than that exit point is (+ `tolerance_m`):
+it left by another arm. A junction the route ended in (blocked, timed out while waiting to turn)
+is neither, and the share counts only decided junctions. The leaderboard score
 does not see this directly (a wrong turn shows up later as a route deviation), which is why it is
 measured on its own: it separates "follows the language" from "drives safely".
 """
@@ -34,30 +38,42 @@ class JunctionFollowing:
       if run["junction"] < 0 or run["option"] not in JUNCTION_OPTIONS:
         continue
       exit_s = min(run["s_end"] + exit_margin_m, route.length)
+      entry_xy = route.point_at(run["s_start"]).astype(np.float64)
+      exit_xy = route.point_at(exit_s).astype(np.float64)
       self.checks.append(dict(option=JUNCTION_OPTIONS[run["option"]], s_entry=run["s_start"],
-                              exit_xy=route.point_at(exit_s).astype(np.float64),
-                              entered=False, followed=False))
+                              entry_xy=entry_xy, exit_xy=exit_xy,
+                              reach_m=float(np.linalg.norm(exit_xy - entry_xy)) + tolerance_m,
+                              entered=False, followed=False, missed=False))
 
   def update(self, pos, progress_m: float) -> None:
     pos = np.asarray(pos, np.float64)
     for check in self.checks:
+      if check["followed"] or check["missed"]:
+        continue
       if progress_m >= check["s_entry"]:
         check["entered"] = True
-      if not check["followed"] and np.linalg.norm(pos - check["exit_xy"]) < self.tolerance_m:
+      if np.linalg.norm(pos - check["exit_xy"]) < self.tolerance_m:
         check["followed"] = check["entered"] = True
+      elif check["entered"] and np.linalg.norm(pos - check["entry_xy"]) > check["reach_m"]:
+        check["missed"] = True
 
   def result(self) -> dict:
-    """{'junctions': [{option, entered, followed}], 'junctions_entered', 'junctions_followed'}."""
-    junctions = [{k: c[k] for k in ("option", "entered", "followed")} for c in self.checks]
+    """{'junctions': [{option, entered, followed, missed}], 'junctions_entered',
+    'junctions_followed', 'junctions_missed'}."""
+    junctions = [{k: c[k] for k in ("option", "entered", "followed", "missed")}
+                 for c in self.checks]
     return {"junctions": junctions,
             "junctions_entered": sum(c["entered"] for c in junctions),
-            "junctions_followed": sum(c["followed"] for c in junctions)}
+            "junctions_followed": sum(c["followed"] for c in junctions),
+            "junctions_missed": sum(c["missed"] for c in junctions)}
 
 
 def summarize(results: list[dict]) -> dict:
-  """A route set's junction totals and `instruction_following` in per cent (None: no junction
-  was reached)."""
-  entered = sum(r.get("junctions_entered", 0) for r in results)
-  followed = sum(r.get("junctions_followed", 0) for r in results)
+  """A route set's junction totals and `instruction_following`: followed / (followed + missed)
+  in per cent (None: no junction was decided)."""
+  entered, followed, missed = (sum(r.get(f"junctions_{k}", 0) for r in results)
+                               for k in ("entered", "followed", "missed"))
+  decided = followed + missed
   return {"junctions_entered": entered, "junctions_followed": followed,
-          "instruction_following": 100.0 * followed / entered if entered else None}
+          "junctions_missed": missed,
+          "instruction_following": 100.0 * followed / decided if decided else None}

@@ -130,8 +130,9 @@ def route(route_id, ds, rc, infractions, ending, offset=0.0, town=None, junction
             "trajectory_xy": [[x, offset * np.sin(x / 10.0)] for x in xs]}
   if town is not None:
     record["town"] = town
-  if junctions is not None:  # (entered, followed), as sim/following.py records them
-    record["junctions_entered"], record["junctions_followed"] = junctions
+  if junctions is not None:  # (entered, followed, missed), as sim/following.py records them
+    (record["junctions_entered"], record["junctions_followed"],
+     record["junctions_missed"]) = junctions
   return record
 
 
@@ -171,17 +172,17 @@ def fixture_inputs(tmp_path_factory):
   ours = write_results(str(root / "eval" / "ours" / "results.json"), "ours", [
       route(0, 30.0, 50.0, [{"type": "collision_vehicle", "time": 3.0, "position": [20.0, 0.0]},
                             {"type": "red_light", "time": 5.0, "position": [40.0, 1.0]}],
-            "route_deviation", offset=4.0, town="Town01", junctions=(2, 1)),
+            "route_deviation", offset=4.0, town="Town01", junctions=(3, 1, 1)),
       route(1, 50.0, 100.0, [{"type": "collision_vehicle", "time": 8.0, "position": [10.0, 0.0]},
                              {"type": "outside_route_lanes", "time": 9.0, "percentage": 3.5}],
-            "completed", offset=1.0, town="Town01", junctions=(1, 1)),
+            "completed", offset=1.0, town="Town01", junctions=(1, 1, 0)),
   ])
   with open(root / "eval" / "ours" / "town_map.json", "w") as f:
     json.dump({"lanes": [[[-10.0, 3.5], [80.0, 3.5]], [[-10.0, -3.5], [80.0, -3.5]]]}, f)
   expert = write_results(str(root / "eval" / "expert" / "results.json"), "expert", [
       route(0, 90.0, 100.0, [{"type": "red_light", "time": 2.0, "position": [30.0, 0.0]}],
-            "completed", junctions=(2, 2)),
-      route(1, 100.0, 100.0, [], "completed", junctions=(1, 1)),
+            "completed", junctions=(2, 2, 0)),
+      route(1, 100.0, 100.0, [], "completed", junctions=(1, 1, 0)),
   ])
   # A baseline whose file has no means: the report averages its routes.
   baseline_routes = [route(0, 10.0, 20.0, [], "agent_blocked"),
@@ -237,7 +238,8 @@ def test_agent_table_numbers_and_best(fixture_inputs, rendered):
   assert [r[red][0] for r in (ours, expert, base)] == ["1", "1", "0"]
   assert ["best" in r[red][1] for r in (ours, expert, base)] == [False, False, True]
   assert _row(table, "ours")[header.index("outside_route_lanes")][0] == "1"
-  # Junctions followed: ours 2 of 3, the expert all 3 (best), the baseline's file has none.
+  # Junctions followed of those decided: ours 2 of 3 (one more entered but undecided), the
+  # expert all 3 (best), the baseline's file has none.
   followed = header.index("junctions followed")
   assert [r[followed][0] for r in (ours, expert, base)] == ["67% (2/3)", "100% (3/3)", "n/a"]
   assert ["best" in r[followed][1] for r in (ours, expert, base)] == [False, True, False]

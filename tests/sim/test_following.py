@@ -50,19 +50,32 @@ def test_leaving_the_route_at_a_turn_misses_that_junction_and_later_ones_are_not
   result = replay(route, town, np.concatenate([route.points[:entry + 1], straight_on]))
   index = next(i for i, j in enumerate(result["junctions"]) if j["option"] == turn["option"])
   missed = result["junctions"][index]
-  assert missed["entered"] and not missed["followed"]
+  assert missed["entered"] and missed["missed"] and not missed["followed"]
   assert all(j["followed"] for j in result["junctions"][:index])
   assert not any(j["entered"] for j in result["junctions"][index + 1:])
 
 
-def test_set_summary_is_followed_over_entered():
-  records = [dict(junctions_entered=3, junctions_followed=2),
-             dict(junctions_entered=1, junctions_followed=1), dict(junctions_entered=0,
-                                                                    junctions_followed=0)]
+def test_stopping_inside_a_junction_neither_follows_nor_misses_it():
+  town, route, turn = turning_route()
+  entry = int(np.searchsorted(route.s, turn["s_entry"]))
+  result = replay(route, town, np.concatenate([route.points[:entry + 3],
+                                               np.repeat(route.points[entry + 3:entry + 4], 50,
+                                                         axis=0)]))
+  index = next(i for i, j in enumerate(result["junctions"]) if j["option"] == turn["option"])
+  assert result["junctions"][index] == dict(option=turn["option"], entered=True, followed=False,
+                                            missed=False)
+  assert following.summarize([result])["junctions_missed"] == 0
+
+
+def test_set_summary_is_followed_over_decided():
+  records = [dict(junctions_entered=4, junctions_followed=2, junctions_missed=1),
+             dict(junctions_entered=1, junctions_followed=1, junctions_missed=0),
+             dict(junctions_entered=0, junctions_followed=0, junctions_missed=0)]
   summary = following.summarize(records)
   assert summary["instruction_following"] == pytest.approx(75.0)
-  assert following.summarize([dict(junctions_entered=0, junctions_followed=0)])[
-      "instruction_following"] is None
+  assert summary["junctions_entered"] == 5
+  assert following.summarize([dict(junctions_entered=1, junctions_followed=0,
+                                    junctions_missed=0)])["instruction_following"] is None
 
 
 def test_expert_follows_and_a_straight_lane_keeper_misses_the_first_turn():
@@ -79,8 +92,10 @@ def test_expert_follows_and_a_straight_lane_keeper_misses_the_first_turn():
   keeper_runs = host.run_routes(specs, lambda: LaneKeepingAgent(CFG.expert, "straight"), CFG,
                                 batch_size=2, render_every=0, max_ticks=ticks)
   for run in expert_runs:
-    assert run["junctions"][0] == dict(option="right", entered=True, followed=True), run
+    assert run["junctions"][0] == dict(option="right", entered=True, followed=True,
+                                       missed=False), run
   for run in keeper_runs:
-    assert run["junctions"][0] == dict(option="right", entered=True, followed=False), run
+    assert run["junctions"][0] == dict(option="right", entered=True, followed=False,
+                                       missed=True), run
   assert following.summarize(keeper_runs)["instruction_following"] < following.summarize(
       expert_runs)["instruction_following"]
