@@ -12,9 +12,9 @@ collects its training data with seed 0, this bench drives seed 1 (other routes t
 towns). Each agent's results go to `<out>/<agent>/results.json` as evaluation writes them, so an
 interrupted bench resumes where it stopped.
 
-Prints DS / RC / IS per agent, instruction following (the share of junctions the agent left the
-way its route, and so its instruction, said, of those it drove through: sim/following.py), and the targets: ours >= 70% of
-the expert's DS and above both baselines, instruction following >= 90%.
+Prints DS / RC / IS per agent, instruction following (of the junctions an agent drove through,
+the share it left the way its route, and so its instruction, said: sim/following.py), and the
+targets: ours >= 70% of the expert's DS and above both baselines, instruction following >= 90%.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
 """Test setup: 8 simulated CPU devices (set before jax is imported anywhere) and shared fixtures."""
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 # Test helpers (torch_refs, fixtures) import by name from this folder, whatever the import mode.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -11,6 +14,14 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One XLA compilation cache for this test session, shared with the processes tests start (they
+# inherit the environment): the kill -9 test compiles the same training step in three processes.
+# A fresh folder per session, so nothing carries over between runs.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _cache = tempfile.mkdtemp(prefix="lmgd-xla-cache-")
+  atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 
 import jax  # noqa: E402  (after XLA_FLAGS on purpose)
 import pytest  # noqa: E402
