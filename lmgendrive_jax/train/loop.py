@@ -42,7 +42,7 @@ class Task:
   eval_fn: Callable[[Any], dict] | None = None    # params -> metrics (host floats)
   init_from: Callable[[Any], Any] | None = None   # fresh TrainState -> with a stage's weights
   # (params, model_state, batch, rng) -> uint8[H, W, 3]: an image of what the model generates,
-  # logged every `config.train.sample_every` steps (train/samples.py).
+  # logged every `config.train.sample_every` steps (stage2.py: make_sample_fn).
   sample_fn: Callable[..., Any] | None = None
   examples_per_step: int = 0
   tokens_per_step: int = 0

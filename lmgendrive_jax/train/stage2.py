@@ -8,10 +8,16 @@ anchor frame a, the clean latents of frames a - Fc + 1 .. a are the context, the
 states of frame a are the condition. Stage 2 uses one anchor per clip (the next chunk), stage 3
 several along a long clip. The VAE is frozen (its latents carry no gradient), and so is the
 vision encoder (stop_gradient inside the model, zero updates in the optimizer).
+
+Every `train.sample_every` steps the loop logs `make_sample_fn`'s image: for the batch's first
+clip, the world generator's future frames at its last anchor-eligible frame, drawn with the
+configured sampler from exactly the context and condition the flow loss uses there, tiled per
+future frame as the generated views over the true ones.
 """
 
 from __future__ import annotations
 
+import einops
 import jax
 import jax.numpy as jnp
 import optax
@@ -19,9 +25,9 @@ import optax
 from lmgendrive_jax import diffusion
 from lmgendrive_jax.data import pipeline
 from lmgendrive_jax.models.lmgendrive import LMGenDrive, WorldView
+from lmgendrive_jax.models.vae import unit_to_images
 from lmgendrive_jax.train.checkpoints import restore_subtrees
 from lmgendrive_jax.train.loop import Task
-from lmgendrive_jax.train.samples import make_world_sample_fn
 
 MODEL_INPUTS = ("images", "speed", "instruction_tokens", "instruction_mask", "notice_tokens",
                 "notice_mask", "notice_frame", "frame_mask")
@@ -64,10 +70,14 @@ def world_targets(images, generation_states, batch, anchors, context_frames):
   return fold(context), fold(future), fold(mask), fold(cond)
 
 
+def anchor_eligible(batch) -> jax.Array:
+  """bool[B, T]: valid frames with at least one valid future frame."""
+  return batch["frame_mask"] & jnp.any(batch["future_mask"], axis=-1)
+
+
 def sample_anchors(key, batch, num_anchors):
   """int32[B, K]: frames with at least one valid future, drawn uniformly (with replacement)."""
-  eligible = batch["frame_mask"] & jnp.any(batch["future_mask"], axis=-1)
-  logits = jnp.where(eligible, 0.0, -1e9)
+  logits = jnp.where(anchor_eligible(batch), 0.0, -1e9)
   return jax.random.categorical(key, logits[:, None, :], axis=-1,
                                 shape=(logits.shape[0], num_anchors))
 
@@ -98,6 +108,41 @@ def make_loss_fn(model: LMGenDrive, config):
     return loss, metrics
 
   return loss_fn
+
+
+def last_anchor(batch) -> jax.Array:
+  """int32[B, 1]: each clip's last anchor-eligible frame (0 if none)."""
+  frames = jnp.arange(batch["frame_mask"].shape[1])
+  return jnp.max(jnp.where(anchor_eligible(batch), frames, 0), axis=1,
+                 keepdims=True).astype(jnp.int32)
+
+
+def tile_sample(generated: jax.Array, truth: jax.Array) -> jax.Array:
+  """generated, truth uint8[F, V, H, W, 3] -> uint8[F * 2 * H, V * W, 3] (per frame: the
+  generated views over the true ones)."""
+  pairs = jnp.stack([generated, truth], axis=1)  # [F, 2, V, H, W, 3]
+  return einops.rearrange(pairs, "f r v h w c -> (f r h) (v w) c")
+
+
+def make_sample_fn(model: LMGenDrive, config):
+  """sample(params, model_state, batch, rng) -> uint8[F * 2 * H, V * W, 3] for the first clip."""
+  flow = diffusion.flow_config(config.model.flow)
+  world = WorldView(model)
+  context_frames = config.model.chunk.context_frames
+
+  def sample(params, model_state, batch, rng):
+    variables = {"params": params, **model_state}
+    first = jax.tree.map(lambda x: x[:1], batch)
+    _, out = model.apply(variables, *model_inputs(first))
+    context, future, _, cond = world_targets(first["images"], out["generation_states"], first,
+                                             last_anchor(first), context_frames)
+    latents = model.apply(variables, context, method=LMGenDrive.encode_latents)
+    generated = diffusion.sample_future(world, variables, latents, cond, rng, future.shape[1],
+                                        flow)
+    images = model.apply(variables, generated, method=LMGenDrive.decode_latents)
+    return tile_sample(unit_to_images(images)[0], future[0])
+
+  return sample
 
 
 def make_init_from(config):
@@ -133,5 +178,5 @@ def build_task(config) -> tuple[Task, LMGenDrive]:
       init_fn=lambda key: model.init(key, *inputs, method=LMGenDrive.initialize),
       loss_fn=make_loss_fn(model, config), batches=batches,
       init_from=make_init_from(config) if config.init_from else None,
-      sample_fn=make_world_sample_fn(model, config, model_inputs, world_targets),
+      sample_fn=make_sample_fn(model, config),
       examples_per_step=config.data.batch_size), model
