@@ -16,6 +16,9 @@ EVAL_ROUTES="${EVAL_ROUTES:-}"
 mkdir -p "$RUN"
 export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
 export TF_CPP_MIN_LOG_LEVEL=3
+# One persistent XLA compilation cache for every step: the eval processes, the generation job
+# and reruns reuse what the first process compiled (the model's step, the simulator's step).
+export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$RUN/jax_compile_cache}"
 START=$(date +%s)
 stamp() { echo "[quickstart $(( $(date +%s) - START ))s] $*"; }
 
@@ -54,10 +57,21 @@ train stage2 "$(scale ${STEPS[2]})" --config.data.data_dir="$RUN/data/tfds"
 train stage3 "$(scale ${STEPS[3]})" --config.data.data_dir="$RUN/data/tfds"
 
 stamp "5/8 closed-loop evaluation on route set ${ROUTES}: ours, expert, baselines"
-for AGENT in lmgendrive expert lane_keeping blank_instruction; do
-  python launch/eval.py --config="configs/eval.py:preset=${PRESET},agent=${AGENT}" \
-    --config.agent.work_dir="$RUN/stage3_${PRESET}" \
-    --config.route_set="$ROUTES" --config.out_dir="$RUN/eval/$AGENT"
+evaluate() {  # evaluate <agent>: one eval process, its log in $RUN/eval/<agent>.log
+  mkdir -p "$RUN/eval"
+  if python launch/eval.py --config="configs/eval.py:preset=${PRESET},agent=$1" \
+      --config.agent.work_dir="$RUN/stage3_${PRESET}" \
+      --config.route_set="$ROUTES" --config.out_dir="$RUN/eval/$1" > "$RUN/eval/$1.log" 2>&1; then
+    tail -n 1 "$RUN/eval/$1.log"
+  else
+    cat "$RUN/eval/$1.log"; return 1
+  fi
+}
+# Two agents at a time: a batch-1 model step leaves most of the second core idle.
+for PAIR in "lmgendrive blank_instruction" "expert lane_keeping"; do
+  PIDS=()
+  for AGENT in $PAIR; do evaluate "$AGENT" & PIDS+=($!); done
+  for PID in "${PIDS[@]}"; do wait "$PID"; done
 done
 
 stamp "6/8 offline video generation on the collected clips"

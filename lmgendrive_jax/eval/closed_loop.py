@@ -52,7 +52,8 @@ def agent_factory(config) -> tuple[Callable[[], Any], Any, int]:
     options = {k: config.agent[k] for k in lmgendrive_agent.AGENT_DEFAULTS if k in config.agent}
     cls = baselines.BlankInstructionAgent if kind == "blank_instruction" else \
         lmgendrive_agent.LMGenDriveAgent
-    return cls, options, 1
+    # Cameras only on the ticks the model runs (the agent repeats its control in between).
+    return cls, options, max(int(config.agent.model_every), 1)
   raise ConfigError(f"agent.kind={kind!r}: choose one of {AGENT_KINDS}")
 
 

@@ -2,10 +2,10 @@
 
 One loss for both (`configs/stage2.py`, `configs/stage3.py`): dense per-frame planning over the
 clip (waypoint L1 + `completed_weight` x completed-flag cross-entropy, valid frames only) plus
-flow matching of the world generator on the futures of `world_anchors` frames of the clip: for an
-anchor frame a, the clean latents of frames a - Fc + 1 .. a are the context, the frames at
-`future_index[a]` (the data's `future_offsets`) are the targets, and the LLM's generation-query
-states of frame a are the condition. Stage 2 uses one anchor per clip (the next chunk), stage 3
+flow matching of the world generator on the futures of `world_anchors` frames of every
+`world_clip_stride`-th clip: for an anchor frame a, the clean latents of frames a - Fc + 1 .. a
+are the context, the frames at `future_index[a]` (the data's `future_offsets`) are the targets,
+and the LLM's generation-query states of frame a are the condition. Stage 2 uses one anchor per clip (the next chunk), stage 3
 several along a long clip. The VAE is frozen (its latents carry no gradient), and so is the
 vision encoder (stop_gradient inside the model, zero updates in the optimizer).
 
@@ -82,6 +82,20 @@ def sample_anchors(key, batch, num_anchors):
                                 shape=(logits.shape[0], num_anchors))
 
 
+WORLD_KEYS = ("images", "frame_mask", "future_index", "future_mask")
+
+
+def world_clips(batch: dict, generation_states: jax.Array, stride: int) -> tuple[dict, jax.Array]:
+  """Every `stride`-th clip of the batch, for the world loss: the clips' WORLD_KEYS and their
+  generation states [B / stride, T, G, D]. Planning still uses every clip; the VAE encode and the
+  DiT (most of a CPU step) see 1 / stride of them. A strided slice, not the first B / stride
+  clips, so that each data-parallel shard keeps its share of the world work."""
+  if stride < 1 or batch["images"].shape[0] % stride:
+    raise ValueError(f"loss.world_clip_stride={stride} must be >= 1 and divide the batch "
+                     f"({batch['images'].shape[0]} clips)")
+  return {k: batch[k][::stride] for k in WORLD_KEYS}, generation_states[::stride]
+
+
 def make_loss_fn(model: LMGenDrive, config):
   flow = diffusion.flow_config(config.model.flow)
   world = WorldView(model)
@@ -95,9 +109,11 @@ def make_loss_fn(model: LMGenDrive, config):
     metrics = {"waypoint_l1": waypoint_l1, "completed_ce": completed_ce}
     if config.loss.world_weight > 0:
       anchor_key, flow_key = jax.random.split(rng)
-      anchors = sample_anchors(anchor_key, batch, config.loss.world_anchors)
+      clips, generation_states = world_clips(batch, out["generation_states"],
+                                             config.loss.world_clip_stride)
+      anchors = sample_anchors(anchor_key, clips, config.loss.world_anchors)
       context, future, future_mask, cond = world_targets(
-          batch["images"], out["generation_states"], batch, anchors, context_frames)
+          clips["images"], generation_states, clips, anchors, context_frames)
       frames = jnp.concatenate([context, future], axis=1)
       latents = model.apply(variables, frames, method=LMGenDrive.encode_latents)
       context, future = latents[:, :context_frames], latents[:, context_frames:]

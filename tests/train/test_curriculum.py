@@ -160,3 +160,29 @@ def test_stage2_loss_sharded_equals_single_device(dataset, num_devices):
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     sharded, _ = jax.jit(loss_fn)(sharded_params, global_batch, key, variables)
   np.testing.assert_allclose(float(sharded), float(single), rtol=1e-5, atol=1e-5)
+
+
+def test_world_loss_on_every_kth_clip(dataset):
+  """world_clip_stride=2: the flow loss is exactly that of the batch's even clips (same anchors
+  and noise), planning still sees every clip; a stride that does not divide the batch is refused."""
+  data_dir, runs = dataset
+  config = _config("stage2", data_dir, runs, 1)
+  model = stage2.LMGenDrive(**config.model.lmgendrive.to_dict())
+  inputs = stage2.dummy_inputs(config, 2)
+  variables = nn.meta.unbox(jax.jit(lambda key: model.init(
+      key, *inputs, method=stage2.LMGenDrive.initialize))(jax.random.key(0)))
+  params = variables.pop("params")
+  batch = jax.tree.map(jnp.asarray, pipeline.make_iterator(config.data, 2).batch(0))
+  key = jax.random.key(3)
+
+  def metrics(stride, batch):
+    config.loss.world_clip_stride = stride
+    return jax.jit(stage2.make_loss_fn(model, config))(params, batch, key, variables)[1]
+
+  strided = metrics(2, batch)
+  even = metrics(1, jax.tree.map(lambda x: x[::2], batch))
+  np.testing.assert_allclose(float(strided["flow"]), float(even["flow"]), rtol=1e-6)
+  # Planning was not sliced: over all 8 clips its L1 differs from the even clips' alone.
+  assert abs(float(strided["waypoint_l1"]) - float(even["waypoint_l1"])) > 1e-6
+  with pytest.raises(ValueError, match="world_clip_stride=3"):
+    stage2.world_clips(batch, jnp.zeros((8, 4, 2, 16)), 3)
