@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: timing with warm-up and the machine's measured matmul peak."""
+"""Shared by the benchmarks: timing with warm-up, the machine's measured matmul peak, tables."""
 
 import time
 
@@ -26,6 +26,13 @@ def matmul_peak_flops(n: int = 2048, dtype=jnp.float32) -> float:
   matmul = jax.jit(jnp.dot)
   seconds = time_call(lambda: matmul(a, b).block_until_ready(), repeats=5)
   return 2 * n ** 3 / seconds
+
+
+def view_size(preset: str) -> int:
+  """The preset's training view size in pixels (square views: data_preset's view_size)."""
+  from lmgendrive_jax import config as config_lib  # Local: common.py stays light to import.
+  height, _ = config_lib.data_preset(preset).view_size
+  return int(height)
 
 
 def print_table(title: str, header: list[str], rows: list[list]) -> None:

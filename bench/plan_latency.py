@@ -66,7 +66,7 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--presets", default="tiny,small")
   parser.add_argument("--history", default="1,10,40")
-  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--repeats", type=int, default=20)
   args = parser.parse_args(argv)
   histories = [int(x) for x in args.history.split(",")]
   rows = []

@@ -22,12 +22,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.common import print_table, time_call  # noqa: E402
+from bench.common import print_table, time_call, view_size  # noqa: E402
 from lmgendrive_jax import config as config_lib  # noqa: E402
 from lmgendrive_jax.models.qformer import QFormer  # noqa: E402
 from lmgendrive_jax.models.vision import PerceptionModel, VisionEncoder  # noqa: E402
-
-IMAGE_SIZES = {"tiny": 32, "small": 128, "paper": 224}
 
 
 def build(preset: str):
@@ -56,7 +54,7 @@ def init_fn(encoder, qformer, images, speed):
 
 
 def inputs(preset: str, batch: int, frames: int = 1, size: int | None = None, abstract=False):
-  size = size or IMAGE_SIZES[preset]
+  size = size or view_size(preset)
   shape = (batch, frames, 5, size, size, 3)
   if abstract:
     return jax.ShapeDtypeStruct(shape, jnp.uint8), jax.ShapeDtypeStruct((batch, frames),
@@ -73,7 +71,7 @@ def throughput(preset: str, batch: int) -> list:
   forward = jax.jit(forward_fn(encoder, qformer)).lower(variables, images, speed).compile()
   seconds = time_call(lambda: forward(variables, images, speed).block_until_ready(),
                       warmup=1, repeats=5)
-  return [preset, f"{IMAGE_SIZES[preset]}x{IMAGE_SIZES[preset]}", batch, encoder.num_tokens,
+  return [preset, f"{view_size(preset)}x{view_size(preset)}", batch, encoder.num_tokens,
           qformer.num_queries, seconds * 1e3, batch / seconds]
 
 

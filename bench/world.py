@@ -7,7 +7,7 @@ Prints two tables:
    (`generate/rollout.make_chunk_step`: Euler sampling of `chunk.future_frames` frames given
    `chunk.context_frames` clean ones, no guidance) at 4, 8 and 20 sampler steps: ms per chunk and
    generated frames/s (a frame = all views at one time step), latents only and including the
-   VAE decode of the chunk to uint8 views (the matching VAE preset, views of 32 / 128 pixels;
+   VAE decode of the chunk to uint8 views (the matching VAE preset at the preset's view size;
    the decode is timed once and added);
 2. the `paper` preset (DiT-L: width 1024, 24 blocks, 16 heads; SD VAE at 224x224 views, 5 views,
    4 context + 8 future frames): parameters and forward FLOPs per generated frame from XLA's cost
@@ -29,7 +29,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.common import print_table, time_call  # noqa: E402
+from bench.common import print_table, time_call, view_size  # noqa: E402
 from lmgendrive_jax import config as config_lib  # noqa: E402
 from lmgendrive_jax import diffusion  # noqa: E402
 from lmgendrive_jax.generate import rollout  # noqa: E402
@@ -37,7 +37,7 @@ from lmgendrive_jax.models import vae as vae_lib  # noqa: E402
 from lmgendrive_jax.models.vae import AutoencoderKL  # noqa: E402
 from lmgendrive_jax.models.world import WorldDiT  # noqa: E402
 
-IMAGE_SIZES = {"tiny": 32, "small": 128, "paper": 224}
+
 CONDITION_TOKENS = 4  # the LLM's generation queries of one frame
 
 
@@ -56,7 +56,7 @@ def build(preset: str, batch: int, views: int):
   cfg = config_lib.world_preset(preset)
   model = WorldDiT(**cfg.dit.to_dict())
   vae = AutoencoderKL(**config_lib.vae_preset(preset).to_dict())
-  latent_size = IMAGE_SIZES[preset] // vae.downsample_factor
+  latent_size = view_size(preset) // vae.downsample_factor
   context = jnp.asarray(np.random.default_rng(0).normal(
       size=(batch, cfg.chunk.context_frames, views, latent_size, latent_size,
             vae.latent_channels)), jnp.float32)
@@ -71,7 +71,7 @@ def throughput(preset: str, steps_list, batch: int, views: int) -> list[list]:
   window = jnp.concatenate([context] * 2, axis=1)[:, :cfg.chunk.context_frames + future_frames]
   params = jax.jit(lambda k: nn.meta.unbox(model.init(k, window, jnp.zeros(window.shape[:2]),
                                                       cond)))(jax.random.key(0))
-  size = IMAGE_SIZES[preset]
+  size = view_size(preset)
   vae_params = jax.jit(lambda k: nn.meta.unbox(vae.init(k, jnp.zeros((1, size, size, 3)))))(
       jax.random.key(1))
   decode = jax.jit(lambda v, z: vae_lib.decode_video(vae, v, z))
@@ -102,7 +102,7 @@ def paper_cost(views: int) -> list[list]:
   cfg = config_lib.world_preset("paper")
   model = WorldDiT(**{**cfg.dit.to_dict(), "scan_blocks": False, "remat_policy": "none"})
   vae = AutoencoderKL(**config_lib.vae_preset("paper").to_dict())
-  latent = IMAGE_SIZES["paper"] // vae.downsample_factor
+  latent = view_size("paper") // vae.downsample_factor
   frames = cfg.chunk.context_frames + cfg.chunk.future_frames
   window = jax.ShapeDtypeStruct((1, frames, views, latent, latent, vae.latent_channels),
                                 jnp.float32)
@@ -113,7 +113,7 @@ def paper_cost(views: int) -> list[list]:
       jax.random.key(0))
   dit_flops = _flops(jax.jit(lambda p, x, t, c: model.apply(p, x, t, c)[0]).lower(
       params, window, times, cond))
-  size = IMAGE_SIZES["paper"]
+  size = view_size("paper")
   vae_params = jax.eval_shape(lambda k: nn.meta.unbox(vae.init(k, jnp.zeros((1, size, size, 3)))),
                               jax.random.key(1))
   frame_latents = jax.ShapeDtypeStruct((views, latent, latent, vae.latent_channels), jnp.float32)
