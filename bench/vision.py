@@ -71,7 +71,7 @@ def throughput(preset: str, batch: int) -> list:
   forward = jax.jit(forward_fn(encoder, qformer)).lower(variables, images, speed).compile()
   seconds = time_call(lambda: forward(variables, images, speed).block_until_ready(),
                       warmup=1, repeats=5)
-  return [preset, f"{view_size(preset)}x{view_size(preset)}", batch, encoder.num_tokens,
+  return [preset, f"{images.shape[-3]}x{images.shape[-2]}", batch, encoder.num_tokens,
           qformer.num_queries, seconds * 1e3, batch / seconds]
 
 

@@ -5,9 +5,10 @@ clip (waypoint L1 + `completed_weight` x completed-flag cross-entropy, valid fra
 flow matching of the world generator on the futures of `world_anchors` frames of every
 `world_clip_stride`-th clip: for an anchor frame a, the clean latents of frames a - Fc + 1 .. a
 are the context, the frames at `future_index[a]` (the data's `future_offsets`) are the targets,
-and the LLM's generation-query states of frame a are the condition. Stage 2 uses one anchor per clip (the next chunk), stage 3
-several along a long clip. The VAE is frozen (its latents carry no gradient), and so is the
-vision encoder (stop_gradient inside the model, zero updates in the optimizer).
+and the LLM's generation-query states of frame a are the condition. Stage 2 uses one anchor per
+clip (the next chunk), stage 3 several along a long clip. The VAE is frozen (its latents carry
+no gradient), and so is the vision encoder (stop_gradient inside the model, zero updates in the
+optimizer).
 
 Every `train.sample_every` steps the loop logs `make_sample_fn`'s image: for the batch's first
 clip, the world generator's future frames at its last anchor-eligible frame, drawn with the
