@@ -25,7 +25,9 @@ def get_config(arg=None):
   config.loss = config_lib.ConfigDict(dict(
       vae_weight=1.0, kl_weight=1e-6,
       vae_views_per_frame={"tiny": 2, "small": 1, "paper": 0}[arg.preset],
-      vae_crop={"tiny": 0, "small": 0, "paper": 0}[arg.preset]))
+      vae_crop={"tiny": 0, "small": 0, "paper": 0}[arg.preset],
+      # Share of examples whose target point is zeroed (train/stage1.py: drop_target_points).
+      target_point_dropout={"tiny": 0.5, "small": 0.5, "paper": 0.0}[arg.preset]))
 
   config.data = config_lib.data_preset(arg.preset, stage=1)
   config.train = config_lib.ConfigDict(dict(

@@ -70,6 +70,9 @@ def measurement(episode, state: dict, control: np.ndarray, labels: dict) -> dict
       "x_command": _gps(route.nodes[near])[0], "y_command": _gps(route.nodes[near])[1],
       "command": int(route.node_option[near]), "gt_command": int(route.option[idx]),
       "steer": float(control[0]), "throttle": float(control[1]), "brake": float(control[2]),
+      # The steering noise added to the expert's on this tick (0: clean); the TFDS reader masks
+      # out the waypoints that lie after it (lmdrive_tfds/reader.py: frame_labels).
+      "steer_noise": float(labels.get("steer_noise", 0.0)),
       "weather": weather.name, "weather_id": int(episode.spec.weather_id),
       "near_node_x": _gps(route.nodes[near])[0], "near_node_y": _gps(route.nodes[near])[1],
       "far_node_x": _gps(route.nodes[far])[0], "far_node_y": _gps(route.nodes[far])[1],

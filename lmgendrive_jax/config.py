@@ -315,7 +315,8 @@ def vision_preset(name: str) -> ConfigDict:
   """Stage-1 perception model (`models/vision.py: PerceptionModel`).
 
   `encoder` holds the `VisionEncoder` fields (what later stages keep, frozen); the other keys
-  size the stage-1 heads. Tokens per frame: pooled_height * pooled_width + 1 + num_waypoints.
+  size the stage-1 heads. Tokens per frame: pooled_height * pooled_width + 1 + num_waypoints
+  (+ V * (h * w + 1) view tokens with append_view_tokens).
   """
   heads = dict(detection_hidden=64, speed_channels=32, gru_hidden=64)
   common = dict(backbone_kind="resnet", num_views=5, num_waypoints=5, activation="gelu",
@@ -323,19 +324,26 @@ def vision_preset(name: str) -> ConfigDict:
   resnet = dict(block="bottleneck", layers=(3, 4, 6, 3), channels=(64, 128, 256, 512),
                 stem_width=32, stem_type="deep", avg_down=True, frozen_batch_norm=True,
                 bn_eps=1e-5)
+  # Trained from scratch (tiny, small), the backbone's BatchNorm must learn its statistics: with
+  # frozen identity statistics and zero-initialised residual branches the stride-32 features
+  # came out ~20x smaller than the view/position embeddings added to them, and the trained
+  # encoder's tokens hardly depended on the image (a blind planner). `paper` imports ImageNet
+  # statistics (convert/timm_resnet.py) and keeps them frozen.
+  scratch = dict(frozen_batch_norm=False)
+  # The small encoders also hand the Q-Former every view's tokens (models/vision.py says why).
   encoders = {
       # 32x32 views: tests in seconds.
-      "tiny": dict(backbone=dict(resnet, block="basic", layers=(1, 1, 1, 1),
+      "tiny": dict(backbone=dict(resnet, **scratch, block="basic", layers=(1, 1, 1, 1),
                                  channels=(8, 8, 16, 16), stem_width=8),
                    embed_dim=32, num_heads=4, mlp_dim=64, num_encoder_layers=1,
                    num_decoder_layers=1, bev_height=8, bev_width=8, pooled_height=4,
-                   pooled_width=4),
+                   pooled_width=4, append_view_tokens=True),
       # resnet18d-like, at the 64x64 views of the small data preset: the CPU demo.
-      "small": dict(backbone=dict(resnet, block="basic", layers=(2, 2, 2, 2),
+      "small": dict(backbone=dict(resnet, **scratch, block="basic", layers=(2, 2, 2, 2),
                                   channels=(32, 64, 128, 256)),
                     embed_dim=128, num_heads=4, mlp_dim=512, num_encoder_layers=1,
                     num_decoder_layers=2, bev_height=20, bev_width=20, pooled_height=5,
-                    pooled_width=5),
+                    pooled_width=5, append_view_tokens=True),
       # LMDrive: resnet50d views, width 256, 50x50 BEV grid of ~1 m cells pooled to 10x10.
       "paper": dict(backbone=resnet, embed_dim=256, num_heads=8, mlp_dim=2048,
                     num_encoder_layers=2, num_decoder_layers=4, bev_height=50, bev_width=50,

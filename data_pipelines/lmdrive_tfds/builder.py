@@ -91,7 +91,9 @@ def process_route(task: tuple[str, str, str, str]) -> dict:
   done_path = os.path.join(route_work, "done.json")
   if os.path.exists(done_path):
     with open(done_path) as f:
-      return json.load(f)
+      done = json.load(f)
+    if "waypoint_masks" in done:  # else written by a 1.0.0 build: redo the route
+      return done
   os.makedirs(route_work, exist_ok=True)
   skipped: list[reader_lib.Skip] = []
   try:
@@ -110,7 +112,7 @@ def process_route(task: tuple[str, str, str, str]) -> dict:
   split = "validation" if weather in config.validation_weathers else "train"
   blocked = reader_lib.blocked_flags(measurements, frames, config.blocked_min_frames)
   features = frame_features(config)
-  written, waypoints = [], {}
+  written, waypoints, waypoint_masks = [], {}, {}
   tmp_path = os.path.join(route_work, "frames.array_record.tmp")
   writer = ArrayRecordWriter(tmp_path, WRITER_OPTIONS)
   for frame in frames:
@@ -127,10 +129,11 @@ def process_route(task: tuple[str, str, str, str]) -> dict:
       continue
     written.append(frame)
     waypoints[str(frame)] = labels["waypoints"].tolist()
+    waypoint_masks[str(frame)] = labels["waypoint_mask"].tolist()
   writer.close()
   os.replace(tmp_path, os.path.join(route_work, "frames.array_record"))
   done = {"route": route, "split": split, "town_id": town, "weather_id": weather,
-          "frames": written, "waypoints": waypoints,
+          "frames": written, "waypoints": waypoints, "waypoint_masks": waypoint_masks,
           "skipped": [s.to_dict() for s in skipped]}
   with open(done_path + ".tmp", "w") as f:
     json.dump(done, f)
@@ -281,6 +284,8 @@ def make_clip(entry: dict, done: dict, offset: int, notices: list, config: Build
       "frame_records": np.asarray([offset + position[f] for f in frames], np.int64),
       "waypoints": np.asarray([done["waypoints"][str(f)] for f in frames], np.float32).reshape(
           len(frames), 5, 2),
+      "waypoint_mask": np.asarray([done["waypoint_masks"][str(f)] for f in frames],
+                                  bool).reshape(len(frames), 5),
       "completed": np.asarray([f >= completed_from for f in frames], bool),
       "notices": clip_notices,
   }

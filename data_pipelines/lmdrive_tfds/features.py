@@ -18,7 +18,8 @@ clips (`lmdrive_clips`), one example per instruction clip:
   misleading: bool, start_frame, end_frame: int32 (the instruction's range in the route),
   frames: Sequence(int32) (route frame numbers of the clip: start .. end + completed tail),
   frame_records: Sequence(int64) (their indices in the same split of `lmdrive_frames`),
-  waypoints: f32[n, 5, 2], completed: Sequence(bool) (per clip frame),
+  waypoints: f32[n, 5, 2], waypoint_mask: bool[n, 5] (False: past the route's end, or driven
+    with the expert's steering noise), completed: Sequence(bool) (per clip frame),
   notices: Sequence({frame: int32 (route frame), instruction_id: int32, texts_json: text}).
 """
 
@@ -30,6 +31,7 @@ import json
 import numpy as np
 import tensorflow_datasets as tfds
 
+from lmgendrive_jax.data import sources
 from lmgendrive_jax.data.geometry import BEV_CHANNELS, OBJECT_FIELDS, BevGrid
 
 VIEWS = ("front", "left", "right", "rear")
@@ -44,7 +46,10 @@ NUM_WAYPOINTS = 5
 
 FRAMES_NAME = "lmdrive_frames"
 CLIPS_NAME = "lmdrive_clips"
-VERSION = "1.0.0"
+# Dataset version. 1.1.0: clips carry waypoint_mask; frame waypoints after the expert's steering
+# noise are masked. The readers (lmgendrive_jax/data/sources.py) own the number; the builder
+# writes that version.
+VERSION = sources.VERSION
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +145,7 @@ def clip_features() -> tfds.features.FeaturesDict:
       "frames": tfds.features.Tensor(shape=(None,), dtype=np.int32),
       "frame_records": tfds.features.Tensor(shape=(None,), dtype=np.int64),
       "waypoints": tfds.features.Tensor(shape=(None, NUM_WAYPOINTS, 2), dtype=np.float32),
+      "waypoint_mask": tfds.features.Tensor(shape=(None, NUM_WAYPOINTS), dtype=np.bool_),
       "completed": tfds.features.Tensor(shape=(None,), dtype=np.bool_),
       "notices": tfds.features.Sequence({
           "frame": np.int32, "instruction_id": np.int32, "texts_json": tfds.features.Text()}),

@@ -256,18 +256,29 @@ def blocked_flags(measurements: dict[int, dict], frames: list[int], min_run: int
 
 
 def frame_labels(measurements: dict[int, dict], frame: int, config: BuildConfig) -> dict:
-  """Stage-1 labels of `frame` from its own and its future measurements (ego frame)."""
+  """Stage-1 labels of `frame` from its own and its future measurements (ego frame).
+
+  Waypoint k is the ego's position (k + 1) * waypoint_step_frames later; it is masked out when
+  that frame is missing or when the expert drove with steering noise (`steer_noise`, written by
+  data_pipelines/collect.py) on any frame from this one up to it: such a future shows the noise,
+  not the expert. The frames after a noise episode keep their waypoints: they are the expert's
+  recovery to the lane, which a clean expert never shows.
+  """
   m = measurements[frame]
   ego_gps = np.array([m["gps_x"], m["gps_y"]])
   theta = float(m["theta"])
   waypoints = np.zeros((NUM_WAYPOINTS, 2), np.float32)
   mask = np.zeros((NUM_WAYPOINTS,), bool)
   last = np.zeros(2, np.float32)
+  clean_until = frame  # every frame in [frame, clean_until) was driven without noise
   for k in range(NUM_WAYPOINTS):
-    future = measurements.get(frame + (k + 1) * config.waypoint_step_frames)
+    target = frame + (k + 1) * config.waypoint_step_frames
+    while clean_until < target and not measurements.get(clean_until, {}).get("steer_noise"):
+      clean_until += 1
+    future = measurements.get(target)
     if future is not None:
       last = geometry.gps_to_ego(np.array([future["gps_x"], future["gps_y"]]), ego_gps, theta)
-      mask[k] = True
+      mask[k] = clean_until >= target
     waypoints[k] = last  # Unknown future: hold the last known point, masked out.
   objects = geometry.actors_to_objects(m["actors_data"], np.array([m["x"], m["y"]]), theta)
   stop = m.get("stop_sign", m["is_stop_sign_present"])

@@ -23,7 +23,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from lmgendrive_jax.data import augment
+from lmgendrive_jax.data import augment, sources
 from lmgendrive_jax.errors import ConfigError, SimulatorError
 
 CAMERA_VIEWS = ("front", "left", "right", "rear")
@@ -35,7 +35,7 @@ def read_build_config(data_dir: str) -> dict:
   if not data_dir:
     return {}
   for name in ("lmdrive_frames", "lmdrive_clips"):
-    path = os.path.join(data_dir, name, "1.0.0", "metadata.json")
+    path = os.path.join(data_dir, name, sources.VERSION, "metadata.json")
     if os.path.exists(path):
       with open(path) as f:
         config = json.load(f).get("build_config", {})

@@ -22,7 +22,8 @@ x metres right, y metres forward (`data/geometry.py`).
 Stage 1 (frames):
   images: uint8[B, V, H, W, 3]     speed: f32[B] (m/s)          command: int32[B] (RoadOption)
   target_point: f32[B, 2]          waypoints: f32[B, 5, 2] (ego position at +0.5 .. +2.5 s)
-  waypoint_mask: bool[B, 5] (False where the route ended before that future point)
+  waypoint_mask: bool[B, 5] (False where the route ended before that future point, or where the
+    expert drove with steering noise before it: data_pipelines/lmdrive_tfds/reader.py)
   detection: f32[B, bev_rows, bev_cols, 8] (objectness, dx, dy, sin_yaw, cos_yaw, length, width,
     speed; row 0 = farthest ahead, dx along columns + right, dy along rows + backward)
   traffic_light: int32[B] (1 = red light affecting ego)   stop_sign: int32[B]
@@ -32,6 +33,7 @@ Stage 1 (frames):
 Stages 2-3 (clips; T = cfg.window_frames at cfg.stride source frames, F = len(future_offsets)):
   images: uint8[B, T, V, H, W, 3]  (zeros in padded slots)    frame_mask: bool[B, T]
   speed: f32[B, T]                 waypoints: f32[B, T, 5, 2]  completed: int32[B, T]
+  waypoint_mask: bool[B, T, 5] (as stage 1's, and False in padded slots)
   instruction_tokens: int32[B, L] (BOS + text, pad id 0)      instruction_mask: bool[B, L]
   notice_tokens: int32[B, Ln] (BOS + text)  notice_mask: bool[B, Ln]
   notice_frame: int32[B] (the notice block goes before this window slot; -1 = no notice), the

@@ -163,6 +163,7 @@ class ClipExample(grain.transforms.RandomMap):
       notice_mask = np.zeros((self.notice_len,), bool)
     mask = window.frame_mask
     waypoints = np.asarray(record["waypoints"], np.float32)[window.positions]
+    waypoint_mask = np.asarray(record["waypoint_mask"], bool)[window.positions] & mask[:, None]
     completed = np.asarray(record["completed"], bool)[window.positions]
     return {
         "images": images,
@@ -171,6 +172,7 @@ class ClipExample(grain.transforms.RandomMap):
         "instruction_tokens": instruction, "instruction_mask": instruction_mask,
         "notice_tokens": notice, "notice_mask": notice_mask, "notice_frame": np.int32(slot),
         "waypoints": np.where(mask[:, None, None], waypoints, 0).astype(np.float32),
+        "waypoint_mask": waypoint_mask,
         "completed": (completed & mask).astype(np.int32),
         "misleading": np.bool_(record["misleading"]),
         "instruction_id": np.int32(record["instruction_id"]),

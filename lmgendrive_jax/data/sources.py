@@ -19,11 +19,11 @@ from lmgendrive_jax.errors import DataError
 
 FRAMES_NAME = "lmdrive_frames"
 CLIPS_NAME = "lmdrive_clips"
-VERSION = "1.0.0"
+VERSION = "1.1.0"  # data_pipelines/lmdrive_tfds/features.py: VERSION (the builder writes it)
 
 
 def dataset_dir(data_dir: str, name: str) -> str:
-  """`<data_dir>/<name>/1.0.0` (data_dir is the builder's --out), or the path itself if it is one."""
+  """`<data_dir>/<name>/<VERSION>` (data_dir is the builder's --out), or the path itself if it is one."""
   if os.path.exists(os.path.join(data_dir, "dataset_info.json")):
     return data_dir
   path = os.path.join(data_dir, name, VERSION)

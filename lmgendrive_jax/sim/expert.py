@@ -206,12 +206,14 @@ class Expert:
                        pos, yaw)
     control = self.controller.control_from_targets(target, aim, speed,
                                                    zero_angle_when_stopped=False)
+    steer_noise = 0.0
     if self.noise_prob > 0:
       if self.noise_left <= 0 and self.rng.random() < self.noise_prob * world_lib.DT:
         self.noise_left = self.noise_ticks
         self.noise_value = float(self.rng.normal(0.0, self.noise_steer))
       if self.noise_left > 0:
         self.noise_left -= 1
+        steer_noise = self.noise_value
         control.steer = float(np.clip(control.steer + self.noise_value, -1.0, 1.0))
     in_junction = bool(self.route_junction[self.index] >= 0)
     labels = dict(
@@ -221,7 +223,7 @@ class Expert:
         is_junction_vehicle_present=[i for i in vehicle_hits if math.cos(npc_yaw[i] - yaw) <= 0.7],
         is_pedestrian_present=ped_hits, is_red_light_present=red_light,
         is_stop_sign_present=stop_sign, affected_light_id=light_id, is_junction=in_junction,
-        progress=progress)
+        progress=progress, steer_noise=steer_noise)
     return control, labels
 
 

@@ -46,6 +46,8 @@ class Task:
   sample_fn: Callable[..., Any] | None = None
   examples_per_step: int = 0
   tokens_per_step: int = 0
+  # loss_fn returns (loss, (metrics, model_state)): it updates batch statistics (step.py).
+  updates_model_state: bool = False
 
 
 class TrainingStopped(LMGenDriveError):
@@ -76,7 +78,8 @@ def run(config, task: Task, log_enabled: bool | None = None) -> dict:
       state = jax.jit(lambda k: nn.meta.unbox(make_state(k)), out_shardings=shardings)(init_key)
       if task.init_from is not None:
         state = task.init_from(state)
-    step_fn = jax.jit(make_train_step(task.loss_fn, tx, config.optim.frozen),
+    step_fn = jax.jit(make_train_step(task.loss_fn, tx, config.optim.frozen,
+                                      task.updates_model_state),
                       in_shardings=(shardings, None, None), out_shardings=(shardings, None),
                       donate_argnums=(0,))
     meta = {"config": json.loads(config.to_json_best_effort()),

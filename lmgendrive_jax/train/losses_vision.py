@@ -65,7 +65,8 @@ def stage1_loss(predictions: Mapping[str, jax.Array], labels: Mapping[str, jax.A
 
   predictions: `PerceptionModel` output ("detection", "waypoints", "light_logits",
   "stop_logits"). labels: {"detection": f32[B, T, Hb, Wb, 8], "waypoints": f32[B, T, Nw, 2],
-  "traffic_light": int[B, T] (1 = red light affecting ego), "stop_sign": int[B, T]}.
+  "traffic_light": int[B, T] (1 = red light affecting ego), "stop_sign": int[B, T]}, optional
+  "waypoint_mask": bool[B, T, Nw] (unknown waypoints: past the route's end, after steering noise).
   frame_mask: bool[B, T] (default all valid). Returns (total f32[], metrics {name: f32[]}).
   """
   for key in ("detection", "waypoints", "traffic_light", "stop_sign"):
@@ -85,8 +86,11 @@ def stage1_loss(predictions: Mapping[str, jax.Array], labels: Mapping[str, jax.A
   det = detection_losses(predictions["detection"], labels["detection"].astype(jnp.float32),
                          frame_mask)
   detection = sum(w * det[k] for k, w in DETECTION_TERM_WEIGHTS.items())
+  known = frame_mask[:, :, None]
+  if "waypoint_mask" in labels:
+    known = known & labels["waypoint_mask"].astype(bool)
   waypoints = _masked_mean(jnp.abs(predictions["waypoints"] - labels["waypoints"]),
-                           frame_mask[:, :, None, None])
+                           known[..., None])
 
   def classification(logits, label):
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, label.astype(jnp.int32))

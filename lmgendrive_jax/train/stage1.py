@@ -49,6 +49,20 @@ def vae_training_views(images: jax.Array, key: jax.Array, views_per_frame: int,
   return jax.vmap(lambda im, y, x: jax.lax.dynamic_slice(im, (y, x, 0), (ch, cw, 3)))(flat, ys, xs)
 
 
+def drop_target_points(target_point: jax.Array, key: jax.Array, rate: float) -> jax.Array:
+  """f32[B, 2] -> the same with a random `rate` of the rows zeroed ("no target point").
+
+  The waypoint head reads the route's target point; with it, a car off the lane centre can be
+  steered back from the target point's direction alone, and the encoder never has to see the
+  lane. Stages 2-3 drive from language, without a target point, on the frozen encoder's tokens:
+  dropping it here makes the waypoint tokens carry the drivable path seen in the cameras.
+  """
+  if rate <= 0.0:
+    return target_point
+  keep = jax.random.uniform(key, target_point.shape[:1]) >= rate
+  return jnp.where(keep[:, None], target_point, 0.0)
+
+
 def build_task(config) -> tuple[Task, PerceptionModel]:
   perception, vae = _models(config)
   batches = pipeline.make_iterator(config.data, 1)
@@ -67,10 +81,16 @@ def build_task(config) -> tuple[Task, PerceptionModel]:
   def loss_fn(params, batch, rng, model_state):
     variables = {"params": params["perception"],
                  "batch_stats": model_state["batch_stats"]["perception"]}
-    predictions, _ = perception.apply(variables, batch["images"][:, None],
-                                      batch["speed"][:, None], batch["target_point"][:, None])
-    labels = {k: batch[k][:, None] for k in ("detection", "waypoints", "traffic_light",
-                                              "stop_sign")}
+    rng, drop_key = jax.random.split(rng)
+    target_point = drop_target_points(batch["target_point"], drop_key,
+                                      config.loss.target_point_dropout)
+    # train=True: a backbone trained from scratch (frozen_batch_norm=False) normalises by the
+    # batch and updates its running statistics, which stages 2-3 then use frozen.
+    (predictions, _), updated = perception.apply(
+        variables, batch["images"][:, None], batch["speed"][:, None], target_point[:, None],
+        train=True, mutable=["batch_stats"])
+    labels = {k: batch[k][:, None] for k in ("detection", "waypoints", "waypoint_mask",
+                                              "traffic_light", "stop_sign")}
     loss, metrics = stage1_loss(predictions, labels)
     metrics = {f"perception/{k}": v for k, v in metrics.items()}
     if vae is not None:
@@ -81,7 +101,8 @@ def build_task(config) -> tuple[Task, PerceptionModel]:
                                          config.loss.kl_weight)
       loss = loss + config.loss.vae_weight * recon_loss
       metrics.update({f"vae/{k}": v for k, v in vae_metrics.items() if k != "reconstruction"})
-    return loss, metrics
+    new_state = {**model_state, "batch_stats": {"perception": updated.get("batch_stats", {})}}
+    return loss, (metrics, new_state)
 
   return Task(init_fn=init_fn, loss_fn=loss_fn, batches=batches,
-              examples_per_step=config.data.batch_size), perception
+              examples_per_step=config.data.batch_size, updates_model_state=True), perception

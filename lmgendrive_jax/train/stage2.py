@@ -45,9 +45,11 @@ def _masked_mean(x, mask):
 
 
 def planning_losses(waypoints, completed_logit, batch):
-  """Waypoint L1 (metres) and completed-flag CE over valid frames."""
+  """Waypoint L1 (metres) over the known waypoints of valid frames (`waypoint_mask`: not past
+  the route's end, not driven with steering noise) and completed-flag CE over valid frames."""
   valid = batch["frame_mask"]
-  waypoint_l1 = _masked_mean(jnp.abs(waypoints - batch["waypoints"]), valid[..., None, None])
+  known = valid[..., None] & batch["waypoint_mask"]
+  waypoint_l1 = _masked_mean(jnp.abs(waypoints - batch["waypoints"]), known[..., None])
   completed_ce = _masked_mean(optax.sigmoid_binary_cross_entropy(
       completed_logit, batch["completed"].astype(jnp.float32)), valid)
   return waypoint_l1, completed_ce

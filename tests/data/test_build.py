@@ -12,7 +12,7 @@ from PIL import Image
 
 import lmdrive_fixture as fx
 from data_pipelines.lmdrive_tfds import BuildConfig, build
-from lmgendrive_jax.data.sources import clip_source, frame_source
+from lmgendrive_jax.data.sources import VERSION, clip_source, frame_source
 
 SIZE = (64, 48)
 
@@ -80,7 +80,7 @@ def test_raw_layout_reads_back_source_pixels_values_and_labels(raw_build):
     assert bev[..., 0].sum() == 1
     np.testing.assert_allclose(bev[20, 27], [1, -0.5, -0.5, 0, 1, 4.5, 2, 3], atol=1e-4)
   # TFDS itself reads what we wrote (no TensorFlow involved).
-  builder = tfds.builder_from_directory(str(root / "out" / "lmdrive_frames" / "1.0.0"))
+  builder = tfds.builder_from_directory(str(root / "out" / "lmdrive_frames" / VERSION))
   first = builder.as_data_source("train")[0]
   np.testing.assert_array_equal(first["images"]["left"], source_pixels(
       os.path.join(root, "src", r0, "rgb_left", f"{int(first['frame']):04d}.jpg")))
