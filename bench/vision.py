@@ -71,7 +71,8 @@ def throughput(preset: str, batch: int) -> list:
   forward = jax.jit(forward_fn(encoder, qformer)).lower(variables, images, speed).compile()
   seconds = time_call(lambda: forward(variables, images, speed).block_until_ready(),
                       warmup=1, repeats=5)
-  return [preset, f"{images.shape[-3]}x{images.shape[-2]}", batch, encoder.num_tokens,
+  tokens = jax.eval_shape(lambda v: encoder.apply(v, images, speed)[0], variables["encoder"])
+  return [preset, f"{images.shape[-3]}x{images.shape[-2]}", batch, tokens.shape[2],
           qformer.num_queries, seconds * 1e3, batch / seconds]
 
 

@@ -134,6 +134,11 @@ def test_three_stages_hand_off_and_freeze(dataset, monkeypatch):
   stage1_stats = _saved_params(os.path.join(runs, "stage1_tiny"), "model_state/batch_stats")
   for path, value in batch_stats.items():
     np.testing.assert_array_equal(value, stage1_stats["perception/encoder/" + path[7:]])
+  # The tiny backbone trains from scratch: stage 1 learnt its BatchNorm statistics (an encoder
+  # left at the identity statistics came out blind to its images).
+  learnt = [p for p, v in stage1_stats.items()
+            if not np.allclose(v, 0.0 if p.endswith("/mean") else 1.0)]
+  assert len(learnt) == len(stage1_stats), sorted(set(stage1_stats) - set(learnt))
 
 
 @pytest.mark.slow
