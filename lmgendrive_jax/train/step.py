@@ -5,9 +5,9 @@ non-parameter collections, e.g. batch statistics); this module turns it into
 `step(state, batch, rng) -> (state, metrics)`. A stage that updates those collections (BatchNorm
 trained from scratch: stage 1 of the embedded default) returns `(loss, (metrics, model_state))`
 and is built with `updates_model_state=True`; the new collections are kept like the parameters,
-only on finite steps. A non-finite loss or gradient skips the update
-(parameters and optimizer state stay bit-identical), counts it, and reports it in the metrics so
-the loop can stop after K in a row. Gradients of frozen parameters feed `optax.set_to_zero` only,
+only on finite steps. A non-finite loss or gradient skips the update (parameters, optimizer state
+and those collections stay bit-identical), counts it, and reports it in the metrics so the loop
+can stop after K in a row. Gradients of frozen parameters feed `optax.set_to_zero` only,
 so XLA drops their computation under jit.
 """
 
