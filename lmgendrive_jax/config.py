@@ -304,7 +304,7 @@ def lmgendrive_preset(name: str) -> ConfigDict:
       action_head=dict(num_waypoints=5, hidden_dim=hidden, dtype=llm.dtype,
                        param_dtype=llm.param_dtype),
       world=world, vae=vae,
-      num_action_queries=4, num_generation_queries=4, freeze_vision=True, vision_norm=False))
+      num_action_queries=4, num_generation_queries=4, freeze_vision=True))
 
 
 # ----------------------------------------------------------------------------------------------

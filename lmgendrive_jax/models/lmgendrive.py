@@ -31,7 +31,6 @@ from lmgendrive_jax.models.sequence import block_mask_ar, build_sequence
 from lmgendrive_jax.models.vae import AutoencoderKL, images_to_unit
 from lmgendrive_jax.models.vision import VisionEncoder
 from lmgendrive_jax.models.world import WorldDiT
-from lmgendrive_jax.nn.norms import LayerNorm
 
 
 class LMGenDrive(nn.Module):
@@ -45,13 +44,9 @@ class LMGenDrive(nn.Module):
   num_action_queries: int = 4
   num_generation_queries: int = 4
   freeze_vision: bool = True
-  # BLIP-2's `ln_vision`: a trainable LayerNorm on the frozen encoder's tokens before the Q-Former.
-  vision_norm: bool = False
 
   def setup(self):
     self.vision_encoder = VisionEncoder(**self.vision, name="vision")
-    if self.vision_norm:
-      self.vision_layer_norm = LayerNorm(1e-5, name="vision_norm")
     self.frame_compressor = QFormer(**self.qformer, name="qformer")
     self.language_model = LLM(**self.llm, name="llm")
     width = self.language_model.embed_dim
@@ -75,8 +70,6 @@ class LMGenDrive(nn.Module):
     tokens, _ = self.vision_encoder(images, speed)
     if self.freeze_vision:
       tokens = jax.lax.stop_gradient(tokens)
-    if self.vision_norm:
-      tokens = self.vision_layer_norm(tokens)
     visual, _ = self.frame_compressor(tokens)
     return visual
 
