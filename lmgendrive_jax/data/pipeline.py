@@ -190,6 +190,7 @@ def batch_spec(cfg, stage: int) -> dict[str, tuple[tuple[int, ...], Any]]:
       "instruction_tokens": ((b, li), np.int32), "instruction_mask": ((b, li), np.bool_),
       "notice_tokens": ((b, ln), np.int32), "notice_mask": ((b, ln), np.bool_),
       "notice_frame": ((b,), np.int32), "waypoints": ((b, t, 5, 2), np.float32),
-      "waypoint_mask": ((b, t, 5), np.bool_), "completed": ((b, t), np.int32), "misleading": ((b,), np.bool_),
+      "waypoint_mask": ((b, t, 5), np.bool_), "completed": ((b, t), np.int32),
+      "misleading": ((b,), np.bool_),
       "instruction_id": ((b,), np.int32), "future_index": ((b, t, f), np.int32),
       "future_mask": ((b, t, f), np.bool_)}

@@ -19,11 +19,12 @@ from lmgendrive_jax.errors import DataError
 
 FRAMES_NAME = "lmdrive_frames"
 CLIPS_NAME = "lmdrive_clips"
-VERSION = "1.1.0"  # data_pipelines/lmdrive_tfds/features.py: VERSION (the builder writes it)
+VERSION = "1.1.0"  # of the datasets; data_pipelines/lmdrive_tfds builds under this number
 
 
 def dataset_dir(data_dir: str, name: str) -> str:
-  """`<data_dir>/<name>/<VERSION>` (data_dir is the builder's --out), or the path itself if it is one."""
+  """`<data_dir>/<name>/<VERSION>` (data_dir is the builder's --out), or the path itself if it
+  is one."""
   if os.path.exists(os.path.join(data_dir, "dataset_info.json")):
     return data_dir
   path = os.path.join(data_dir, name, VERSION)
