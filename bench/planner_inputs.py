@@ -8,7 +8,10 @@ image zeroed, and with the instruction blanked (BOS only). Prints the waypoint L
 part (metres, over the known waypoints: `waypoint_mask`) of each, and the ratios to the recorded
 inputs. A planner that reads its cameras gets clearly worse without them (ratio well above 1); a
 ratio of ~1.00 says it drives from speed and language alone and will drift off the lane in
-closed loop. Cheap (a few minutes on 2 cores) next to `bench/drive_quality.py`.
+closed loop. For a model trained with the visual probe (`loss.visual_probe_weight`), the probe's
+L1 (waypoints from the Q-Former's tokens alone) is a column too: it tells whether the Q-Former
+carries the camera content at all, separately from whether the LLM's action queries read it.
+Cheap (a few minutes on 2 cores) next to `bench/drive_quality.py`.
 """
 
 from __future__ import annotations
@@ -53,7 +56,11 @@ def main(argv=None) -> int:
   if args.data_dir:
     data.data_dir = args.data_dir
   batches = pipeline.make_iterator(data, 2, train=False, num_epochs=1)
-  forward = jax.jit(lambda v, *inputs: model.apply(v, *inputs)[0])
+  def predict(v, *inputs):
+    waypoints, out = model.apply(v, *inputs)
+    return waypoints, out.get("probe_waypoints", waypoints)
+  forward = jax.jit(predict)
+  has_probe = bool(model.visual_probe)
   sums, done = {}, 0
   for step in range(args.batches):
     try:
@@ -63,18 +70,22 @@ def main(argv=None) -> int:
     done += 1
     known = (batch["frame_mask"][..., None] & batch["waypoint_mask"])[..., None]
     for name, inputs in ablations(batch).items():
-      error = np.abs(np.asarray(forward(variables, *stage2.model_inputs(inputs)))
-                     - batch["waypoints"]) * known
-      total, lateral, count = sums.get(name, (0.0, 0.0, 0.0))
+      waypoints, probe = forward(variables, *stage2.model_inputs(inputs))
       # error: f32[B, T, 5, 2] (x = right, y = forward); lateral is the x part.
-      sums[name] = (total + error.sum(), lateral + error[..., 0].sum(), count + known.sum())
-  recorded_l1 = sums["recorded inputs"][0] / (2 * sums["recorded inputs"][2])
+      error = np.abs(np.asarray(waypoints) - batch["waypoints"]) * known
+      probe_error = np.abs(np.asarray(probe) - batch["waypoints"]) * known
+      total, lateral, probe_total, count = sums.get(name, (0.0, 0.0, 0.0, 0.0))
+      sums[name] = (total + error.sum(), lateral + error[..., 0].sum(),
+                    probe_total + probe_error.sum(), count + known.sum())
+  recorded_l1 = sums["recorded inputs"][0] / (2 * sums["recorded inputs"][3])
   rows = []
-  for name, (total, lateral, count) in sums.items():
+  for name, (total, lateral, probe_total, count) in sums.items():
     l1, lateral_l1 = total / (2 * count), lateral / count
-    rows.append([name, f"{l1:.3f}", f"{lateral_l1:.3f}", f"{l1 / recorded_l1:.2f}"])
+    row = [name, f"{l1:.3f}", f"{lateral_l1:.3f}", f"{l1 / recorded_l1:.2f}"]
+    rows.append(row + ([f"{probe_total / (2 * count):.3f}"] if has_probe else []))
+  columns = ["inputs", "L1 (m)", "lateral L1 (m)", "L1 / recorded inputs' L1"]
   print_table(f"Open-loop waypoint L1 of {args.work_dir} ({done} batches)",
-              ["inputs", "L1 (m)", "lateral L1 (m)", "L1 / recorded inputs' L1"], rows)
+              columns + (["visual probe L1 (m)"] if has_probe else []), rows)
   return 0
 
 

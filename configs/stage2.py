@@ -32,9 +32,14 @@ def stage_config(stage: int, arg) -> config_lib.ConfigDict:
 
   # world_clip_stride k: the world loss on every k-th clip of the batch (planning on all). On CPU
   # the VAE encode and the DiT are ~2/3 of a small step; k = 2 makes the step ~1/3 faster.
+  # visual_probe_weight: the waypoint L1 of a head reading the Q-Former's tokens alone
+  # (models/lmgendrive.py: visual_probe), so the random-init Q-Former learns to pass on what the
+  # cameras show; the paper's Q-Former starts from BLIP-2's image-text pretraining instead.
   config.loss = config_lib.ConfigDict(dict(
       completed_weight=0.2, world_weight=1.0, world_anchors=1 if stage == 2 else 3,
-      world_clip_stride={"tiny": 2, "small": 2, "paper": 1}[preset]))
+      world_clip_stride={"tiny": 2, "small": 2, "paper": 1}[preset],
+      visual_probe_weight={"tiny": 1.0, "small": 1.0, "paper": 0.0}[preset]))
+  config.model.lmgendrive.visual_probe = config.loss.visual_probe_weight > 0
   config.data = config_lib.data_preset(preset, stage=stage)
 
   # Where the previous stage's weights come from: a run under runs_root (or an explicit

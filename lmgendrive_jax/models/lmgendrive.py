@@ -10,6 +10,10 @@ Data flow (DESIGN.md sec. 2), per training example:
     -> LLM over [BOS + instruction] ([notice]) [frame 0] ... [frame T-1], block-causal
     -> action states f32[B, T, A, D] -> ActionHead -> waypoints f32[B, T, 5, 2], completed logit
     -> generation states f32[B, T, G, D] -> world generator's conditioning tokens
+  With `visual_probe`, a second action head reads the frame's visual tokens alone (no LLM, no
+  instruction) -> probe waypoints f32[B, T, 5, 2]: a training-only auxiliary target that makes the
+  randomly initialised Q-Former pass on what the cameras show (BLIP-2 likewise trains its Q-Former
+  to extract image content before connecting it to the LLM). Off the control path.
 
 Online planning (`prefill` + `extend`): the instruction prefix is encoded once into the KV cache,
 each new frame's block extends it, and only the newest frame's action states are read, so the
@@ -44,6 +48,7 @@ class LMGenDrive(nn.Module):
   num_action_queries: int = 4
   num_generation_queries: int = 4
   freeze_vision: bool = True
+  visual_probe: bool = False
 
   def setup(self):
     self.vision_encoder = VisionEncoder(**self.vision, name="vision")
@@ -55,6 +60,8 @@ class LMGenDrive(nn.Module):
     self.generation_queries = self.param("generation_queries", init,
                                          (self.num_generation_queries, width))
     self.actions = ActionHead(**self.action_head, name="action_head")
+    if self.visual_probe:
+      self.probe = ActionHead(**self.action_head, name="visual_probe")
     if self.world is not None:
       self.world_model = WorldDiT(**self.world, name="world")
     if self.vae is not None:
@@ -95,8 +102,9 @@ class LMGenDrive(nn.Module):
 
     images uint8[B, T, V, H, W, 3], speed f32[B, T], instruction int32[B, Li],
     notice int32[B, Ln], notice_frame int32[B] (-1: none), frame_mask bool[B, T].
-    Returns (waypoints f32[B, T, W, 2], out) with out["completed_logit"] f32[B, T] and
-    out["generation_states"] f32[B, T, G, D].
+    Returns (waypoints f32[B, T, W, 2], out) with out["completed_logit"] f32[B, T],
+    out["generation_states"] f32[B, T, G, D] and, with `visual_probe`, out["probe_waypoints"]
+    f32[B, T, W, 2].
     """
     visual = self.encode_frames(images, speed)
     blocks = self.frame_blocks(visual)
@@ -109,8 +117,11 @@ class LMGenDrive(nn.Module):
     frame_states = jax.vmap(lambda h, idx: h[idx])(llm_out["hidden"], sequence["frame_index"])
     action_states, generation_states = self._split_states(frame_states)
     waypoints, completed_logit = self.actions(action_states)
-    return waypoints, {"completed_logit": completed_logit,
-                       "generation_states": generation_states, "visual_tokens": visual}
+    out = {"completed_logit": completed_logit, "generation_states": generation_states,
+           "visual_tokens": visual}
+    if self.visual_probe:
+      out["probe_waypoints"], _ = self.probe(visual)
+    return waypoints, out
 
   def initialize(self, images, speed, instruction, instruction_mask, notice, notice_mask,
                  notice_frame, frame_mask):

@@ -9,6 +9,10 @@ and the LLM's generation-query states of frame a are the condition. Stage 2 uses
 clip (the next chunk), stage 3 several along a long clip. The VAE is frozen (its latents carry
 no gradient), and so is the vision encoder (stop_gradient inside the model, zero updates in the
 optimizer).
+With `loss.visual_probe_weight` > 0 (the model built with `visual_probe`), the waypoint L1 of the
+probe that reads the Q-Former's tokens alone is added: it trains the Q-Former to carry the lane
+geometry and the car's offset, which the planning loss alone did not teach a random-init Q-Former
+within a CPU run (`bench/planner_inputs.py`: waypoints unchanged with every image zeroed).
 
 Every `train.sample_every` steps the loop logs `make_sample_fn`'s image: for the batch's first
 clip, the world generator's future frames at its last anchor-eligible frame, drawn with the
@@ -44,15 +48,23 @@ def _masked_mean(x, mask):
   return (x * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
 
+def known_waypoints(batch) -> jax.Array:
+  """bool[B, T, W]: waypoints of valid frames not past the route's end nor driven with steering
+  noise."""
+  return batch["frame_mask"][..., None] & batch["waypoint_mask"]
+
+
+def waypoint_l1(waypoints, batch):
+  """Mean L1 (metres) of waypoints f32[B, T, W, 2] over the batch's known waypoints."""
+  return _masked_mean(jnp.abs(waypoints - batch["waypoints"]), known_waypoints(batch)[..., None])
+
+
 def planning_losses(waypoints, completed_logit, batch):
   """Waypoint L1 (metres) over the known waypoints of valid frames (`waypoint_mask`: not past
   the route's end, not driven with steering noise) and completed-flag CE over valid frames."""
-  valid = batch["frame_mask"]
-  known = valid[..., None] & batch["waypoint_mask"]
-  waypoint_l1 = _masked_mean(jnp.abs(waypoints - batch["waypoints"]), known[..., None])
   completed_ce = _masked_mean(optax.sigmoid_binary_cross_entropy(
-      completed_logit, batch["completed"].astype(jnp.float32)), valid)
-  return waypoint_l1, completed_ce
+      completed_logit, batch["completed"].astype(jnp.float32)), batch["frame_mask"])
+  return waypoint_l1(waypoints, batch), completed_ce
 
 
 def world_targets(images, generation_states, batch, anchors, context_frames):
@@ -103,13 +115,20 @@ def make_loss_fn(model: LMGenDrive, config):
   flow = diffusion.flow_config(config.model.flow)
   world = WorldView(model)
   context_frames = config.model.chunk.context_frames
+  if config.loss.visual_probe_weight > 0 and not model.visual_probe:
+    raise ValueError(f"loss.visual_probe_weight={config.loss.visual_probe_weight} needs the model "
+                     "built with model.lmgendrive.visual_probe=True")
 
   def loss_fn(params, batch, rng, model_state):
     variables = {"params": params, **model_state}
     waypoints, out = model.apply(variables, *model_inputs(batch))
-    waypoint_l1, completed_ce = planning_losses(waypoints, out["completed_logit"], batch)
-    loss = waypoint_l1 + config.loss.completed_weight * completed_ce
-    metrics = {"waypoint_l1": waypoint_l1, "completed_ce": completed_ce}
+    plan_l1, completed_ce = planning_losses(waypoints, out["completed_logit"], batch)
+    loss = plan_l1 + config.loss.completed_weight * completed_ce
+    metrics = {"waypoint_l1": plan_l1, "completed_ce": completed_ce}
+    if config.loss.visual_probe_weight > 0:
+      probe_l1 = waypoint_l1(out["probe_waypoints"], batch)
+      loss = loss + config.loss.visual_probe_weight * probe_l1
+      metrics["visual_probe_l1"] = probe_l1
     if config.loss.world_weight > 0:
       anchor_key, flow_key = jax.random.split(rng)
       clips, generation_states = world_clips(batch, out["generation_states"],

@@ -10,6 +10,7 @@ import imageio.v3 as imageio
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 import pytest
 from flax import traverse_util
@@ -167,9 +168,9 @@ def test_stage2_loss_sharded_equals_single_device(dataset, num_devices):
   np.testing.assert_allclose(float(sharded), float(single), rtol=1e-5, atol=1e-5)
 
 
-def test_world_loss_on_every_kth_clip(dataset):
-  """world_clip_stride=2: the flow loss is exactly that of the batch's even clips (same anchors
-  and noise), planning still sees every clip; a stride that does not divide the batch is refused."""
+@pytest.fixture(scope="module")
+def stage2_tiny(dataset):
+  """A tiny stage-2 config, its random-init model, variables (params popped) and a batch."""
   data_dir, runs = dataset
   config = _config("stage2", data_dir, runs, 1)
   model = stage2.LMGenDrive(**config.model.lmgendrive.to_dict())
@@ -178,6 +179,14 @@ def test_world_loss_on_every_kth_clip(dataset):
       key, *inputs, method=stage2.LMGenDrive.initialize))(jax.random.key(0)))
   params = variables.pop("params")
   batch = jax.tree.map(jnp.asarray, pipeline.make_iterator(config.data, 2).batch(0))
+  return config, model, variables, params, batch
+
+
+def test_world_loss_on_every_kth_clip(stage2_tiny):
+  """world_clip_stride=2: the flow loss is exactly that of the batch's even clips (same anchors
+  and noise), planning still sees every clip; a stride that does not divide the batch is refused."""
+  config, model, variables, params, batch = stage2_tiny
+  config = config.copy_and_resolve_references()
   key = jax.random.key(3)
 
   def metrics(stride, batch):
@@ -191,3 +200,44 @@ def test_world_loss_on_every_kth_clip(dataset):
   assert abs(float(strided["waypoint_l1"]) - float(even["waypoint_l1"])) > 1e-6
   with pytest.raises(ValueError, match="world_clip_stride=3"):
     stage2.world_clips(batch, jnp.zeros((8, 4, 2, 16)), 3)
+
+
+def test_visual_probe_reads_the_qformer_tokens_alone(stage2_tiny):
+  """The visual probe's waypoints depend on the images, not on the instruction; its L1 is added
+  with loss.visual_probe_weight and trains the Q-Former (not the LLM or the action head); a
+  weight without the probe in the model is refused."""
+  config, model, variables, params, batch = stage2_tiny
+  config = config.copy_and_resolve_references()
+  assert config.model.lmgendrive.visual_probe and config.loss.visual_probe_weight == 1.0
+  forward = jax.jit(lambda b: model.apply({"params": params, **variables},
+                                          *stage2.model_inputs(b))[1]["probe_waypoints"])
+  probe = forward(batch)
+  assert probe.shape == batch["waypoints"].shape
+  blank = batch["instruction_mask"].at[:, 1:].set(False)
+  np.testing.assert_array_equal(forward({**batch, "instruction_mask": blank}), probe)
+  assert float(jnp.abs(forward({**batch, "images": 255 - batch["images"]}) - probe).max()) > 1e-4
+
+  config.loss.world_weight = 0.0
+  config.loss.visual_probe_weight = 0.5
+  loss_fn = stage2.make_loss_fn(model, config)
+
+  def loss_and_probe_term(p):
+    loss, metrics = loss_fn(p, batch, jax.random.key(3), variables)
+    return jnp.stack([loss, metrics["visual_probe_l1"]]), (loss, metrics)
+
+  # One compile, two gradients: of the whole loss ([0]) and of the probe term alone ([1]).
+  jacobian, (loss, metrics) = jax.jit(jax.jacrev(loss_and_probe_term, has_aux=True))(params)
+  np.testing.assert_allclose(float(metrics["visual_probe_l1"]),
+                             float(stage2.waypoint_l1(probe, batch)), rtol=1e-5)
+  np.testing.assert_allclose(float(loss), float(
+      metrics["waypoint_l1"] + config.loss.completed_weight * metrics["completed_ce"]
+      + 0.5 * metrics["visual_probe_l1"]), rtol=1e-5)
+  norm = lambda tree, row: float(optax.global_norm(jax.tree.map(lambda g: g[row], tree)))  # noqa: E731
+  assert norm(jacobian["visual_probe"], 0) > 0  # the loss trains the probe head
+  # The probe term trains the Q-Former through the probe head, and never the LLM or the planner.
+  assert norm(jacobian["qformer"], 1) > 0 and norm(jacobian["visual_probe"], 1) > 0
+  assert norm(jacobian["llm"], 1) == 0 and norm(jacobian["action_head"], 1) == 0
+
+  config.model.lmgendrive.visual_probe = False
+  with pytest.raises(ValueError, match="visual_probe"):
+    stage2.make_loss_fn(stage2.LMGenDrive(**config.model.lmgendrive.to_dict()), config)
