@@ -318,7 +318,7 @@ def vision_preset(name: str) -> ConfigDict:
   size the stage-1 heads. Tokens per frame: pooled_height * pooled_width + 1 + num_waypoints
   (+ V * (h * w + 1) view tokens with append_view_tokens).
   """
-  heads = dict(detection_hidden=64, speed_channels=32, gru_hidden=64)
+  heads = dict(detection_hidden=64, speed_channels=32, gru_hidden=64, target_point_scale=1.0)
   common = dict(backbone_kind="resnet", num_views=5, num_waypoints=5, activation="gelu",
                 dtype="float32", param_dtype="float32")
   resnet = dict(block="bottleneck", layers=(3, 4, 6, 3), channels=(64, 128, 256, 512),
@@ -353,7 +353,11 @@ def vision_preset(name: str) -> ConfigDict:
     raise ConfigError(f"unknown preset {name!r} for the vision encoder; choose one of "
                       f"{sorted(encoders)}")
   small_heads = dict(detection_hidden=16, speed_channels=4, gru_hidden=16)
-  return ConfigDict(dict(small_heads if name == "tiny" else heads,
+  # From scratch the waypoint head reads the target point in units of 20 m (models/
+  # perception_heads.py says why); `paper` keeps LMDrive's metres for its imported heads.
+  scratch_heads = {"tiny": dict(small_heads, target_point_scale=0.05),
+                   "small": dict(heads, target_point_scale=0.05)}
+  return ConfigDict(dict(scratch_heads.get(name, heads),
                          encoder={**common, **encoders[name]}))
 
 

@@ -57,6 +57,11 @@ class PerceptionHeads(nn.Module):
   detection_hidden: int = 64
   speed_channels: int = 32
   gru_hidden: int = 64
+  # The target point enters the GRU's initial state through one Linear. LMDrive feeds raw
+  # metres (1.0; its targets lie up to ~50 m ahead), which at initialisation makes that state
+  # tens of times larger than the GRU's tanh updates from the image features, so the waypoints
+  # follow the target point and the encoder is hardly asked to see the lane.
+  target_point_scale: float = 1.0
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -74,7 +79,8 @@ class PerceptionHeads(nn.Module):
     hidden = nn.relu(linear(self.detection_hidden, ("embed", "mlp"), "detection_fc1")(cells))
     detection = linear(len(DETECTION_CHANNELS), ("mlp", None), "detection_fc2")(hidden)
 
-    initial = linear(self.gru_hidden, (None, "mlp"), "target_point_embed")(target_point)
+    initial = linear(self.gru_hidden, (None, "mlp"), "target_point_embed")(
+        target_point.astype(self.dtype) * self.target_point_scale)
     states = GRU(self.gru_hidden, self.dtype, self.param_dtype, name="waypoint_gru")(
         waypoint_states, initial)
     steps = linear(2, ("mlp", None), "waypoint_out")(states)

@@ -152,6 +152,7 @@ class PerceptionModel(nn.Module):
   detection_hidden: int = 64
   speed_channels: int = 32
   gru_hidden: int = 64
+  target_point_scale: float = 1.0
 
   @nn.compact
   def __call__(self, images, speed, target_point, train: bool = False):
@@ -162,7 +163,7 @@ class PerceptionModel(nn.Module):
       raise ValueError(f"target_point must be f32[B, T, 2] = {(b, t, 2)}; got {target_point.shape}")
     flat = lambda x: x.reshape((b * t,) + x.shape[2:])  # noqa: E731
     heads = PerceptionHeads(self.detection_hidden, self.speed_channels, self.gru_hidden,
-                            dtype=jnp.dtype(encoder.dtype), param_dtype=jnp.dtype(
+                            self.target_point_scale, dtype=jnp.dtype(encoder.dtype), param_dtype=jnp.dtype(
                                 encoder.param_dtype), name="heads")
     predictions = heads(flat(out["bev_features"]), flat(out["light_feature"]),
                         flat(out["waypoint_features"]), flat(speed), flat(target_point))

@@ -10,7 +10,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from lmgendrive_jax import config as config_lib
 from lmgendrive_jax import parallel
-from lmgendrive_jax.models.perception_heads import decode_detections
+from lmgendrive_jax.models.perception_heads import PerceptionHeads, decode_detections
 from lmgendrive_jax.models.vision import PerceptionModel
 from lmgendrive_jax.train.losses_vision import LMDRIVE_WEIGHTS, stage1_loss
 
@@ -178,3 +178,25 @@ def test_sharded_forward_and_loss_match_single_device(num_devices):
     sharded = jax.jit(loss)(sharded_vars, put(inputs), put(labels))
   for ours, reference in zip(jax.tree.leaves(sharded), jax.tree.leaves(single)):
     np.testing.assert_allclose(np.asarray(ours), np.asarray(reference), rtol=1e-5, atol=1e-5)
+
+
+def test_waypoint_head_reads_the_target_point_scaled():
+  """From scratch (tiny, small) the GRU's initial state reads the target point in units of 20 m,
+  `paper` in LMDrive's metres (its imported heads); the scale is applied to the input itself."""
+  assert config_lib.vision_preset("tiny").target_point_scale == 0.05
+  assert config_lib.vision_preset("small").target_point_scale == 0.05
+  assert config_lib.vision_preset("paper").target_point_scale == 1.0
+  rng = np.random.default_rng(0)
+  bev, light = rng.normal(size=(2, 4, 4, 8)), rng.normal(size=(2, 8))
+  states, speed = rng.normal(size=(2, 5, 8)), rng.uniform(0, 5, 2)
+  target_point = np.array([[8.3, 46.1], [-3.0, 20.0]], np.float32)
+  scaled = PerceptionHeads(8, 4, 16, target_point_scale=0.05)
+  params = scaled.init(jax.random.key(0), bev, light, states, speed, target_point)
+  metres = PerceptionHeads(8, 4, 16, target_point_scale=1.0)
+  np.testing.assert_allclose(
+      scaled.apply(params, bev, light, states, speed, target_point)["waypoints"],
+      metres.apply(params, bev, light, states, speed, 0.05 * target_point)["waypoints"],
+      rtol=1e-5, atol=1e-6)
+  assert not np.allclose(
+      scaled.apply(params, bev, light, states, speed, target_point)["waypoints"],
+      metres.apply(params, bev, light, states, speed, target_point)["waypoints"])
