@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     except StopIteration:  # fewer clips than asked for: one pass over them
       break
     done += 1
-    known = (batch["frame_mask"][..., None] & batch["waypoint_mask"])[..., None]
+    known = np.asarray(stage2.known_waypoints(batch))[..., None]
     for name, inputs in ablations(batch).items():
       waypoints, probe = forward(variables, *stage2.model_inputs(inputs))
       # error: f32[B, T, 5, 2] (x = right, y = forward); lateral is the x part.

@@ -163,8 +163,8 @@ class PerceptionModel(nn.Module):
       raise ValueError(f"target_point must be f32[B, T, 2] = {(b, t, 2)}; got {target_point.shape}")
     flat = lambda x: x.reshape((b * t,) + x.shape[2:])  # noqa: E731
     heads = PerceptionHeads(self.detection_hidden, self.speed_channels, self.gru_hidden,
-                            self.target_point_scale, dtype=jnp.dtype(encoder.dtype), param_dtype=jnp.dtype(
-                                encoder.param_dtype), name="heads")
+                            self.target_point_scale, dtype=jnp.dtype(encoder.dtype),
+                            param_dtype=jnp.dtype(encoder.param_dtype), name="heads")
     predictions = heads(flat(out["bev_features"]), flat(out["light_feature"]),
                         flat(out["waypoint_features"]), flat(speed), flat(target_point))
     predictions = {k: v.reshape((b, t) + v.shape[1:]) for k, v in predictions.items()}

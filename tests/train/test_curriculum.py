@@ -232,7 +232,10 @@ def test_visual_probe_reads_the_qformer_tokens_alone(stage2_tiny):
   np.testing.assert_allclose(float(loss), float(
       metrics["waypoint_l1"] + config.loss.completed_weight * metrics["completed_ce"]
       + 0.5 * metrics["visual_probe_l1"]), rtol=1e-5)
-  norm = lambda tree, row: float(optax.global_norm(jax.tree.map(lambda g: g[row], tree)))  # noqa: E731
+
+  def norm(tree, row):
+    return float(optax.global_norm(jax.tree.map(lambda g: g[row], tree)))
+
   assert norm(jacobian["visual_probe"], 0) > 0  # the loss trains the probe head
   # The probe term trains the Q-Former through the probe head, and never the LLM or the planner.
   assert norm(jacobian["qformer"], 1) > 0 and norm(jacobian["visual_probe"], 1) > 0
