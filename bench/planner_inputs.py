@@ -1,6 +1,7 @@
 """Which inputs a trained planner uses: open-loop waypoint L1 with its images or instruction removed.
 
   python bench/planner_inputs.py --work_dir work_dirs/quickstart_small/stage3_small [--batches 20]
+  python bench/planner_inputs.py --work_dir work_dirs/quickstart_small/stage1_small   # stage 1
 
 Runs a stage-2/3 run's model (dense forward, `LMGenDrive.__call__`) over clips of its own data
 config (`--data_dir` overrides the run's) three times per batch: as recorded, with every camera
@@ -12,6 +13,12 @@ closed loop. For a model trained with the visual probe (`loss.visual_probe_weigh
 L1 (waypoints from the Q-Former's tokens alone) is a column too: it tells whether the Q-Former
 carries the camera content at all, separately from whether the LLM's action queries read it.
 Cheap (a few minutes on 2 cores) next to `bench/drive_quality.py`.
+
+Given a stage-1 run, it asks the same of the encoder every later stage reads: its perception
+model's waypoint head (target point zeroed, as stages 2-3 drive without one) over frames of the
+run's data, as recorded and with the images zeroed, plus the road-layout KL (`data/topdown.py`)
+when the model has that head. If the stage-1 waypoints hardly change without images, no planner
+on top of this encoder can read the lane from it.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ sys.path.insert(0, _REPO)
 from bench.common import print_table  # noqa: E402
 from lmgendrive_jax.data import pipeline  # noqa: E402
 from lmgendrive_jax.train import stage2  # noqa: E402
-from lmgendrive_jax.train.trained import load_lmgendrive  # noqa: E402
+from lmgendrive_jax.train.losses_vision import road_layout_loss  # noqa: E402
+from lmgendrive_jax.train.trained import load_lmgendrive, load_perception, load_run_config  # noqa: E402,E501
 
 
 def ablations(batch: dict) -> dict[str, dict]:
@@ -41,21 +49,79 @@ def ablations(batch: dict) -> dict[str, dict]:
           "instruction blanked": {**batch, "instruction_mask": bos_only}}
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--work_dir", required=True, help="trained stage-2/3 run dir")
-  parser.add_argument("--data_dir", default="", help="TFDS build (default: the run's)")
-  parser.add_argument("--batches", type=int, default=20, help="batches of the run's batch size")
-  args = parser.parse_args(argv)
-
-  model, variables, config = load_lmgendrive(args.work_dir)
+def _evaluation_data(config, args):
   data = config.data
   data.unlock()
   data.num_workers = 0
-  if args.data_dir:
-    data.data_dir = args.data_dir
-  batches = pipeline.make_iterator(data, 2, train=False, num_epochs=1)
+  data.data_dir = args.data_dir or data.data_dir
+  data.split = args.split or data.split
+  return data
+
+
+def stage1_inputs(args) -> int:
+  """The stage-1 table: waypoint L1 (target point zeroed) and road-layout KL, images as recorded
+  and zeroed."""
+  model, variables, config = load_perception(args.work_dir)
+  data = _evaluation_data(config, args)
+  # Frames in a seeded shuffle (in record order, 20 batches would be the first route's first
+  # seconds), without the training augmentation.
+  data.random_crop, data.colour_jitter = False, 0.0
+  batches = pipeline.make_iterator(data, 1, train=True, num_epochs=1)
+
+  @jax.jit
+  def evaluate(variables, batch):
+    zero_target = jax.numpy.zeros_like(batch["target_point"])[:, None]
+    predictions, _ = model.apply(variables, batch["images"][:, None], batch["speed"][:, None],
+                                 zero_target)
+    known = batch["waypoint_mask"][:, None, :, None]
+    error = jax.numpy.abs(predictions["waypoints"] - batch["waypoints"][:, None]) * known
+    kl = jax.numpy.float32(np.nan)
+    if "road_layout_logits" in predictions:
+      labels = {k: batch[k][:, None] for k in ("road_layout", "road_layout_mask")}
+      kl = road_layout_loss(predictions["road_layout_logits"], labels,
+                            jax.numpy.ones(batch["speed"].shape[:1] + (1,), bool))
+    return error.sum(), error[..., 0].sum(), known.sum(), kl
+
+  sums, done = {}, 0
+  for step in range(args.batches):
+    try:
+      batch = batches.batch(step)
+    except StopIteration:
+      break
+    done += 1
+    for name, images in (("recorded images", batch["images"]),
+                         ("images zeroed", np.zeros_like(batch["images"]))):
+      total, lateral, count, kl = (float(x) for x in evaluate(variables, {**batch,
+                                                                           "images": images}))
+      previous = sums.get(name, (0.0, 0.0, 0.0, 0.0))
+      sums[name] = (previous[0] + total, previous[1] + lateral, previous[2] + count,
+                    previous[3] + kl)
+  recorded_l1 = sums["recorded images"][0] / (2 * sums["recorded images"][2])
+  rows = []
+  for name, (total, lateral, count, kl) in sums.items():
+    l1 = total / (2 * count)
+    rows.append([name, f"{l1:.3f}", f"{lateral / count:.3f}", f"{l1 / recorded_l1:.2f}",
+                 f"{kl / done:.3f}"])
+  print_table(f"Stage-1 waypoint head (target point zeroed) of {args.work_dir} ({done} batches)",
+              ["images", "L1 (m)", "lateral L1 (m)", "L1 / recorded images' L1",
+               "road-layout KL"], rows)
+  return 0
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--work_dir", required=True, help="trained stage-1, 2 or 3 run dir")
+  parser.add_argument("--data_dir", default="", help="TFDS build (default: the run's)")
+  parser.add_argument("--split", default="", help="train or validation (default: the run's)")
+  parser.add_argument("--batches", type=int, default=20, help="batches of the run's batch size")
+  args = parser.parse_args(argv)
+  if load_run_config(args.work_dir).get("stage") == "stage1":
+    return stage1_inputs(args)
+
+  model, variables, config = load_lmgendrive(args.work_dir)
+  batches = pipeline.make_iterator(_evaluation_data(config, args), 2, train=False,
+                                   num_epochs=1)
   def predict(v, *inputs):
     waypoints, out = model.apply(v, *inputs)
     return waypoints, out.get("probe_waypoints", waypoints)

@@ -27,7 +27,10 @@ def get_config(arg=None):
       vae_views_per_frame={"tiny": 2, "small": 1, "paper": 0}[arg.preset],
       vae_crop={"tiny": 0, "small": 0, "paper": 0}[arg.preset],
       # Share of examples whose target point is zeroed (train/stage1.py: drop_target_points).
-      target_point_dropout={"tiny": 0.5, "small": 0.5, "paper": 0.0}[arg.preset]))
+      target_point_dropout={"tiny": 0.5, "small": 0.5, "paper": 0.0}[arg.preset],
+      # The road-layout term (train/losses_vision.py), for models with the head
+      # (model.vision.road_layout_classes > 0: tiny and small).
+      road_layout_weight=0.5))
 
   config.data = config_lib.data_preset(arg.preset, stage=1)
   config.train = config_lib.ConfigDict(dict(

@@ -2,6 +2,7 @@
 
   python -m data_pipelines.build_tfds --data_dir /data/lmdrive --out /data/lmdrive_tfds \
       [--workers 8] [--view_size 400x300] [--camera_size 800x600] [--image_format jpeg]
+      [--no_topdown]
 
 Resumable: rerun the same command after an interruption and finished routes are not redone.
 Bad inputs are skipped and listed in OUT/build_report.json (see data_pipelines/lmdrive_tfds).
@@ -40,6 +41,9 @@ def main(argv=None) -> dict:
   parser.add_argument("--validation_weathers", default="12,13,20")
   parser.add_argument("--bev_grid", default="50,50,30,20,25",
                       help="rows,cols,ahead_m,behind_m,side_m of the stored detection grid")
+  parser.add_argument("--no_topdown", action="store_true",
+                      help="ignore topdown/ (for data whose topdown/ is not our road-map format, "
+                           "e.g. LMDrive's CARLA renders)")
   parser.add_argument("--no_progress", action="store_true")
   args = parser.parse_args(argv)
   rows, cols, ahead, behind, side = (float(v) for v in args.bev_grid.split(","))
@@ -47,7 +51,8 @@ def main(argv=None) -> dict:
       camera_size=_size(args.camera_size), view_size=_size(args.view_size),
       image_format=args.image_format, jpeg_quality=args.jpeg_quality,
       validation_weathers=tuple(int(w) for w in args.validation_weathers.split(",") if w),
-      bev_rows=int(rows), bev_cols=int(cols), bev_ahead=ahead, bev_behind=behind, bev_side=side)
+      bev_rows=int(rows), bev_cols=int(cols), bev_ahead=ahead, bev_behind=behind, bev_side=side,
+      read_topdown=not args.no_topdown)
   report = build(args.data_dir, args.out, config, workers=args.workers,
                  progress=not args.no_progress)
   print(json.dumps({k: report[k] for k in ("examples", "clip_examples", "counts")}, indent=1))

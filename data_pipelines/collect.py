@@ -10,9 +10,10 @@ exactly as it reads LMDrive's CARLA data).
 Per route folder `routes_town{TT}_{track}_w{WW}_{id}` (`id`: the route seed, a stable stand-in for
 LMDrive's timestamp so that a rerun finds finished routes), frames at 10 Hz (every second 20 Hz
 tick), numbered %04d: `rgb_front|rgb_left|rgb_right|rgb_rear/NNNN.jpg`, `measurements/NNNN.json`
-(every LMDrive key), `actors_data/NNNN.json`; plus `route_meta.json` (instruction clips, notices,
-score) and the `done` marker written last. At the root, rebuilt from the finished routes after each
-route: `dataset_index.txt`, `navigation_instruction_list.txt`, `notice_instruction_list.json`,
+(every LMDrive key), `actors_data/NNNN.json`, `topdown/NNNN.png` (the ego-centred road map of
+`lmgendrive_jax/data/topdown.py`: stage 1's road-layout target); plus `route_meta.json`
+(instruction clips, notices, score) and the `done` marker written last. At the root, rebuilt
+from the finished routes after each route: `dataset_index.txt`, `navigation_instruction_list.txt`, `notice_instruction_list.json`,
 `misleading_data.txt`.
 
 Resumable: routes with a `done` marker are skipped; a folder without one (an interrupted route) is
@@ -33,6 +34,7 @@ from absl import app, flags
 from ml_collections import config_flags
 from PIL import Image
 
+from lmgendrive_jax.data import topdown as topdown_lib
 from lmgendrive_jax.sim import render as render_lib
 from lmgendrive_jax.sim import routes as routes_lib
 
@@ -143,6 +145,17 @@ def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
   return buffer.getvalue()
 
 
+def topdown_png(episode, state: dict) -> bytes:
+  """The ego-centred road map of the tick (`data/topdown.py` format) as PNG bytes."""
+  town = episode.town
+  road_map = topdown_lib.render_topdown(town.ground, town.drive_dir, town.raster_origin,
+                                        town.raster_res, np.asarray(state["ego_pos"], np.float64),
+                                        float(state["ego_yaw"]))
+  buffer = io.BytesIO()
+  Image.fromarray(road_map, mode="L").save(buffer, format="PNG")
+  return buffer.getvalue()
+
+
 class Collector:
   """host.run_routes callbacks that write each route folder; `write_index` rebuilds the root."""
 
@@ -161,7 +174,7 @@ class Collector:
     if key not in self.frames:
       if os.path.exists(route_dir):
         shutil.rmtree(route_dir)
-      for folder in [f"rgb_{v}" for v in VIEWS] + ["measurements", "actors_data"]:
+      for folder in [f"rgb_{v}" for v in VIEWS] + ["measurements", "actors_data", "topdown"]:
         os.makedirs(os.path.join(route_dir, folder))
       self.frames[key] = 0
     frame = episode.tick // 2
@@ -169,6 +182,8 @@ class Collector:
     for view in VIEWS:
       with open(os.path.join(route_dir, f"rgb_{view}", name + ".jpg"), "wb") as f:
         f.write(encode_jpeg(images[self.views.index(view)], int(self.config.jpeg_quality)))
+    with open(os.path.join(route_dir, "topdown", name + ".png"), "wb") as f:
+      f.write(topdown_png(episode, state))
     labels = getattr(agent, "last_labels", {}) or {}
     _write_json(os.path.join(route_dir, "measurements", name + ".json"),
                 measurement(episode, state, control, labels))

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping
 
 import ml_collections
 
+from lmgendrive_jax.data import topdown
 from lmgendrive_jax.errors import ConfigError
 
 ConfigDict = ml_collections.ConfigDict
@@ -318,7 +319,8 @@ def vision_preset(name: str) -> ConfigDict:
   size the stage-1 heads. Tokens per frame: pooled_height * pooled_width + 1 + num_waypoints
   (+ V * (h * w + 1) view tokens with append_view_tokens).
   """
-  heads = dict(detection_hidden=64, speed_channels=32, gru_hidden=64, target_point_scale=1.0)
+  heads = dict(detection_hidden=64, speed_channels=32, gru_hidden=64, target_point_scale=1.0,
+               road_layout_classes=0)
   common = dict(backbone_kind="resnet", num_views=5, num_waypoints=5, activation="gelu",
                 dtype="float32", param_dtype="float32")
   resnet = dict(block="bottleneck", layers=(3, 4, 6, 3), channels=(64, 128, 256, 512),
@@ -354,9 +356,11 @@ def vision_preset(name: str) -> ConfigDict:
                       f"{sorted(encoders)}")
   small_heads = dict(detection_hidden=16, speed_channels=4, gru_hidden=16)
   # From scratch the waypoint head reads the target point in units of 20 m (models/
-  # perception_heads.py says why); `paper` keeps LMDrive's metres for its imported heads.
-  scratch_heads = {"tiny": dict(small_heads, target_point_scale=0.05),
-                   "small": dict(heads, target_point_scale=0.05)}
+  # perception_heads.py says why), and a road-layout head asks the BEV cells where the lanes are
+  # (data/topdown.py says why); `paper` keeps LMDrive's heads (metres, no road layout).
+  from_scratch = dict(target_point_scale=0.05, road_layout_classes=len(topdown.ROAD_CLASSES))
+  scratch_heads = {"tiny": dict(small_heads, **from_scratch),
+                   "small": dict(heads, **from_scratch)}
   return ConfigDict(dict(scratch_heads.get(name, heads),
                          encoder={**common, **encoders[name]}))
 

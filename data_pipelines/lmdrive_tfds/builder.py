@@ -33,6 +33,7 @@ from data_pipelines.lmdrive_tfds import reader as reader_lib
 from data_pipelines.lmdrive_tfds.features import (
     CLIPS_NAME, FRAMES_NAME, MEASUREMENT_FLOATS, MEASUREMENT_INTS, VERSION, BuildConfig,
     clip_features, frame_features)
+from lmgendrive_jax.data.topdown import TOPDOWN_GRID
 from lmgendrive_jax.errors import DataError
 
 FILE_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
@@ -92,7 +93,7 @@ def process_route(task: tuple[str, str, str, str]) -> dict:
   if os.path.exists(done_path):
     with open(done_path) as f:
       done = json.load(f)
-    if "waypoint_masks" in done:  # else written by a 1.0.0 build: redo the route
+    if done.get("version") == VERSION:  # else written by an older build: redo the route
       return done
   os.makedirs(route_work, exist_ok=True)
   skipped: list[reader_lib.Skip] = []
@@ -121,6 +122,14 @@ def process_route(task: tuple[str, str, str, str]) -> dict:
     try:
       images, _ = reader.views(frame)
       labels = reader_lib.frame_labels(measurements, frame, config)
+      try:
+        road_map = reader.road_map(frame)
+      except reader_lib.BadInput as e:  # The frame stays; only its road map is left out.
+        skipped.append(e.skip)
+        road_map = None
+      labels["has_road_map"] = road_map is not None
+      labels["road_map"] = road_map if road_map is not None else np.zeros(
+          (TOPDOWN_GRID.rows, TOPDOWN_GRID.cols), np.uint8)
       example = _frame_example(route, frame, town, weather, measurements[frame], labels, images,
                                blocked[frame])
       writer.write(features.serialize_example(example))
@@ -132,7 +141,7 @@ def process_route(task: tuple[str, str, str, str]) -> dict:
     waypoint_masks[str(frame)] = labels["waypoint_mask"].tolist()
   writer.close()
   os.replace(tmp_path, os.path.join(route_work, "frames.array_record"))
-  done = {"route": route, "split": split, "town_id": town, "weather_id": weather,
+  done = {"version": VERSION, "route": route, "split": split, "town_id": town, "weather_id": weather,
           "frames": written, "waypoints": waypoints, "waypoint_masks": waypoint_masks,
           "skipped": [s.to_dict() for s in skipped]}
   with open(done_path + ".tmp", "w") as f:

@@ -11,6 +11,8 @@ frames (`lmdrive_frames`), one example per frame:
   waypoints: f32[5, 2] (ego position at +0.5 s ... +2.5 s), waypoint_mask: bool[5],
   objects: f32[N, 7] ego-frame boxes (`geometry.OBJECT_FIELDS`),
   bev_targets: f32[rows, cols, 8] dense detection targets on `BuildConfig.bev_grid` (zlib),
+  road_map: uint8[200, 200] the ego-centred road map of `topdown/` (`lmgendrive_jax/data/
+    topdown.py`; zlib), has_road_map: bool (False: the route has no such map, zeros stored),
   traffic_light: int32 (1 = a red light affects ego), stop_sign: int32, blocked: bool.
 clips (`lmdrive_clips`), one example per instruction clip:
   route, town_id, weather_id, instruction_id: int32, instruction_name: text,
@@ -33,6 +35,7 @@ import tensorflow_datasets as tfds
 
 from lmgendrive_jax.data import sources
 from lmgendrive_jax.data.geometry import BEV_CHANNELS, OBJECT_FIELDS, BevGrid
+from lmgendrive_jax.data.topdown import TOPDOWN_GRID
 
 VIEWS = ("front", "left", "right", "rear")
 STORED_VIEWS = VIEWS + ("focus",)
@@ -47,7 +50,7 @@ NUM_WAYPOINTS = 5
 FRAMES_NAME = "lmdrive_frames"
 CLIPS_NAME = "lmdrive_clips"
 # Dataset version. 1.1.0: clips carry waypoint_mask; frame waypoints after the expert's steering
-# noise are masked. The readers (lmgendrive_jax/data/sources.py) own the number; the builder
+# noise are masked. 1.2.0: frames carry the road map of `topdown/`. The readers (lmgendrive_jax/data/sources.py) own the number; the builder
 # writes that version.
 VERSION = sources.VERSION
 
@@ -70,6 +73,10 @@ class BuildConfig:
   blocked_min_frames: a run of this many stopped frames (speed < 0.1, no red light, braking) is
     marked blocked (stage 1 drops them).
   num_paraphrases: paraphrase samples rendered per instruction (deduplicated).
+  read_topdown: store each frame's `topdown/NNNN.png` road map (our collector's format,
+    `lmgendrive_jax/data/topdown.py`). A file in another format (LMDrive's CARLA data has RGB
+    renders there) is reported as `bad_topdown` and its frame kept without a map: build such data
+    with read_topdown=False.
   """
   camera_size: tuple[int, int] = (800, 600)
   view_size: tuple[int, int] | None = None
@@ -87,6 +94,7 @@ class BuildConfig:
   misleading_completed_after: int = 10
   blocked_min_frames: int = 10
   num_paraphrases: int = 8
+  read_topdown: bool = True
 
   @property
   def bev_grid(self) -> BevGrid:
@@ -124,6 +132,9 @@ def frame_features(config: BuildConfig) -> tfds.features.FeaturesDict:
       "bev_targets": tfds.features.Tensor(shape=(grid.rows, grid.cols, len(BEV_CHANNELS)),
                                           dtype=np.float32,
                                           encoding=tfds.features.Encoding.ZLIB),
+      "road_map": tfds.features.Tensor(shape=(TOPDOWN_GRID.rows, TOPDOWN_GRID.cols),
+                                       dtype=np.uint8, encoding=tfds.features.Encoding.ZLIB),
+      "has_road_map": np.bool_,
       "traffic_light": np.int32,
       "stop_sign": np.int32,
       "blocked": np.bool_,

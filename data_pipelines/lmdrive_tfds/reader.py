@@ -28,6 +28,7 @@ from PIL import Image, ImageFile
 from data_pipelines.lmdrive_tfds.features import (
     MEASUREMENT_FLOATS, MEASUREMENT_INTS, NUM_WAYPOINTS, REQUIRED_KEYS, VIEWS, BuildConfig)
 from lmgendrive_jax.data import geometry
+from lmgendrive_jax.data.topdown import TOPDOWN_GRID
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # A truncated JPEG must fail loudly, not decode grey.
 
@@ -220,6 +221,25 @@ class RouteReader:
     images = {view: image if isinstance(image, bytes) else encode_image(image, self.config)
               for view, image in images.items()}
     return images, sources
+
+
+  def road_map(self, frame: int) -> np.ndarray | None:
+    """The frame's `topdown/NNNN.png` road map uint8[200, 200] (`lmgendrive_jax/data/
+    topdown.py`), None when the route has none; BadInput (`bad_topdown`) for a file that is not
+    one (unreadable, not 8-bit greyscale, another size)."""
+    path = self._path("topdown", frame, "png")
+    if not self.config.read_topdown or not os.path.exists(path):
+      return None
+    try:
+      image = Image.open(path)
+      image.load()
+    except Exception as e:  # noqa: BLE001  (PIL raises many types on corrupt data)
+      raise BadInput(path, "bad_topdown", f"{type(e).__name__}: {e}") from e
+    expected = (TOPDOWN_GRID.cols, TOPDOWN_GRID.rows)
+    if image.mode != "L" or image.size != expected:
+      raise BadInput(path, "bad_topdown", f"mode {image.mode} {image.size[0]}x{image.size[1]}, "
+                     f"expected an 8-bit greyscale {expected[0]}x{expected[1]} road map")
+    return np.asarray(image, np.uint8)
 
 
 def encode_image(pixels: np.ndarray, config: BuildConfig) -> bytes:

@@ -26,6 +26,9 @@ Stage 1 (frames):
     expert drove with steering noise before it: data_pipelines/lmdrive_tfds/reader.py)
   detection: f32[B, bev_rows, bev_cols, 8] (objectness, dx, dy, sin_yaw, cos_yaw, length, width,
     speed; row 0 = farthest ahead, dx along columns + right, dy along rows + backward)
+  road_layout: f32[B, bev_rows, bev_cols, 6] per cell the share of each road class
+    (`data/topdown.py: ROAD_CLASSES`: off road, lane with / against / across the ego, junction,
+    lane marking), from the frame's road map; road_layout_mask: bool[B] (False: no road map)
   traffic_light: int32[B] (1 = red light affecting ego)   stop_sign: int32[B]
   town_id, frame: int32[B] (provenance)
   (The vision model takes a time axis: use images[:, None], labels[:, None].)

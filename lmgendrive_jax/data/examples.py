@@ -14,7 +14,7 @@ import threading
 import grain
 import numpy as np
 
-from lmgendrive_jax.data import augment, clips, geometry
+from lmgendrive_jax.data import augment, clips, geometry, topdown
 from lmgendrive_jax.data.sources import RecordSource
 from lmgendrive_jax.data.tokenizer import encode_padded, load_tokenizer
 from lmgendrive_jax.errors import DataError
@@ -65,6 +65,17 @@ def _detection(record: dict, grid: geometry.BevGrid, stored: geometry.BevGrid) -
   return geometry.bev_targets(np.asarray(record["objects"], np.float32).reshape(-1, 7), grid)
 
 
+def _road_layout(record: dict, grid: geometry.BevGrid) -> dict:
+  """The record's road map as per-cell class shares on the model's grid, and whether it has one
+  (datasets built before 1.2.0, or from data without `topdown/`, have none)."""
+  has_map = bool(record.get("has_road_map", False))
+  if has_map:
+    layout = topdown.road_fractions(np.asarray(record["road_map"], np.uint8), grid)
+  else:
+    layout = np.zeros((grid.rows, grid.cols, len(topdown.ROAD_CLASSES)), np.float32)
+  return {"road_layout": layout, "road_layout_mask": np.bool_(has_map)}
+
+
 def _stored_grid(source: RecordSource) -> geometry.BevGrid:
   b = source.build_config
   return geometry.BevGrid(int(b["bev_rows"]), int(b["bev_cols"]), float(b["bev_ahead"]),
@@ -87,6 +98,7 @@ class FrameExample(grain.transforms.RandomMap):
         "waypoints": np.asarray(record["waypoints"], np.float32),
         "waypoint_mask": np.asarray(record["waypoint_mask"], bool),
         "detection": _detection(record, self.grid, self.stored_grid),
+        **_road_layout(record, self.grid),
         "traffic_light": np.int32(record["traffic_light"]),
         "stop_sign": np.int32(record["stop_sign"]),
         "command": np.int32(record["measurements"]["command"]),

@@ -19,7 +19,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from lmgendrive_jax.data import examples, sources
+from lmgendrive_jax.data import examples, sources, topdown
 from lmgendrive_jax.errors import ConfigError, DataError
 
 
@@ -180,6 +180,9 @@ def batch_spec(cfg, stage: int) -> dict[str, tuple[tuple[int, ...], Any]]:
         "target_point": ((b, 2), np.float32), "waypoints": ((b, 5, 2), np.float32),
         "waypoint_mask": ((b, 5), np.bool_),
         "detection": ((b, int(cfg.bev_rows), int(cfg.bev_cols), 8), np.float32),
+        "road_layout": ((b, int(cfg.bev_rows), int(cfg.bev_cols), len(topdown.ROAD_CLASSES)),
+                        np.float32),
+        "road_layout_mask": ((b,), np.bool_),
         "traffic_light": ((b,), np.int32), "stop_sign": ((b,), np.int32),
         "command": ((b,), np.int32), "town_id": ((b,), np.int32), "frame": ((b,), np.int32)}
   t, f = int(cfg.window_frames), len(cfg.future_offsets)

@@ -6,7 +6,10 @@ these. Per frame:
   times] -> `DETECTION_CHANNELS` (objectness logit, then box regression targets);
 - waypoints: a GRU over the waypoint queries' states whose initial state encodes the target point;
   each step predicts a displacement and the waypoints are their running sum (ego frame, metres);
-- traffic light (is the light affecting ego red) and stop sign: 2-way logits from the light token.
+- traffic light (is the light affecting ego red) and stop sign: 2-way logits from the light token;
+- road layout (not LMDrive's; `road_layout_classes` > 0): per BEV cell, logits over the road classes
+  of `data/topdown.py` by one linear map of the cell state, so the state itself must hold where
+  the lanes are (the auxiliary BEV semantics of TransFuser / InterFuser).
 """
 
 from typing import Any
@@ -52,7 +55,8 @@ class PerceptionHeads(nn.Module):
 
   bev: f32[N, Hb, Wb, D], light: f32[N, D], waypoint_states: f32[N, Nw, D], speed: f32[N],
   target_point: f32[N, 2] -> {"detection": f32[N, Hb, Wb, 8], "waypoints": f32[N, Nw, 2],
-  "light_logits": f32[N, 2], "stop_logits": f32[N, 2]}.
+  "light_logits": f32[N, 2], "stop_logits": f32[N, 2]}, plus "road_layout_logits":
+  f32[N, Hb, Wb, road_layout_classes] when road_layout_classes > 0.
   """
   detection_hidden: int = 64
   speed_channels: int = 32
@@ -62,6 +66,7 @@ class PerceptionHeads(nn.Module):
   # tens of times larger than the GRU's tanh updates from the image features, so the waypoints
   # follow the target point and the encoder is hardly asked to see the lane.
   target_point_scale: float = 1.0
+  road_layout_classes: int = 0  # 0: no road-layout head (LMDrive's heads)
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -84,12 +89,16 @@ class PerceptionHeads(nn.Module):
     states = GRU(self.gru_hidden, self.dtype, self.param_dtype, name="waypoint_gru")(
         waypoint_states, initial)
     steps = linear(2, ("mlp", None), "waypoint_out")(states)
-    return {
+    predictions = {
         "detection": detection.astype(jnp.float32),
         "waypoints": jnp.cumsum(steps.astype(jnp.float32), axis=1),
         "light_logits": linear(2, ("embed", None), "light_head")(light).astype(jnp.float32),
         "stop_logits": linear(2, ("embed", None), "stop_head")(light).astype(jnp.float32),
     }
+    if self.road_layout_classes > 0:
+      predictions["road_layout_logits"] = linear(
+          self.road_layout_classes, ("embed", None), "road_layout_head")(bev).astype(jnp.float32)
+    return predictions
 
 
 def decode_detections(detection: jax.Array, threshold: float = 0.5, cell_size: float = 1.0

@@ -17,6 +17,11 @@ Consumes `models/vision.py: PerceptionModel` predictions and the stage-1 labels 
 - waypoints: mean L1 (metres, ego frame).
 - traffic light (red light affecting ego) and stop sign: 2-way cross-entropy.
 
+- road layout (not LMDrive's; present when the model has the head, `models/perception_heads.py`):
+  per BEV cell the KL divergence from the road map's class shares (`data/topdown.py`) to the
+  predicted softmax, over frames that have a road map (`road_layout_mask`). Its weight is the
+  caller's (`weights["road_layout"]`; absent: reported, not trained).
+
 Every mean runs over valid frames only (`frame_mask`), so padded frames of a clip cost nothing.
 """
 
@@ -57,6 +62,23 @@ def detection_losses(logits: jax.Array, target: jax.Array, frame_mask: jax.Array
   return terms
 
 
+def road_layout_loss(logits: jax.Array, labels: Mapping[str, jax.Array], frame_mask: jax.Array
+                     ) -> jax.Array:
+  """logits f32[B, T, Hb, Wb, C] vs labels["road_layout"] (class shares, same shape) -> the mean
+  per-cell KL divergence over valid frames with a road map (0 when the prediction is exact)."""
+  if "road_layout" not in labels:
+    raise KeyError("the model predicts road_layout_logits but the stage-1 labels lack "
+                   "'road_layout' (the road map of data/topdown.py)")
+  target = labels["road_layout"].astype(jnp.float32)
+  if logits.shape != target.shape:
+    raise ValueError(f"road-layout prediction {logits.shape} and label {target.shape} differ: "
+                     f"the BEV grid and the road classes of the model and the labels must match")
+  has_map = frame_mask & labels.get("road_layout_mask", jnp.ones_like(frame_mask)).astype(bool)
+  entropy = -jnp.sum(target * jnp.log(jnp.maximum(target, 1e-12)), axis=-1)
+  kl = optax.softmax_cross_entropy(logits, target) - entropy
+  return _masked_mean(kl, has_map[:, :, None, None])
+
+
 def stage1_loss(predictions: Mapping[str, jax.Array], labels: Mapping[str, jax.Array],
                 frame_mask: jax.Array | None = None,
                 weights: Mapping[str, float] = LMDRIVE_WEIGHTS
@@ -66,7 +88,9 @@ def stage1_loss(predictions: Mapping[str, jax.Array], labels: Mapping[str, jax.A
   predictions: `PerceptionModel` output ("detection", "waypoints", "light_logits",
   "stop_logits"). labels: {"detection": f32[B, T, Hb, Wb, 8], "waypoints": f32[B, T, Nw, 2],
   "traffic_light": int[B, T] (1 = red light affecting ego), "stop_sign": int[B, T]}, optional
-  "waypoint_mask": bool[B, T, Nw] (unknown waypoints: past the route's end, after steering noise).
+  "waypoint_mask": bool[B, T, Nw] (unknown waypoints: past the route's end, after steering noise),
+  and with "road_layout_logits" predictions "road_layout": f32[B, T, Hb, Wb, C] class shares,
+  optional "road_layout_mask": bool[B, T] (frames with a road map).
   frame_mask: bool[B, T] (default all valid). Returns (total f32[], metrics {name: f32[]}).
   """
   for key in ("detection", "waypoints", "traffic_light", "stop_sign"):
@@ -103,6 +127,13 @@ def stage1_loss(predictions: Mapping[str, jax.Array], labels: Mapping[str, jax.A
       "traffic_light": classification(predictions["light_logits"], labels["traffic_light"]),
       "stop_sign": classification(predictions["stop_logits"], labels["stop_sign"]),
   }
+  if "road_layout_logits" in predictions:
+    metrics["road_layout"] = road_layout_loss(predictions["road_layout_logits"], labels,
+                                              frame_mask)
+  missing = [k for k in weights if k not in metrics]
+  if missing:
+    raise KeyError(f"stage-1 loss weights {missing} have no term: the road-layout weight needs "
+                   f"a model with road_layout_classes > 0")
   total = sum(weights[k] * metrics[k] for k in weights)
   metrics.update({f"detection/{k}": v for k, v in det.items() if k != "speed"})
   metrics["total"] = total

@@ -1,7 +1,8 @@
 """Task: stage 1, vision pretraining (`configs/stage1.py`).
 
 Trains the multi-view vision encoder with LMDrive's perception heads and losses
-(`train/losses_vision.py`) on single frames, and, for the embedded default, the tiny VAE from
+(`train/losses_vision.py`) on single frames (the small presets add the road-layout head, weight
+`loss.road_layout_weight`), and, for the embedded default, the tiny VAE from
 scratch on the same views (`models/vae.py: vae_loss`). Parameters: `perception/{encoder, heads}`
 and `vae/`; stage 2 takes `perception/encoder` as its frozen `vision` and `vae` as its VAE.
 
@@ -22,7 +23,7 @@ from lmgendrive_jax.data import pipeline
 from lmgendrive_jax.models.vae import AutoencoderKL, vae_loss
 from lmgendrive_jax.models.vision import PerceptionModel
 from lmgendrive_jax.train.loop import Task
-from lmgendrive_jax.train.losses_vision import stage1_loss
+from lmgendrive_jax.train.losses_vision import LMDRIVE_WEIGHTS, stage1_loss
 
 
 def _models(config):
@@ -69,6 +70,10 @@ def build_task(config) -> tuple[Task, PerceptionModel]:
   spec = pipeline.batch_spec(config.data, 1)
   views, height, width = spec["images"][0][1:4]
 
+  weights = dict(LMDRIVE_WEIGHTS)
+  if perception.road_layout_classes > 0:
+    weights["road_layout"] = float(config.loss.road_layout_weight)
+
   def init_fn(key):
     images = jnp.zeros((1, 1, views, height, width, 3), jnp.uint8)
     perception_vars = perception.init(key, images, jnp.zeros((1, 1)), jnp.zeros((1, 1, 2)))
@@ -90,8 +95,9 @@ def build_task(config) -> tuple[Task, PerceptionModel]:
         variables, batch["images"][:, None], batch["speed"][:, None], target_point[:, None],
         train=True, mutable=["batch_stats"])
     labels = {k: batch[k][:, None] for k in ("detection", "waypoints", "waypoint_mask",
-                                              "traffic_light", "stop_sign")}
-    loss, metrics = stage1_loss(predictions, labels)
+                                              "traffic_light", "stop_sign", "road_layout",
+                                              "road_layout_mask")}
+    loss, metrics = stage1_loss(predictions, labels, weights=weights)
     metrics = {f"perception/{k}": v for k, v in metrics.items()}
     if vae is not None:
       view_key, noise_key = jax.random.split(rng)

@@ -1,7 +1,8 @@
 """Load a trained LMGenDrive (a stage-2/3 work dir) for inference: the agent, generation, benches.
 
 The run's config travels inside each checkpoint (`meta` item, JSON), so a work dir alone
-rebuilds the model: `model, variables, config = load_lmgendrive(work_dir)`.
+rebuilds the model: `model, variables, config = load_lmgendrive(work_dir)`;
+`load_perception(work_dir)` does the same for a stage-1 run's perception model.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import orbax.checkpoint as ocp
 
 from lmgendrive_jax.errors import CheckpointError
 from lmgendrive_jax.models.lmgendrive import LMGenDrive
+from lmgendrive_jax.models.vision import PerceptionModel
 from lmgendrive_jax.train.checkpoints import latest_step_dir
 
 
@@ -41,6 +43,23 @@ def load_run_config(work_dir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(meta["config"])
 
 
+def _restore_state(work_dir: str) -> dict:
+  state = ocp.PyTreeCheckpointer().restore(os.path.join(latest_step_dir(work_dir), "state"))
+  return jax.tree.map(lambda x: jax.numpy.asarray(np.asarray(x)), state)
+
+
+def load_perception(work_dir: str) -> tuple[PerceptionModel, dict, ml_collections.ConfigDict]:
+  """(model, variables {"params", "batch_stats"}, config) of a stage-1 run's newest step."""
+  config = load_run_config(work_dir)
+  if config.get("stage") != "stage1":
+    raise CheckpointError(f"{work_dir} is a {config.get('stage')!r} run; the perception model "
+                          f"comes from stage 1")
+  model = PerceptionModel(**_tuples(config.model.vision.to_dict()))
+  state = _restore_state(work_dir)
+  stats = (state.get("model_state") or {}).get("batch_stats", {}).get("perception", {})
+  return model, {"params": state["params"]["perception"], "batch_stats": stats}, config
+
+
 def load_lmgendrive(work_dir: str) -> tuple[LMGenDrive, dict, ml_collections.ConfigDict]:
   """(model, variables {"params", "batch_stats", ...}, config) of a stage-2/3 run's newest step."""
   config = load_run_config(work_dir)
@@ -48,8 +67,5 @@ def load_lmgendrive(work_dir: str) -> tuple[LMGenDrive, dict, ml_collections.Con
     raise CheckpointError(f"{work_dir} is a {config.get('stage')!r} run; an LMGenDrive model "
                           f"comes from stage 2 or 3")
   model = LMGenDrive(**_tuples(config.model.lmgendrive.to_dict()))
-  step_dir = latest_step_dir(work_dir)
-  state = ocp.PyTreeCheckpointer().restore(os.path.join(step_dir, "state"))
-  variables = {"params": state["params"], **(state.get("model_state") or {})}
-  variables = jax.tree.map(lambda x: jax.numpy.asarray(np.asarray(x)), variables)
-  return model, variables, config
+  state = _restore_state(work_dir)
+  return model, {"params": state["params"], **(state.get("model_state") or {})}, config

@@ -15,6 +15,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from lmgendrive_jax.data.topdown import ROAD_CLASSES
+
 VIEWS = ("front", "left", "right", "rear")
 
 
@@ -61,15 +63,23 @@ def actors(m: dict) -> dict:
   }
 
 
+def road_map_pattern(frame: int) -> np.ndarray:
+  """A frame's road map uint8[200, 200] (data/topdown.py format): bands of every class, shifted
+  by the frame number so that records cannot be swapped unnoticed."""
+  rows = np.arange(200)[:, None] + np.zeros((1, 200), int)
+  return ((rows // 20 + frame) % len(ROAD_CLASSES)).astype(np.uint8)
+
+
 def write_route(root: str, name: str, num_frames: int, layout: str = "raw",
                 size: tuple[int, int] = (64, 48), speed: float = 4.0, theta: float = 0.3,
-                weather: int = 1, seed: int = 0) -> dict:
-  """Writes one route folder; returns {frame: {"measurement", "images": {view: uint8 array}}}."""
+                weather: int = 1, seed: int = 0, topdown: bool = True) -> dict:
+  """Writes one route folder; returns {frame: {"measurement", "actors", "road_map"}}. With
+  `topdown`, each frame gets a `topdown/NNNN.png` road map (`road_map_pattern`)."""
   width, height = size
   route_dir = os.path.join(root, name)
   folders = (["rgb_full", "measurements_full"] if layout == "preprocessed" else
              [f"rgb_{v}" for v in VIEWS] + ["measurements", "actors_data"])
-  for folder in folders:
+  for folder in folders + (["topdown"] if topdown else []):
     os.makedirs(os.path.join(route_dir, folder), exist_ok=True)
   contents = {}
   for frame in range(num_frames):
@@ -90,7 +100,11 @@ def write_route(root: str, name: str, num_frames: int, layout: str = "raw",
         json.dump(m, f)
       with open(os.path.join(route_dir, "actors_data", f"{frame:04d}.json"), "w") as f:
         json.dump(acts, f)
-    contents[frame] = {"measurement": m, "actors": acts}
+    road_map = road_map_pattern(frame) if topdown else None
+    if topdown:
+      Image.fromarray(road_map, mode="L").save(os.path.join(route_dir, "topdown",
+                                                            f"{frame:04d}.png"))
+    contents[frame] = {"measurement": m, "actors": acts, "road_map": road_map}
   return contents
 
 

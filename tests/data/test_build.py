@@ -79,6 +79,8 @@ def test_raw_layout_reads_back_source_pixels_values_and_labels(raw_build):
     bev = record["bev_targets"]
     assert bev[..., 0].sum() == 1
     np.testing.assert_allclose(bev[20, 27], [1, -0.5, -0.5, 0, 1, 4.5, 2, 3], atol=1e-4)
+    assert record["has_road_map"]
+    np.testing.assert_array_equal(record["road_map"], fx.road_map_pattern(frame))
   # TFDS itself reads what we wrote (no TensorFlow involved).
   builder = tfds.builder_from_directory(str(root / "out" / "lmdrive_frames" / VERSION))
   first = builder.as_data_source("train")[0]
@@ -161,6 +163,8 @@ def test_every_bad_input_is_skipped_with_its_reason(tmp_path):
   a["101"]["vel"][0] = float("inf")
   (route / "actors_data" / "0008.json").write_text(json.dumps(a))             # inf
   Image.fromarray(fx.pattern(24, 32, 1)).save(route / "rgb_right" / "0009.jpg")  # wrong size
+  # A road map that is not one (RGB, as LMDrive's CARLA renders): reported, its frame kept.
+  Image.fromarray(fx.pattern(200, 200, 2)).save(route / "topdown" / "0010.png")
   with open(src / "dataset_index.txt", "a") as f:
     f.write("../outside_route 10\n")                                           # outside root
   with open(src / "navigation_instruction_list.txt", "a") as f:
@@ -172,12 +176,13 @@ def test_every_bad_input_is_skipped_with_its_reason(tmp_path):
   assert report["counts"] == {
       "bad_image": 2, "missing_file": 1, "missing_key": 1, "non_finite": 2,
       "wrong_image_size": 1, "route_outside_root": 2, "bad_json": 1, "bad_case": 1,
+      "bad_topdown": 1,
       # The clip over frames 5..6 includes a skipped frame, so it is not written.
       "clip_frame_missing": 1}
   reasons = {(os.path.basename(s["path"]), s["reason"]) for s in report["skipped"]}
   assert {("0003.jpg", "bad_image"), ("0004.jpg", "bad_image"), ("0005.jpg", "missing_file"),
           ("0006.json", "missing_key"), ("0007.json", "non_finite"),
-          ("0009.jpg", "wrong_image_size")} <= reasons
+          ("0009.jpg", "wrong_image_size"), ("0010.png", "bad_topdown")} <= reasons
   assert report["examples"] == {"train": 5, "validation": 0}
   # The clip over 0..1 keeps only the written part of its completed tail (frame 2).
   assert report["clip_examples"] == {"train": 1, "validation": 0}
@@ -187,6 +192,8 @@ def test_every_bad_input_is_skipped_with_its_reason(tmp_path):
   np.testing.assert_array_equal(clips[0]["completed"], [False, False, True])
   frames = frame_source(str(tmp_path / "out"), "train")
   assert sorted(int(frames[i]["frame"]) for i in range(len(frames))) == [0, 1, 2, 10, 11]
+  has_map = {int(frames[i]["frame"]): bool(frames[i]["has_road_map"]) for i in range(len(frames))}
+  assert has_map == {0: True, 1: True, 2: True, 10: False, 11: True}
 
 
 def test_parallel_build_resumes_finished_routes(tmp_path):

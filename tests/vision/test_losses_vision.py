@@ -76,3 +76,44 @@ def test_mismatched_grid_is_an_error():
   labels["detection"] = labels["detection"][:, :, :5]
   with pytest.raises(ValueError, match="BEV grid"):
     stage1_loss(pred, labels)
+
+
+def _with_road_layout(rng, pred, labels, classes=6):
+  b, t, h, w = labels["detection"].shape[:4]
+  pred = dict(pred, road_layout_logits=rng.normal(size=(b, t, h, w, classes)).astype(np.float32))
+  shares = rng.dirichlet(np.full(classes, 0.5), size=(b, t, h, w)).astype(np.float32)
+  return pred, dict(labels, road_layout=shares)
+
+
+def test_road_layout_term_is_the_kl_over_frames_with_a_road_map():
+  rng = np.random.default_rng(4)
+  pred, labels = _with_road_layout(rng, *_example(rng))
+  has_map = np.array([[True, False, True], [True, True, False]])
+  labels["road_layout_mask"] = has_map
+  weights = {"detection": 0.5, "waypoints": 0.5, "detection_speed": 0.05, "traffic_light": 0.1,
+             "stop_sign": 0.01, "road_layout": 0.5}
+  total, metrics = stage1_loss(pred, labels, weights=weights)
+  logits, target = pred["road_layout_logits"], labels["road_layout"]
+  log_q = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  kl = (target * (np.log(np.maximum(target, 1e-12)) - log_q)).sum(-1)   # [B, T, H, W]
+  np.testing.assert_allclose(float(metrics["road_layout"]), kl[has_map].mean(), rtol=1e-5)
+  np.testing.assert_allclose(float(total), _reference(pred, labels) + 0.5 * kl[has_map].mean(),
+                             rtol=1e-5)
+  # The exact prediction costs nothing (a KL, not a cross-entropy with the labels' entropy).
+  exact = dict(pred, road_layout_logits=np.log(np.maximum(target, 1e-12)))
+  assert abs(float(stage1_loss(exact, labels)[1]["road_layout"])) < 1e-5
+  # Without a weight the term is reported, not trained.
+  np.testing.assert_allclose(float(stage1_loss(pred, labels)[0]), _reference(pred, labels),
+                             rtol=1e-5)
+
+
+def test_road_layout_needs_its_labels_and_its_head():
+  rng = np.random.default_rng(5)
+  pred, labels = _with_road_layout(rng, *_example(rng))
+  with pytest.raises(KeyError, match="road_layout"):
+    stage1_loss(pred, {k: v for k, v in labels.items() if k != "road_layout"})
+  with pytest.raises(ValueError, match="road classes"):
+    stage1_loss(pred, dict(labels, road_layout=labels["road_layout"][..., :4]))
+  plain, _ = _example(rng)
+  with pytest.raises(KeyError, match="road_layout_classes"):
+    stage1_loss(plain, labels, weights={"detection": 0.5, "road_layout": 0.5})
