@@ -322,7 +322,7 @@ def vision_preset(name: str) -> ConfigDict:
   heads = dict(detection_hidden=64, speed_channels=32, gru_hidden=64, target_point_scale=1.0,
                road_layout_classes=0)
   common = dict(backbone_kind="resnet", num_views=5, num_waypoints=5, activation="gelu",
-                dtype="float32", param_dtype="float32")
+                bev_query_init="normal", dtype="float32", param_dtype="float32")
   resnet = dict(block="bottleneck", layers=(3, 4, 6, 3), channels=(64, 128, 256, 512),
                 stem_width=32, stem_type="deep", avg_down=True, frozen_batch_norm=True,
                 bn_eps=1e-5)
@@ -332,6 +332,8 @@ def vision_preset(name: str) -> ConfigDict:
   # encoder's tokens hardly depended on the image (a blind planner). `paper` imports ImageNet
   # statistics (convert/timm_resnet.py) and keeps them frozen.
   scratch = dict(frozen_batch_norm=False)
+  # ... and its BEV queries start as their cells' positions (models/bev_decoder.py says why).
+  scratch_decoder = dict(bev_query_init="sine")
   # The small encoders also hand the Q-Former every view's tokens (models/vision.py says why).
   encoders = {
       # 32x32 views: tests in seconds.
@@ -339,13 +341,13 @@ def vision_preset(name: str) -> ConfigDict:
                                  channels=(8, 8, 16, 16), stem_width=8),
                    embed_dim=32, num_heads=4, mlp_dim=64, num_encoder_layers=1,
                    num_decoder_layers=1, bev_height=8, bev_width=8, pooled_height=4,
-                   pooled_width=4, append_view_tokens=True),
+                   pooled_width=4, append_view_tokens=True, **scratch_decoder),
       # resnet18d-like, at the 64x64 views of the small data preset: the CPU demo.
       "small": dict(backbone=dict(resnet, **scratch, block="basic", layers=(2, 2, 2, 2),
                                   channels=(32, 64, 128, 256)),
                     embed_dim=128, num_heads=4, mlp_dim=512, num_encoder_layers=1,
                     num_decoder_layers=2, bev_height=20, bev_width=20, pooled_height=5,
-                    pooled_width=5, append_view_tokens=True),
+                    pooled_width=5, append_view_tokens=True, **scratch_decoder),
       # LMDrive: resnet50d views, width 256, 50x50 BEV grid of ~1 m cells pooled to 10x10.
       "paper": dict(backbone=resnet, embed_dim=256, num_heads=8, mlp_dim=2048,
                     num_encoder_layers=2, num_decoder_layers=4, bev_height=50, bev_width=50,

@@ -103,6 +103,11 @@ class BEVDecoder(nn.Module):
   num_waypoints: int = 5
   activation: str = "gelu"
   speed_scale: float = 1.0
+  # "normal": N(0, 0.02) BEV queries (LMDrive). "sine": each cell's query starts as its 2D sine
+  # position. From scratch, N(0, 0.02) queries are alike at first, and Adam moves them by about
+  # the learning rate per step: for the first few hundred steps every cell's state was nearly the
+  # same, and no head on them could even learn where the road usually is.
+  bev_query_init: str = "normal"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -119,7 +124,12 @@ class BEVDecoder(nn.Module):
                                   self.param_dtype, name=f"encoder_{i}")(memory)
 
     init = nn.initializers.normal(0.02)
-    bev_queries = self.param("bev_queries", nn.with_logical_partitioning(init, ("queries", "embed")),
+    if self.bev_query_init not in ("normal", "sine"):
+      raise ValueError(f"BEVDecoder.bev_query_init={self.bev_query_init!r}; choose normal or sine")
+    cells_init = init if self.bev_query_init == "normal" else (
+        lambda key, shape, dtype: sine_2d(self.bev_height, self.bev_width, d).astype(dtype))
+    bev_queries = self.param("bev_queries",
+                             nn.with_logical_partitioning(cells_init, ("queries", "embed")),
                              (self.bev_height * self.bev_width, d), self.param_dtype)
     extra_queries = self.param("extra_queries",
                                nn.with_logical_partitioning(init, ("queries", "embed")),

@@ -8,8 +8,9 @@ these. Per frame:
   each step predicts a displacement and the waypoints are their running sum (ego frame, metres);
 - traffic light (is the light affecting ego red) and stop sign: 2-way logits from the light token;
 - road layout (not LMDrive's; `road_layout_classes` > 0): per BEV cell, logits over the road classes
-  of `data/topdown.py` by one linear map of the cell state, so the state itself must hold where
-  the lanes are (the auxiliary BEV semantics of TransFuser / InterFuser).
+  of `data/topdown.py` by one linear map of the cell state plus a learnt per-cell bias, so the
+  state itself must hold where this frame's lanes are (the auxiliary BEV semantics of TransFuser
+  / InterFuser).
 """
 
 from typing import Any
@@ -96,8 +97,13 @@ class PerceptionHeads(nn.Module):
         "stop_logits": linear(2, ("embed", None), "stop_head")(light).astype(jnp.float32),
     }
     if self.road_layout_classes > 0:
-      predictions["road_layout_logits"] = linear(
-          self.road_layout_classes, ("embed", None), "road_layout_head")(bev).astype(jnp.float32)
+      # A learnt per-cell bias holds the layout every frame shares (the road under and ahead of
+      # the ego), so the gradient that reaches the encoder is what this frame's cameras add.
+      cell_bias = self.param("road_layout_cell_bias", nn.with_logical_partitioning(
+          nn.initializers.zeros, (None, None, None)),
+          (height, width, self.road_layout_classes), self.param_dtype)
+      logits = linear(self.road_layout_classes, ("embed", None), "road_layout_head")(bev)
+      predictions["road_layout_logits"] = (logits + cell_bias).astype(jnp.float32)
     return predictions
 
 

@@ -65,6 +65,7 @@ class VisionEncoder(nn.Module):
   num_waypoints: int = 5
   activation: str = "gelu"
   append_view_tokens: bool = False
+  bev_query_init: str = "normal"  # models/bev_decoder.py: BEVDecoder.bev_query_init
   dtype: Any = "float32"
   param_dtype: Any = "float32"
 
@@ -118,7 +119,8 @@ class VisionEncoder(nn.Module):
 
     decoder = BEVDecoder(d, self.num_heads, self.mlp_dim, self.num_encoder_layers,
                          self.num_decoder_layers, self.bev_height, self.bev_width,
-                         self.num_waypoints, self.activation, dtype=dtype,
+                         self.num_waypoints, self.activation,
+                         bev_query_init=self.bev_query_init, dtype=dtype,
                          param_dtype=param_dtype, name="bev_decoder")
     states = decoder(memory, speed.reshape(b * t).astype(jnp.float32))
     cells = self.bev_height * self.bev_width

@@ -205,3 +205,48 @@ def test_waypoint_head_reads_the_target_point_scaled():
   assert not np.allclose(
       scaled.apply(params, bev, light, states, speed, target_point)["waypoints"],
       metres.apply(params, bev, light, states, speed, target_point)["waypoints"])
+
+
+def test_from_scratch_bev_queries_start_as_their_cells_positions():
+  """tiny/small start each BEV cell's query at its sine position (distinct cells from step 0);
+  paper keeps LMDrive's N(0, 0.02) queries; anything else is an error naming the field."""
+  from lmgendrive_jax.models.bev_decoder import BEVDecoder
+  from lmgendrive_jax.nn.posenc import sine_2d
+  assert config_lib.vision_preset("small").encoder.bev_query_init == "sine"
+  assert config_lib.vision_preset("paper").encoder.bev_query_init == "normal"
+  memory, speed = jnp.zeros((1, 6, 16)), jnp.zeros((1,))
+  for init, check in (("sine", lambda q: np.testing.assert_allclose(q, sine_2d(3, 4, 16))),
+                      ("normal", lambda q: np.testing.assert_array_less(np.abs(q), 0.2))):
+    decoder = BEVDecoder(16, 2, 32, 0, 1, 3, 4, 5, bev_query_init=init)
+    queries = nn.meta.unbox(decoder.init(jax.random.key(0), memory, speed))["params"][
+        "bev_queries"]
+    assert queries.shape == (12, 16)
+    check(np.asarray(queries))
+  with pytest.raises(ValueError, match="bev_query_init"):
+    BEVDecoder(16, 2, 32, 0, 1, 3, 4, 5, bev_query_init="zeros").init(
+        jax.random.key(0), memory, speed)
+
+
+def test_road_layout_head_predicts_class_shares_per_cell():
+  """tiny/small have the head (one linear map of each cell's state + a per-cell bias); paper,
+  LMDrive's heads, does not."""
+  assert config_lib.vision_preset("small").road_layout_classes == 6
+  assert config_lib.vision_preset("paper").road_layout_classes == 0
+  rng = np.random.default_rng(0)
+  inputs = (rng.normal(size=(2, 4, 3, 8)), rng.normal(size=(2, 8)), rng.normal(size=(2, 5, 8)),
+            rng.uniform(0, 5, 2), np.zeros((2, 2), np.float32))
+  heads = PerceptionHeads(8, 4, 16, road_layout_classes=6)
+  variables = heads.init(jax.random.key(0), *inputs)
+  params = nn.meta.unbox(variables)["params"]
+  assert params["road_layout_cell_bias"].shape == (4, 3, 6)
+  logits = heads.apply(variables, *inputs)["road_layout_logits"]
+  assert logits.shape == (2, 4, 3, 6)
+  # Each cell's logits depend on that cell's state only.
+  moved = inputs[0].copy()
+  moved[:, 1, 2] += 1.0
+  changed = np.any(np.asarray(heads.apply(variables, moved, *inputs[1:])["road_layout_logits"])
+                   != np.asarray(logits), axis=-1)
+  np.testing.assert_array_equal(changed, np.broadcast_to(
+      np.eye(4, dtype=bool)[1][:, None] & np.eye(3, dtype=bool)[2][None], (2, 4, 3)))
+  assert "road_layout_logits" not in PerceptionHeads(8, 4, 16).apply(
+      PerceptionHeads(8, 4, 16).init(jax.random.key(0), *inputs), *inputs)
