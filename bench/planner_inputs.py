@@ -37,7 +37,8 @@ from bench.common import print_table  # noqa: E402
 from lmgendrive_jax.data import pipeline  # noqa: E402
 from lmgendrive_jax.train import stage2  # noqa: E402
 from lmgendrive_jax.train.losses_vision import road_layout_loss  # noqa: E402
-from lmgendrive_jax.train.trained import load_lmgendrive, load_perception, load_run_config  # noqa: E402,E501
+from lmgendrive_jax.train.trained import (  # noqa: E402
+    load_lmgendrive, load_perception, load_run_config)
 
 
 def ablations(batch: dict) -> dict[str, dict]:

@@ -13,8 +13,8 @@ tick), numbered %04d: `rgb_front|rgb_left|rgb_right|rgb_rear/NNNN.jpg`, `measure
 (every LMDrive key), `actors_data/NNNN.json`, `topdown/NNNN.png` (the ego-centred road map of
 `lmgendrive_jax/data/topdown.py`: stage 1's road-layout target); plus `route_meta.json`
 (instruction clips, notices, score) and the `done` marker written last. At the root, rebuilt
-from the finished routes after each route: `dataset_index.txt`, `navigation_instruction_list.txt`, `notice_instruction_list.json`,
-`misleading_data.txt`.
+from the finished routes after each route: `dataset_index.txt`,
+`navigation_instruction_list.txt`, `notice_instruction_list.json`, `misleading_data.txt`.
 
 Resumable: routes with a `done` marker are skipped; a folder without one (an interrupted route) is
 deleted and driven again.

@@ -141,9 +141,9 @@ def process_route(task: tuple[str, str, str, str]) -> dict:
     waypoint_masks[str(frame)] = labels["waypoint_mask"].tolist()
   writer.close()
   os.replace(tmp_path, os.path.join(route_work, "frames.array_record"))
-  done = {"version": VERSION, "route": route, "split": split, "town_id": town, "weather_id": weather,
-          "frames": written, "waypoints": waypoints, "waypoint_masks": waypoint_masks,
-          "skipped": [s.to_dict() for s in skipped]}
+  done = {"version": VERSION, "route": route, "split": split, "town_id": town,
+          "weather_id": weather, "frames": written, "waypoints": waypoints,
+          "waypoint_masks": waypoint_masks, "skipped": [s.to_dict() for s in skipped]}
   with open(done_path + ".tmp", "w") as f:
     json.dump(done, f)
   os.replace(done_path + ".tmp", done_path)  # Written last: its presence means "route done".

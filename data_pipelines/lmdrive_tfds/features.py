@@ -50,8 +50,8 @@ NUM_WAYPOINTS = 5
 FRAMES_NAME = "lmdrive_frames"
 CLIPS_NAME = "lmdrive_clips"
 # Dataset version. 1.1.0: clips carry waypoint_mask; frame waypoints after the expert's steering
-# noise are masked. 1.2.0: frames carry the road map of `topdown/`. The readers (lmgendrive_jax/data/sources.py) own the number; the builder
-# writes that version.
+# noise are masked. 1.2.0: frames carry the road map of `topdown/`. The readers
+# (lmgendrive_jax/data/sources.py) own the number; the builder writes that version.
 VERSION = sources.VERSION
 
 

@@ -3,7 +3,8 @@
 Every problem with an input (a missing or unreadable file, a truncated JPEG, a missing
 measurement key, a NaN or inf, a wrong image size) becomes a `Skip(path, reason)`; the frame is
 left out and the reason reported in `build_report.json`. Nothing here raises on bad data, and no
-frame is written unless all its inputs passed every check.
+frame is written unless all its inputs passed every check; the one optional input, the road map
+(`topdown/`), leaves out only itself (`bad_topdown`: the frame is kept without a map).
 
 Layouts (specs/lmdrive_format.md): raw = `rgb_{front,left,right,rear}/%04d.jpg` +
 `measurements/%04d.json` + `actors_data/%04d.json`; preprocessed = `rgb_full/%04d.jpg` (the four
@@ -221,7 +222,6 @@ class RouteReader:
     images = {view: image if isinstance(image, bytes) else encode_image(image, self.config)
               for view, image in images.items()}
     return images, sources
-
 
   def road_map(self, frame: int) -> np.ndarray | None:
     """The frame's `topdown/NNNN.png` road map uint8[200, 200] (`lmgendrive_jax/data/

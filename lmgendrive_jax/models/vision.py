@@ -148,7 +148,8 @@ class PerceptionModel(nn.Module):
   images: uint8[B, T, V, H, W, 3], speed: f32[B, T], target_point: f32[B, T, 2] (ego frame, m)
   -> (predictions, out): predictions = {"detection": f32[B, T, Hb, Wb, 8],
   "waypoints": f32[B, T, Nw, 2], "light_logits": f32[B, T, 2], "stop_logits": f32[B, T, 2]}
-  (+ "road_layout_logits": f32[B, T, Hb, Wb, C] when road_layout_classes > 0), out = the encoder's `out` plus "tokens": f32[B, T, Nv, Dv].
+  (+ "road_layout_logits": f32[B, T, Hb, Wb, C] when road_layout_classes > 0), out = the
+  encoder's `out` plus "tokens": f32[B, T, Nv, Dv].
   """
   encoder: Mapping[str, Any]
   detection_hidden: int = 64
@@ -166,7 +167,8 @@ class PerceptionModel(nn.Module):
       raise ValueError(f"target_point must be f32[B, T, 2] = {(b, t, 2)}; got {target_point.shape}")
     flat = lambda x: x.reshape((b * t,) + x.shape[2:])  # noqa: E731
     heads = PerceptionHeads(self.detection_hidden, self.speed_channels, self.gru_hidden,
-                            self.target_point_scale, self.road_layout_classes, dtype=jnp.dtype(encoder.dtype),
+                            self.target_point_scale, self.road_layout_classes,
+                            dtype=jnp.dtype(encoder.dtype),
                             param_dtype=jnp.dtype(encoder.param_dtype), name="heads")
     predictions = heads(flat(out["bev_features"]), flat(out["light_feature"]),
                         flat(out["waypoint_features"]), flat(speed), flat(target_point))
