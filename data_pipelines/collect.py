@@ -34,8 +34,8 @@ from absl import app, flags
 from ml_collections import config_flags
 from PIL import Image
 
-from lmgendrive_jax.data import topdown as topdown_lib
 from lmgendrive_jax.sim import render as render_lib
+from lmgendrive_jax.sim import road_map as road_map_lib
 from lmgendrive_jax.sim import routes as routes_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/collect.py:preset=...")
@@ -147,12 +147,9 @@ def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
 
 def topdown_png(episode, state: dict) -> bytes:
   """The ego-centred road map of the tick (`data/topdown.py` format) as PNG bytes."""
-  town = episode.town
-  road_map = topdown_lib.render_topdown(town.ground, town.drive_dir, town.raster_origin,
-                                        town.raster_res, np.asarray(state["ego_pos"], np.float64),
-                                        float(state["ego_yaw"]))
   buffer = io.BytesIO()
-  Image.fromarray(road_map, mode="L").save(buffer, format="PNG")
+  Image.fromarray(road_map_lib.episode_road_map(episode, state), mode="L").save(buffer,
+                                                                              format="PNG")
   return buffer.getvalue()
 
 

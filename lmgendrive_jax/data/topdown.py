@@ -4,19 +4,17 @@ road-layout targets drawn from them (pure numpy).
 Why: LMDrive's stage-1 heads (detection, waypoints, light, stop sign) ask a from-scratch encoder
 to see objects and to predict 5 waypoints; nothing asks it where the lane is, and on the embedded
 default the trained encoder hardly told a car off its lane centre from one on it (README,
-`bench/planner_inputs.py --stage1`). A dense per-cell road-layout target, the BEV semantic
+`bench/planner_inputs.py --work_dir <stage-1 run>`). A dense per-cell road-layout target, the BEV semantic
 auxiliary loss of TransFuser / InterFuser, makes the BEV tokens the planner reads carry the lane.
 
-Format (written by `data_pipelines/collect.py`, read by `data_pipelines/lmdrive_tfds/reader.py`):
-`topdown/NNNN.png`, 8-bit greyscale ("L"), `TOPDOWN_GRID` pixels (200 x 200 at 0.25 m: 30 m
+Format (drawn by `sim/road_map.py`, written by `data_pipelines/collect.py`, read by
+`data_pipelines/lmdrive_tfds/reader.py`): `topdown/NNNN.png`, 8-bit greyscale ("L"), `TOPDOWN_GRID` pixels (200 x 200 at 0.25 m: 30 m
 ahead, 20 m behind, 25 m to each side, the extent of LMDrive's detection grid; row 0 farthest
 ahead, column 0 farthest left), each pixel a `ROAD_CLASSES` index. Directions are relative to
 the ego's heading, so the same map reads the same whichever way the ego faces.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -26,11 +24,6 @@ ROAD_CLASSES = ("off_road", "lane_with_ego", "lane_against_ego", "crossing_lane"
                 "lane_marking")
 OFF_ROAD, WITH_EGO, AGAINST_EGO, CROSSING, JUNCTION, MARKING = range(len(ROAD_CLASSES))
 TOPDOWN_GRID = BevGrid(rows=200, cols=200, ahead=30.0, behind=20.0, side=25.0)
-
-# The simulator's raster codes (sim/town.py), copied here so that the data package does not
-# import the simulator: ground classes and lane-heading codes.
-_GROUND_ROAD, _GROUND_WHITE, _GROUND_YELLOW, _GROUND_CROSSWALK, _GROUND_STOP = 2, 3, 4, 5, 6
-_DRIVE_JUNCTION, _DRIVE_OFFROAD = 4, 255
 
 
 def cell_points(grid: BevGrid, samples: int = 1) -> np.ndarray:
@@ -43,36 +36,6 @@ def cell_points(grid: BevGrid, samples: int = 1) -> np.ndarray:
   right = -grid.side + cols * grid.cell_lateral
   points = np.stack(np.broadcast_arrays(right[None, :, None, :], forward[:, None, :, None]), -1)
   return points.reshape(grid.rows, grid.cols, samples * samples, 2).astype(np.float32)
-
-
-def render_topdown(ground: np.ndarray, drive_dir: np.ndarray, origin: np.ndarray, res: float,
-                   ego_pos: np.ndarray, ego_yaw: float, grid: BevGrid = TOPDOWN_GRID
-                   ) -> np.ndarray:
-  """A town's rasters -> the ego-centred road map uint8[rows, cols] of `ROAD_CLASSES`.
-
-  ground / drive_dir: uint8[H, W] (sim/town.py: ground classes, lane heading codes 0 east,
-  1 south, 2 west, 3 north, 4 junction, 255 off road), pixel (0, 0) at `origin` (CARLA world x, y),
-  `res` m per pixel. ego_pos: (x, y) CARLA world; ego_yaw: radians from +x towards +y.
-  """
-  right_ego, forward_ego = np.moveaxis(cell_points(grid)[:, :, 0], -1, 0)
-  c, s = math.cos(ego_yaw), math.sin(ego_yaw)
-  # CARLA's frame is left-handed (y south): the ego's right is (-sin yaw, cos yaw).
-  x = ego_pos[0] + forward_ego * c - right_ego * s
-  y = ego_pos[1] + forward_ego * s + right_ego * c
-  col = np.floor((x - origin[0]) / res).astype(np.int64)
-  row = np.floor((y - origin[1]) / res).astype(np.int64)
-  inside = (row >= 0) & (row < ground.shape[0]) & (col >= 0) & (col < ground.shape[1])
-  row, col = np.clip(row, 0, ground.shape[0] - 1), np.clip(col, 0, ground.shape[1] - 1)
-  cls, heading = ground[row, col], drive_dir[row, col].astype(np.int64)
-  # A lane heading h (code * 90 degrees) against the ego's: with it, against it or across it.
-  alignment = np.cos(heading * (math.pi / 2) - ego_yaw)
-  lane = np.where(alignment > 0.5, WITH_EGO, np.where(alignment < -0.5, AGAINST_EGO, CROSSING))
-  on_road = np.isin(cls, (_GROUND_ROAD, _GROUND_CROSSWALK, _GROUND_STOP))
-  out = np.full(cls.shape, OFF_ROAD, np.uint8)
-  out = np.where(on_road, np.where(np.isin(heading, (_DRIVE_JUNCTION, _DRIVE_OFFROAD)), JUNCTION,
-                                   lane), out)
-  out = np.where(np.isin(cls, (_GROUND_WHITE, _GROUND_YELLOW)), MARKING, out)
-  return np.where(inside, out, OFF_ROAD).astype(np.uint8)
 
 
 def road_fractions(topdown: np.ndarray, grid: BevGrid, source: BevGrid = TOPDOWN_GRID,

@@ -1,5 +1,6 @@
-"""Road maps (data/topdown.py): drawn from a town's rasters in the ego's frame, and turned into
-per-cell class shares on the BEV grid with the detection targets' cell convention."""
+"""Road maps: drawn from a town's rasters in the ego's frame (sim/road_map.py), and turned into
+per-cell class shares on the BEV grid with the detection targets' cell convention
+(data/topdown.py)."""
 
 import math
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from lmgendrive_jax.data import geometry, topdown
+from lmgendrive_jax.sim import road_map
 from lmgendrive_jax.sim import town as town_lib
 
 RES = 0.25
@@ -37,33 +39,33 @@ def test_road_map_reads_lanes_relative_to_the_ego():
   ground, drive = _east_west_road()
   origin = np.zeros(2)
   # In the eastbound lane, heading east (yaw 0): its lane ahead, the other lane on its left.
-  east = topdown.render_topdown(ground, drive, origin, RES, np.array([50.0, 51.75]), 0.0)
+  east = road_map.render_road_map(ground, drive, origin, RES, np.array([50.0, 51.75]), 0.0)
   assert east.shape == (200, 200) and east.dtype == np.uint8
   assert _class_at(east, 0.0, 10.0) == topdown.WITH_EGO
   assert _class_at(east, -3.5, 10.0) == topdown.AGAINST_EGO
   assert _class_at(east, -1.75, 5.0) == topdown.MARKING
   assert _class_at(east, 6.0, 5.0) == topdown.OFF_ROAD      # south of the road, to its right
   # Turned round (heading west) in the westbound lane, the classes swap sides with it.
-  west = topdown.render_topdown(ground, drive, origin, RES, np.array([80.0, 48.25]), math.pi)
+  west = road_map.render_road_map(ground, drive, origin, RES, np.array([80.0, 48.25]), math.pi)
   assert _class_at(west, 0.0, 5.0) == topdown.WITH_EGO
   assert _class_at(west, -3.5, 5.0) == topdown.AGAINST_EGO
   # Heading north across the road: both lanes cross the ego's path.
-  north = topdown.render_topdown(ground, drive, origin, RES, np.array([50.0, 60.0]), -math.pi / 2)
+  north = road_map.render_road_map(ground, drive, origin, RES, np.array([50.0, 60.0]), -math.pi / 2)
   assert _class_at(north, 0.0, 8.25) == topdown.CROSSING
   assert _class_at(north, 0.0, 11.75) == topdown.CROSSING
   assert _class_at(north, 0.0, 2.0) == topdown.OFF_ROAD
   # Beyond the raster's edge: off road.
-  edge = topdown.render_topdown(ground, drive, origin, RES, np.array([199.0, 51.75]), 0.0)
+  edge = road_map.render_road_map(ground, drive, origin, RES, np.array([199.0, 51.75]), 0.0)
   assert _class_at(edge, 0.0, 20.0) == topdown.OFF_ROAD
 
 
 def test_junction_ahead_is_where_the_raster_has_it():
   ground, drive = _east_west_road()
-  road_map = topdown.render_topdown(ground, drive, np.zeros(2), RES, np.array([80.0, 51.75]), 0.0)
-  assert _class_at(road_map, 0.0, 5.0) == topdown.WITH_EGO      # x = 85 m
-  assert _class_at(road_map, 0.0, 15.0) == topdown.JUNCTION     # x = 95 m
-  assert _class_at(road_map, 0.0, 29.0) == topdown.JUNCTION     # x = 109 m
-  assert _class_at(road_map, 0.0, -10.0) == topdown.WITH_EGO    # behind
+  ahead = road_map.render_road_map(ground, drive, np.zeros(2), RES, np.array([80.0, 51.75]), 0.0)
+  assert _class_at(ahead, 0.0, 5.0) == topdown.WITH_EGO      # x = 85 m
+  assert _class_at(ahead, 0.0, 15.0) == topdown.JUNCTION     # x = 95 m
+  assert _class_at(ahead, 0.0, 29.0) == topdown.JUNCTION     # x = 109 m
+  assert _class_at(ahead, 0.0, -10.0) == topdown.WITH_EGO    # behind
 
 
 def test_road_fractions_are_class_shares_per_cell():

@@ -23,7 +23,8 @@ from data_pipelines.lmdrive_tfds import BuildConfig, build  # noqa: E402
 from lmgendrive_jax import config as config_lib  # noqa: E402
 from lmgendrive_jax import parallel  # noqa: E402
 from lmgendrive_jax.data import pipeline  # noqa: E402
-from lmgendrive_jax.train import llm_text, loop, stage1, stage2  # noqa: E402
+from lmgendrive_jax.errors import CheckpointError  # noqa: E402
+from lmgendrive_jax.train import llm_text, loop, stage1, stage2, trained  # noqa: E402
 from lmgendrive_jax.train import state as train_state  # noqa: E402
 from lmgendrive_jax.train.optimizer import make_optimizer  # noqa: E402
 
@@ -140,6 +141,18 @@ def test_three_stages_hand_off_and_freeze(dataset, monkeypatch):
   learnt = [p for p, v in stage1_stats.items()
             if not np.allclose(v, 0.0 if p.endswith("/mean") else 1.0)]
   assert len(learnt) == len(stage1_stats), sorted(set(stage1_stats) - set(learnt))
+  # A stage-1 run reloads for inference as it was saved (bench/planner_inputs.py --work_dir).
+  model, variables, config = trained.load_perception(os.path.join(runs, "stage1_tiny"))
+  assert config.stage == "stage1" and model.road_layout_classes > 0
+  for tree, saved in ((variables["params"], stage1_saved),
+                      (variables["batch_stats"], stage1_stats)):
+    loaded = traverse_util.flatten_dict(jax.tree.map(np.asarray, tree), sep="/")
+    expected = {p[len("perception/"):]: v for p, v in saved.items() if p.startswith("perception/")}
+    assert loaded.keys() == expected.keys()
+    for path, value in loaded.items():
+      np.testing.assert_array_equal(value, expected[path])
+  with pytest.raises(CheckpointError, match="from stage 1"):
+    trained.load_perception(os.path.join(runs, "stage2_tiny"))
 
 
 @pytest.mark.slow
