@@ -231,15 +231,16 @@ class RouteReader:
     if not self.config.read_topdown or not os.path.exists(path):
       return None
     try:
-      image = Image.open(path)
-      image.load()
+      with Image.open(path) as image:  # Closed here: a build opens millions of these.
+        image.load()
+        mode, size, pixels = image.mode, image.size, np.asarray(image, np.uint8)
     except Exception as e:  # noqa: BLE001  (PIL raises many types on corrupt data)
       raise BadInput(path, "bad_topdown", f"{type(e).__name__}: {e}") from e
     expected = (TOPDOWN_GRID.cols, TOPDOWN_GRID.rows)
-    if image.mode != "L" or image.size != expected:
-      raise BadInput(path, "bad_topdown", f"mode {image.mode} {image.size[0]}x{image.size[1]}, "
+    if mode != "L" or size != expected:
+      raise BadInput(path, "bad_topdown", f"mode {mode} {size[0]}x{size[1]}, "
                      f"expected an 8-bit greyscale {expected[0]}x{expected[1]} road map")
-    return np.asarray(image, np.uint8)
+    return pixels
 
 
 def encode_image(pixels: np.ndarray, config: BuildConfig) -> bytes:

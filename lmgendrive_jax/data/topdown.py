@@ -4,13 +4,15 @@ road-layout targets drawn from them (pure numpy).
 Why: LMDrive's stage-1 heads (detection, waypoints, light, stop sign) ask a from-scratch encoder
 to see objects and to predict 5 waypoints; nothing asks it where the lane is, and on the embedded
 default the trained encoder hardly told a car off its lane centre from one on it (README,
-`bench/planner_inputs.py --work_dir <stage-1 run>`). A dense per-cell road-layout target, the BEV semantic
-auxiliary loss of TransFuser / InterFuser, makes the BEV tokens the planner reads carry the lane.
+`bench/planner_inputs.py --work_dir <stage-1 run>`). A dense per-cell road-layout target, the
+BEV semantic auxiliary loss of TransFuser / InterFuser, makes the BEV tokens the planner reads
+carry the lane.
 
 Format (drawn by `sim/road_map.py`, written by `data_pipelines/collect.py`, read by
-`data_pipelines/lmdrive_tfds/reader.py`): `topdown/NNNN.png`, 8-bit greyscale ("L"), `TOPDOWN_GRID` pixels (200 x 200 at 0.25 m: 30 m
-ahead, 20 m behind, 25 m to each side, the extent of LMDrive's detection grid; row 0 farthest
-ahead, column 0 farthest left), each pixel a `ROAD_CLASSES` index. Directions are relative to
+`data_pipelines/lmdrive_tfds/reader.py`): `topdown/NNNN.png`, 8-bit greyscale ("L"),
+`TOPDOWN_GRID` pixels (200 x 200 at 0.25 m: 30 m ahead, 20 m behind, 25 m to each side, the
+extent of LMDrive's detection grid; row 0 farthest ahead, column 0 farthest left), each pixel a
+`ROAD_CLASSES` index. Directions are relative to
 the ego's heading, so the same map reads the same whichever way the ego faces.
 """
 
