@@ -71,7 +71,7 @@ def stage_config(stage: int, arg) -> config_lib.ConfigDict:
   config.optim = config_lib.optim_config(
       lr=lr, warmup_steps=min(50, config.train.steps // 10), total_steps=config.train.steps,
       weight_decay=0.01,
-      frozen=[r"vision/.*", r"vae/.*", r"llm/(?!.*/lora/).*"])
+      frozen=(r"vision/.*", r"vae/.*", r"llm/(?!.*/lora/).*"))
   config.mesh = config_lib.mesh_config((-1, 1, 1))
   config.logical_axis_rules = config_lib.logical_axis_rules()
   if arg.runlocal:

@@ -252,7 +252,7 @@ def optim_config(**overrides) -> ConfigDict:
   """AdamW with warmup + cosine; `frozen` holds regexes over '/'-joined parameter paths."""
   cfg = ConfigDict(dict(lr=3e-4, schedule="cosine", warmup_steps=100, total_steps=10000,
                         end_lr_ratio=0.1, weight_decay=0.0, b1=0.9, b2=0.95, grad_clip_norm=1.0,
-                        accumulate_steps=1, frozen=[]))
+                        accumulate_steps=1, frozen=()))
   cfg.update(overrides)
   return cfg
 
@@ -305,7 +305,7 @@ def lmgendrive_preset(name: str) -> ConfigDict:
       action_head=dict(num_waypoints=5, hidden_dim=hidden, dtype=llm.dtype,
                        param_dtype=llm.param_dtype),
       world=world, vae=vae,
-      num_action_queries=4, num_generation_queries=4, freeze_vision=True))
+      num_action_queries=4, num_generation_queries=4, freeze_vision=True, speed_input=True))
 
 
 # ----------------------------------------------------------------------------------------------

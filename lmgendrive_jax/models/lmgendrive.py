@@ -49,6 +49,12 @@ class LMGenDrive(nn.Module):
   num_generation_queries: int = 4
   freeze_vision: bool = True
   visual_probe: bool = False
+  # False: the vision encoder is given speed 0 for every frame in stages 2-3 (training, planning
+  # and generation alike). Behind a planner that hardly reads the cameras yet, the ego speed is a
+  # shortcut: stopped frames are ~99% followed by more stopping (red lights, pedestrians), so the
+  # model learns "keep the current speed" and never pulls away (the inertia problem of
+  # behaviour cloning, Codevilla et al. 2019). Without it, when to go must come from the images.
+  speed_input: bool = True
 
   def setup(self):
     self.vision_encoder = VisionEncoder(**self.vision, name="vision")
@@ -74,6 +80,8 @@ class LMGenDrive(nn.Module):
                     instruction: jax.Array | None = None,
                     instruction_mask: jax.Array | None = None) -> jax.Array:
     """images uint8[B, T, V, H, W, 3], speed f32[B, T] -> visual tokens f32[B, T, Nq, D]."""
+    if not self.speed_input:
+      speed = jnp.zeros_like(speed)
     tokens, _ = self.vision_encoder(images, speed)
     if self.freeze_vision:
       tokens = jax.lax.stop_gradient(tokens)

@@ -1,16 +1,16 @@
 """ResNet backbone in timm's layout (resnet18/26/34/50/101 and their `d` / `t` variants).
 
 First stage of the vision encoder (`models/vision.py`): each camera view goes through the same
-ResNet and leaves as a stride-32 feature map. Module names mirror timm's state-dict keys
-(`conv1_0` <-> `conv1.0`, `layer2_1/downsample_1` <-> `layer2.1.downsample.1`) so that
-`convert/timm_resnet.py` is a renaming, not a re-implementation.
+ResNet and leaves as a stride-32 (or `output_stride`) feature map. Module names mirror timm's
+state-dict keys (`conv1_0` <-> `conv1.0`, `layer2_1/downsample_1` <-> `layer2.1.downsample.1`) so
+that `convert/timm_resnet.py` is a renaming, not a re-implementation.
 
 BatchNorm: parameters `scale`, `bias` in `params`; running statistics `mean`, `var` in their own
 `batch_stats` collection. With `frozen_batch_norm=True` (the default, as after importing ImageNet
 weights) the running statistics are used in training too and never updated, so the backbone is a
 pure function of `params` + `batch_stats` and shards like any other layer.
 
-images: f32[N, H, W, 3] (already normalised) -> features f32[N, H/32, W/32, C].
+images: f32[N, H, W, 3] (already normalised) -> features f32[N, H/s, W/s, C], s = output_stride.
 """
 
 from typing import Any, Sequence
@@ -101,7 +101,11 @@ class ResNet(nn.Module):
   block: "basic" | "bottleneck"; layers: blocks per stage; channels: planes per stage;
   stem_type: "" (7x7 conv, width 64), "deep" (3x3 convs stem_width, stem_width, 2 * stem_width),
   "deep_tiered" (3 * stem_width // 4, stem_width, 2 * stem_width); avg_down: the `d`-variant
-  shortcut (2x2 average pool then 1x1 conv).
+  shortcut (2x2 average pool then 1x1 conv); output_stride: 32 (timm's default) or 16 / 8, where
+  the stages past that stride keep their input resolution (stride-1 first block). timm dilates
+  those stages' convolutions instead, to reuse ImageNet weights; a from-scratch trunk has no
+  weights to reuse, and at the 64x64 views of the CPU preset the 3x3 receptive fields already
+  span the map.
   """
   block: str = "bottleneck"
   layers: Sequence[int] = (3, 4, 6, 3)
@@ -111,6 +115,7 @@ class ResNet(nn.Module):
   avg_down: bool = True
   frozen_batch_norm: bool = True
   bn_eps: float = 1e-5
+  output_stride: int = 32
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -120,7 +125,10 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False):
-    """images: f32[N, H, W, 3] -> (f32[N, H/32, W/32, num_features], {"stage{i}": features})."""
+    """images: f32[N, H, W, 3] -> (f32[N, H/s, W/s, num_features], {"stage{i}": features}),
+    s = output_stride."""
+    if self.output_stride not in (8, 16, 32):
+      raise ValueError(f"ResNet.output_stride={self.output_stride}; choose 8, 16 or 32")
     if self.block not in BLOCKS:
       raise ValueError(f"ResNet.block={self.block!r}; choose one of {BLOCKS}")
     if self.stem_type not in STEM_TYPES:
@@ -144,9 +152,12 @@ class ResNet(nn.Module):
     x = nn.relu(bn("bn1")(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     out = {}
+    reached = 4  # the stem and the max pool
     for stage, (planes, depth) in enumerate(zip(self.channels, self.layers)):
+      stage_stride = 2 if stage > 0 and reached < self.output_stride else 1
+      reached *= stage_stride
       for index in range(depth):
-        stride = 2 if stage > 0 and index == 0 else 1
+        stride = stage_stride if index == 0 else 1
         out_planes = planes * _EXPANSION[self.block]
         downsample = index == 0 and (stride != 1 or in_planes != out_planes)
         x = Block(self.block, planes, stride, downsample, self.avg_down, self.frozen_batch_norm,

@@ -62,3 +62,15 @@ def test_kv_cached_planning_equals_full_recompute(model_and_variables):
     np.testing.assert_allclose(waypoints, full_waypoints[:, t], atol=1e-5)
     np.testing.assert_allclose(out["completed_logit"], full_out["completed_logit"][:, t],
                                atol=1e-5)
+
+
+def test_speed_input_off_makes_outputs_independent_of_speed(model_and_variables):
+  model, variables, apply = model_and_variables
+  inputs = _inputs(2)
+  other_speed = {**inputs, "speed": inputs["speed"] + 3.0}
+  with_speed = apply(variables, **inputs)[0], apply(variables, **other_speed)[0]
+  assert not np.allclose(*with_speed, atol=1e-6)  # the speed embedding reaches the waypoints
+
+  blind = model.clone(speed_input=False)
+  without_speed = blind.apply(variables, **inputs)[0], blind.apply(variables, **other_speed)[0]
+  np.testing.assert_array_equal(*without_speed)

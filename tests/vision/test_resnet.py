@@ -10,6 +10,7 @@ import torch
 
 from lmgendrive_jax.convert import timm_resnet
 from lmgendrive_jax.errors import ConversionError
+from lmgendrive_jax.models.resnet import ResNet
 from torch_refs import import_timm
 
 # Odd intermediate sizes (40x56 -> ... -> 3x4 -> 2x2) exercise timm's ceil-mode average pool.
@@ -80,3 +81,23 @@ def test_load_rejects_a_directory_without_resnet_weights(tmp_path):
   save_file({"blocks.0.weight": np.zeros((2, 2), np.float32)}, str(tmp_path / "model.safetensors"))
   with pytest.raises(ConversionError, match="stem"):
     timm_resnet.load(str(tmp_path))
+
+
+@pytest.mark.parametrize("output_stride, size", [(32, (2, 2)), (16, (4, 4)), (8, (8, 8))])
+def test_output_stride_keeps_the_resolution_of_the_later_stages(output_stride, size):
+  net = ResNet(block="basic", layers=(1, 1, 1, 1), channels=(4, 8, 12, 16), stem_width=4,
+               frozen_batch_norm=False, output_stride=output_stride)
+  images = jnp.ones((1, 64, 64, 3))
+  variables = net.init(jax.random.key(0), images)
+  features, stages = net.apply(variables, images)
+  assert features.shape == (1, *size, 16)
+  assert stages["stage1"].shape[1:3] == (16, 16)
+  # Same parameter shapes at every output stride: only the strides change.
+  reference = ResNet(block="basic", layers=(1, 1, 1, 1), channels=(4, 8, 12, 16), stem_width=4,
+                     frozen_batch_norm=False).init(jax.random.key(0), images)
+  assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, reference)
+
+
+def test_output_stride_other_than_8_16_32_is_an_error():
+  with pytest.raises(ValueError, match="output_stride=12"):
+    ResNet(layers=(1, 1, 1, 1), output_stride=12).init(jax.random.key(0), jnp.ones((1, 32, 32, 3)))
