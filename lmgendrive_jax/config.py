@@ -325,7 +325,7 @@ def vision_preset(name: str) -> ConfigDict:
                 bev_query_init="normal", dtype="float32", param_dtype="float32")
   resnet = dict(block="bottleneck", layers=(3, 4, 6, 3), channels=(64, 128, 256, 512),
                 stem_width=32, stem_type="deep", avg_down=True, frozen_batch_norm=True,
-                bn_eps=1e-5)
+                bn_eps=1e-5, output_stride=32)
   # Trained from scratch (tiny, small), the backbone's BatchNorm must learn its statistics: with
   # frozen identity statistics and zero-initialised residual branches the stride-32 features
   # came out ~20x smaller than the view/position embeddings added to them, and the trained

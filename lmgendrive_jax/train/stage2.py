@@ -1,14 +1,15 @@
 """Tasks: stage 2 (single-step planning and generation) and stage 3 (multi-step long horizon).
 
 One loss for both (`configs/stage2.py`, `configs/stage3.py`): dense per-frame planning over the
-clip (waypoint L1 + `completed_weight` x completed-flag cross-entropy, valid frames only) plus
+clip (waypoint L1, its lateral part counted `waypoint_lateral_weight` times, + `completed_weight`
+x completed-flag cross-entropy, valid frames only) plus
 flow matching of the world generator on the futures of `world_anchors` frames of every
 `world_clip_stride`-th clip: for an anchor frame a, the clean latents of frames a - Fc + 1 .. a
 are the context, the frames at `future_index[a]` (the data's `future_offsets`) are the targets,
 and the LLM's generation-query states of frame a are the condition. Stage 2 uses one anchor per
 clip (the next chunk), stage 3 several along a long clip. The VAE is frozen (its latents carry
-no gradient), and so is the vision encoder (stop_gradient inside the model, zero updates in the
-optimizer).
+no gradient), and so is the vision encoder with `model.lmgendrive.freeze_vision` (stop_gradient
+inside the model, zero updates in the optimizer; every preset but small).
 With `loss.visual_probe_weight` > 0 (the model built with `visual_probe`), the waypoint L1 of the
 probe that reads the Q-Former's tokens alone is added: it trains the Q-Former to carry the lane
 geometry and the car's offset, which the planning loss alone did not teach a random-init Q-Former
@@ -54,9 +55,18 @@ def known_waypoints(batch) -> jax.Array:
   return batch["frame_mask"][..., None] & batch["waypoint_mask"]
 
 
-def waypoint_l1(waypoints, batch):
-  """Mean L1 (metres) of waypoints f32[B, T, W, 2] over the batch's known waypoints."""
-  return _masked_mean(jnp.abs(waypoints - batch["waypoints"]), known_waypoints(batch)[..., None])
+def waypoint_l1(waypoints, batch, lateral_weight: float = 1.0):
+  """Mean L1 (metres) of waypoints f32[B, T, W, 2] (ego frame: x right, y forward) over the
+  batch's known waypoints, the lateral (x) errors counted `lateral_weight` times."""
+  error = jnp.abs(waypoints - batch["waypoints"])
+  if lateral_weight != 1.0:
+    error = error * jnp.asarray([lateral_weight, 1.0], error.dtype)
+  return _masked_mean(error, known_waypoints(batch)[..., None])
+
+
+def lateral_l1(waypoints, batch):
+  """Mean L1 (metres) of the lateral (x) part of waypoints f32[B, T, W, 2], known waypoints."""
+  return _masked_mean(jnp.abs(waypoints - batch["waypoints"])[..., 0], known_waypoints(batch))
 
 
 def planning_losses(waypoints, completed_logit, batch):
@@ -123,12 +133,15 @@ def make_loss_fn(model: LMGenDrive, config):
     variables = {"params": params, **model_state}
     waypoints, out = model.apply(variables, *model_inputs(batch))
     plan_l1, completed_ce = planning_losses(waypoints, out["completed_logit"], batch)
-    loss = plan_l1 + config.loss.completed_weight * completed_ce
-    metrics = {"waypoint_l1": plan_l1, "completed_ce": completed_ce}
+    lateral_weight = config.loss.waypoint_lateral_weight
+    loss = (waypoint_l1(waypoints, batch, lateral_weight)
+            + config.loss.completed_weight * completed_ce)
+    metrics = {"waypoint_l1": plan_l1, "waypoint_lateral_l1": lateral_l1(waypoints, batch),
+               "completed_ce": completed_ce}
     if config.loss.visual_probe_weight > 0:
-      probe_l1 = waypoint_l1(out["probe_waypoints"], batch)
-      loss = loss + config.loss.visual_probe_weight * probe_l1
-      metrics["visual_probe_l1"] = probe_l1
+      loss = loss + config.loss.visual_probe_weight * waypoint_l1(out["probe_waypoints"], batch,
+                                                                  lateral_weight)
+      metrics["visual_probe_l1"] = waypoint_l1(out["probe_waypoints"], batch)
     if config.loss.world_weight > 0:
       anchor_key, flow_key = jax.random.split(rng)
       clips, generation_states = world_clips(batch, out["generation_states"],

@@ -1,0 +1,23 @@
+"""The stage-2/3 waypoint terms on hand-computed cases (train/stage2.py)."""
+
+import jax.numpy as jnp
+import numpy as np
+
+from lmgendrive_jax.train import stage2
+
+
+def _batch():
+  """One clip of two frames with two waypoints each; frame 1 is padding, one waypoint masked."""
+  truth = jnp.zeros((1, 2, 2, 2))
+  return {"waypoints": truth, "frame_mask": jnp.array([[True, False]]),
+          "waypoint_mask": jnp.array([[[True, False], [True, True]]])}
+
+
+def test_lateral_weight_counts_only_the_x_errors_more():
+  batch = _batch()
+  # Known waypoint: frame 0, waypoint 0, error (x 0.5 right, y 2.0 forward); the rest masked.
+  predicted = jnp.full((1, 2, 2, 2), 9.0).at[0, 0, 0].set(jnp.array([0.5, 2.0]))
+  np.testing.assert_allclose(float(stage2.waypoint_l1(predicted, batch)), (0.5 + 2.0) / 2)
+  np.testing.assert_allclose(float(stage2.waypoint_l1(predicted, batch, lateral_weight=4.0)),
+                             (4.0 * 0.5 + 2.0) / 2)
+  np.testing.assert_allclose(float(stage2.lateral_l1(predicted, batch)), 0.5)
