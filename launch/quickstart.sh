@@ -4,9 +4,9 @@
 #   -> evaluate closed-loop (ours, the expert, two baselines) -> generate videos -> HTML report.
 # Creates or reuses .venv. Every step resumes: re-running skips finished work.
 #
-#   ./launch/quickstart.sh                 # default: small preset, ~18 min on 2 CPU cores
+#   ./launch/quickstart.sh                 # default: small preset, ~20 min on 2 CPU cores
 #   PRESET=tiny ./launch/quickstart.sh     # minutes, a smoke run (the agent will not drive well)
-#   STEPS_SCALE=4 RUN_DIR=work_dirs/quickstart_big ./launch/quickstart.sh   # the bigger run: 4x the steps, ~40 min
+#   STEPS_SCALE=4 RUN_DIR=work_dirs/quickstart_big ./launch/quickstart.sh   # the bigger run: 4x the steps, ~50 min
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh" ""
 PRESET="${PRESET:-small}"
