@@ -45,7 +45,7 @@ def stage_config(stage: int, arg) -> config_lib.ConfigDict:
       completed_weight=0.2, world_weight=1.0, world_anchors=1 if stage == 2 else 3,
       world_clip_stride={"tiny": 2, "small": 2, "paper": 1}[preset],
       visual_probe_weight={"tiny": 1.0, "small": 1.0, "paper": 0.0}[preset],
-      waypoint_lateral_weight=1.0))
+      waypoint_lateral_weight={"tiny": 1.0, "small": 5.0, "paper": 1.0}[preset]))
   config.model.lmgendrive.visual_probe = config.loss.visual_probe_weight > 0
   config.data = config_lib.data_preset(preset, stage=stage)
 
@@ -80,12 +80,11 @@ def stage_config(stage: int, arg) -> config_lib.ConfigDict:
   # come from minutes of from-scratch CPU training (the text run saw only instructions), and
   # frozen they made a planner that holds its heading whatever the cameras show. On the held-out
   # tiny_8 routes the bigger run's stage 2 drove DS 46.5 frozen, 52.4 with the encoder trained
-  # on the planning loss, 59.0 with the whole LLM trained too and the lateral errors x5 (x5
-  # alone: 47.6, within the noise of 8 routes); README: bench/drive_quality.py.
+  # on the planning loss, 59.0 with the whole LLM trained too and the lateral errors x5
+  # (`waypoint_lateral_weight` above; x5 alone: 47.6, within the noise of 8 routes); README:
+  # bench/drive_quality.py.
   train_all = preset == "small"
   config.model.lmgendrive.freeze_vision = not train_all
-  if train_all:
-    config.loss.waypoint_lateral_weight = 5.0
   config.optim = config_lib.optim_config(
       lr=lr, warmup_steps=min(50, config.train.steps // 10), total_steps=config.train.steps,
       weight_decay=0.01,

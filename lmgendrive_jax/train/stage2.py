@@ -2,9 +2,8 @@
 
 One loss for both (`configs/stage2.py`, `configs/stage3.py`): dense per-frame planning over the
 clip (waypoint L1, its lateral part counted `waypoint_lateral_weight` times, + `completed_weight`
-x completed-flag cross-entropy, valid frames only) plus
-flow matching of the world generator on the futures of `world_anchors` frames of every
-`world_clip_stride`-th clip: for an anchor frame a, the clean latents of frames a - Fc + 1 .. a
+x completed-flag cross-entropy, valid frames only) plus flow matching of the world generator on
+the futures of `world_anchors` frames of every `world_clip_stride`-th clip: for an anchor frame a, the clean latents of frames a - Fc + 1 .. a
 are the context, the frames at `future_index[a]` (the data's `future_offsets`) are the targets,
 and the LLM's generation-query states of frame a are the condition. Stage 2 uses one anchor per
 clip (the next chunk), stage 3 several along a long clip. The VAE is frozen (its latents carry
@@ -55,26 +54,33 @@ def known_waypoints(batch) -> jax.Array:
   return batch["frame_mask"][..., None] & batch["waypoint_mask"]
 
 
-def waypoint_l1(waypoints, batch, lateral_weight: float = 1.0):
-  """Mean L1 (metres) of waypoints f32[B, T, W, 2] (ego frame: x right, y forward) over the
-  batch's known waypoints, the lateral (x) errors counted `lateral_weight` times."""
+def waypoint_axis_l1(waypoints, batch) -> tuple[jax.Array, jax.Array]:
+  """(lateral, forward): mean L1 (metres) of the x (right) and y (forward) parts of waypoints
+  f32[B, T, W, 2] over the batch's known waypoints."""
   error = jnp.abs(waypoints - batch["waypoints"])
-  if lateral_weight != 1.0:
-    error = error * jnp.asarray([lateral_weight, 1.0], error.dtype)
-  return _masked_mean(error, known_waypoints(batch)[..., None])
+  known = known_waypoints(batch)
+  return _masked_mean(error[..., 0], known), _masked_mean(error[..., 1], known)
 
 
-def lateral_l1(waypoints, batch):
-  """Mean L1 (metres) of the lateral (x) part of waypoints f32[B, T, W, 2], known waypoints."""
-  return _masked_mean(jnp.abs(waypoints - batch["waypoints"])[..., 0], known_waypoints(batch))
+def weighted_l1(lateral, forward, lateral_weight: float = 1.0):
+  """The waypoint L1 from its two parts (`waypoint_axis_l1`), the lateral one counted
+  `lateral_weight` times; 1.0 gives the plain mean over both coordinates."""
+  return (lateral_weight * lateral + forward) / 2
+
+
+def waypoint_l1(waypoints, batch, lateral_weight: float = 1.0):
+  """Mean L1 (metres) of waypoints f32[B, T, W, 2] over the batch's known waypoints, the lateral
+  (x) errors counted `lateral_weight` times."""
+  return weighted_l1(*waypoint_axis_l1(waypoints, batch), lateral_weight)
 
 
 def planning_losses(waypoints, completed_logit, batch):
-  """Waypoint L1 (metres) over the known waypoints of valid frames (`waypoint_mask`: not past
-  the route's end, not driven with steering noise) and completed-flag CE over valid frames."""
+  """((lateral, forward) waypoint L1 in metres over the known waypoints of valid frames
+  (`waypoint_mask`: not past the route's end, not driven with steering noise), completed-flag CE
+  over valid frames)."""
   completed_ce = _masked_mean(optax.sigmoid_binary_cross_entropy(
       completed_logit, batch["completed"].astype(jnp.float32)), batch["frame_mask"])
-  return waypoint_l1(waypoints, batch), completed_ce
+  return waypoint_axis_l1(waypoints, batch), completed_ce
 
 
 def world_targets(images, generation_states, batch, anchors, context_frames):
@@ -132,16 +138,17 @@ def make_loss_fn(model: LMGenDrive, config):
   def loss_fn(params, batch, rng, model_state):
     variables = {"params": params, **model_state}
     waypoints, out = model.apply(variables, *model_inputs(batch))
-    plan_l1, completed_ce = planning_losses(waypoints, out["completed_logit"], batch)
+    (lateral_l1, forward_l1), completed_ce = planning_losses(waypoints, out["completed_logit"],
+                                                             batch)
     lateral_weight = config.loss.waypoint_lateral_weight
-    loss = (waypoint_l1(waypoints, batch, lateral_weight)
+    loss = (weighted_l1(lateral_l1, forward_l1, lateral_weight)
             + config.loss.completed_weight * completed_ce)
-    metrics = {"waypoint_l1": plan_l1, "waypoint_lateral_l1": lateral_l1(waypoints, batch),
-               "completed_ce": completed_ce}
+    metrics = {"waypoint_l1": weighted_l1(lateral_l1, forward_l1),
+               "waypoint_lateral_l1": lateral_l1, "completed_ce": completed_ce}
     if config.loss.visual_probe_weight > 0:
-      loss = loss + config.loss.visual_probe_weight * waypoint_l1(out["probe_waypoints"], batch,
-                                                                  lateral_weight)
-      metrics["visual_probe_l1"] = waypoint_l1(out["probe_waypoints"], batch)
+      probe_l1 = waypoint_axis_l1(out["probe_waypoints"], batch)
+      loss = loss + config.loss.visual_probe_weight * weighted_l1(*probe_l1, lateral_weight)
+      metrics["visual_probe_l1"] = weighted_l1(*probe_l1)
     if config.loss.world_weight > 0:
       anchor_key, flow_key = jax.random.split(rng)
       clips, generation_states = world_clips(batch, out["generation_states"],

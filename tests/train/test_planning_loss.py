@@ -20,4 +20,5 @@ def test_lateral_weight_counts_only_the_x_errors_more():
   np.testing.assert_allclose(float(stage2.waypoint_l1(predicted, batch)), (0.5 + 2.0) / 2)
   np.testing.assert_allclose(float(stage2.waypoint_l1(predicted, batch, lateral_weight=4.0)),
                              (4.0 * 0.5 + 2.0) / 2)
-  np.testing.assert_allclose(float(stage2.lateral_l1(predicted, batch)), 0.5)
+  lateral, forward = stage2.waypoint_axis_l1(predicted, batch)
+  np.testing.assert_allclose((float(lateral), float(forward)), (0.5, 2.0))
