@@ -13,7 +13,7 @@ import lmdrive_fixture as fx
 from data_pipelines.lmdrive_tfds import BuildConfig, build
 from lmgendrive_jax import parallel
 from lmgendrive_jax.config import data_preset, logical_axis_rules, mesh_config
-from lmgendrive_jax.data import pipeline
+from lmgendrive_jax.data import examples, pipeline, sources
 from lmgendrive_jax.data.tokenizer import load_tokenizer
 from lmgendrive_jax.errors import DataError
 from lmgendrive_jax.sim.instructions import render
@@ -160,3 +160,21 @@ def test_tokenizer_errors_name_the_path(tmp_path):
   assert [tokenizer.convert_ids_to_tokens(i) for i in range(4)] == ["<pad>", "<s>", "</s>", "<unk>"]
   text = "Turn left at the next intersection, then stop 20 m ahead."
   assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small", "paper"])
+def test_training_views_are_centre_cropped_so_heading_stays_visible(built, preset):
+  # A random crop would shift a view by an apparent yaw of several degrees while the ego-frame
+  # waypoints stay put (config.data_preset says why); so the same frame, drawn with different
+  # random streams and colour jitter off, must give the same pixels, those of the evaluation crop.
+  cfg = config(built, 1, **{k: v for k, v in data_preset(preset, 1).items()
+                            if k in ("random_crop", "crop_scale")}, colour_jitter=0.0)
+  source = sources.frame_source(cfg.data_dir, "train")
+  train_map = examples.FrameExample(cfg, examples._stored_grid(source), train=True)
+  eval_map = examples.FrameExample(cfg, examples._stored_grid(source), train=False)
+  record = source[3]
+  drawn = [train_map.random_map(record, np.random.default_rng(seed))["images"]
+           for seed in range(4)]
+  expected = eval_map.random_map(record, np.random.default_rng(0))["images"]
+  for images in drawn:
+    np.testing.assert_array_equal(images, expected)
