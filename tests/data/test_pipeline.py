@@ -162,19 +162,28 @@ def test_tokenizer_errors_name_the_path(tmp_path):
   assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
 
 
-@pytest.mark.parametrize("preset", ["tiny", "small", "paper"])
-def test_training_views_are_centre_cropped_so_heading_stays_visible(built, preset):
-  # A random crop would shift a view by an apparent yaw of several degrees while the ego-frame
-  # waypoints stay put (config.data_preset says why); so the same frame, drawn with different
-  # random streams and colour jitter off, must give the same pixels, those of the evaluation crop.
-  cfg = config(built, 1, **{k: v for k, v in data_preset(preset, 1).items()
-                            if k in ("random_crop", "crop_scale")}, colour_jitter=0.0)
+
+def _views(built, random_crop: bool, seeds) -> list[np.ndarray]:
+  """A training frame's views drawn with each of `seeds` (colour jitter off), and its evaluation
+  views last."""
+  cfg = config(built, 1, random_crop=random_crop, colour_jitter=0.0)
   source = sources.frame_source(cfg.data_dir, "train")
   train_map = examples.FrameExample(cfg, examples._stored_grid(source), train=True)
   eval_map = examples.FrameExample(cfg, examples._stored_grid(source), train=False)
   record = source[3]
-  drawn = [train_map.random_map(record, np.random.default_rng(seed))["images"]
-           for seed in range(4)]
-  expected = eval_map.random_map(record, np.random.default_rng(0))["images"]
+  return [train_map.random_map(record, np.random.default_rng(s))["images"] for s in seeds] + [
+      eval_map.random_map(record, np.random.default_rng(0))["images"]]
+
+
+def test_centre_crop_training_views_are_the_evaluation_views(built):
+  # LMDrive centre-crops (`paper`): a random crop shifts a view by an apparent yaw of several
+  # degrees while the ego-frame waypoints stay put (config.data_preset says why).
+  assert not data_preset("paper", 1).random_crop and not data_preset("paper", 2).random_crop
+  *drawn, expected = _views(built, random_crop=False, seeds=range(4))
   for images in drawn:
     np.testing.assert_array_equal(images, expected)
+
+
+def test_random_crop_shifts_training_views(built):
+  *drawn, centred = _views(built, random_crop=True, seeds=range(4))
+  assert sum(not np.array_equal(images, centred) for images in drawn) >= 3
