@@ -416,26 +416,27 @@ def data_preset(name: str, stage: int = 2) -> ConfigDict:
     raise ConfigError(f"data_preset stage must be 1, 2 or 3; got {stage!r}")
   common = dict(
       data_dir="", split="train", tokenizer="assets/tokenizer", seed=0, shuffle=True,
-      views=("front", "left", "right", "rear", "focus"), crop_scale=0.875,
+      views=("front", "left", "right", "rear", "focus"), crop_scale=0.875, random_crop=True,
       colour_jitter=0.1, drop_blocked=True, bev_ahead=30.0, bev_behind=20.0, bev_side=25.0,
       start_jitter=-1, notice_probability=0.5, read_threads=2, prefetch=4, worker_buffer=2)
   # random_crop: LMDrive (InterFuser's resize-then-CenterCrop) centre-crops, as `paper` does. A
   # random crop shifts a 64-px view by up to +-4.5 px, an apparent yaw of +-8 degrees at the rig's
   # 100-degree FOV, while the ego-frame waypoints and BEV targets stay put: for a planner that
   # reads its cameras it teaches that such heading errors change nothing. `tiny` and `small` keep
-  # it for now because their planner does not read its cameras yet (bench/planner_inputs.py:
-  # 0.99x L1 with images zeroed either way) and the one bigger run with centre crops drove
-  # held-out tiny_8 at DS 7.8 (it crept along at ~0.1 m/s) vs 59.0 with random crops (README:
-  # bench/drive_quality.py); revisit once the planner sees.
+  # it for now: the one bigger run with centre crops drove held-out tiny_8 at DS 7.8 (it crept
+  # along at ~0.1 m/s) vs 59.0 with random crops, and its planner did not read its cameras
+  # (bench/planner_inputs.py: 0.99x L1 with images zeroed; earlier random-crop recipes 1.00x),
+  # so the crop is not what holds it back yet (README: bench/drive_quality.py). Revisit once the
+  # planner sees.
   presets = {
-      "tiny": dict(view_size=(32, 32), batch_size=8, num_workers=0, random_crop=True, bev_rows=8,
-                   bev_cols=8, max_instruction_tokens=32, max_notice_tokens=16,
+      "tiny": dict(view_size=(32, 32), batch_size=8, num_workers=0, bev_rows=8, bev_cols=8,
+                   max_instruction_tokens=32, max_notice_tokens=16,
                    clip={2: dict(window_frames=4, stride=1, future_offsets=(1,)),
                          3: dict(window_frames=8, stride=2, future_offsets=(1, 2))}),
       # 64x64 views: a stage-2 step in seconds on 2 CPU cores (at 128x128 the VAE encode and
       # the DiT over 32x32 latents made it ~1 min).
-      "small": dict(view_size=(64, 64), batch_size=8, num_workers=2, random_crop=True,
-                    bev_rows=20, bev_cols=20, max_instruction_tokens=48, max_notice_tokens=24,
+      "small": dict(view_size=(64, 64), batch_size=8, num_workers=2, bev_rows=20,
+                    bev_cols=20, max_instruction_tokens=48, max_notice_tokens=24,
                     clip={2: dict(window_frames=4, stride=1, future_offsets=(1, 2)),
                           # Long clips at half the batch: 4 x 8 frames ~6 s a step (8 x 12: ~20 s).
                           3: dict(window_frames=8, stride=2, future_offsets=(1, 2, 4),

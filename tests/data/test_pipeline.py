@@ -162,7 +162,6 @@ def test_tokenizer_errors_name_the_path(tmp_path):
   assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
 
 
-
 def _views(built, random_crop: bool, seeds) -> list[np.ndarray]:
   """A training frame's views drawn with each of `seeds` (colour jitter off), and its evaluation
   views last."""
