@@ -16,8 +16,8 @@ Cheap (a few minutes on 2 cores) next to `bench/drive_quality.py`.
 
 Given a stage-1 run, it asks the same of the encoder every later stage reads: its perception
 model's waypoint head (target point zeroed, as stages 2-3 drive without one) over frames of the
-run's data, as recorded and with the images zeroed, plus the road-layout KL (`data/topdown.py`)
-when the model has that head. If the stage-1 waypoints hardly change without images, no planner
+run's data, as recorded and with the images zeroed, plus the road-layout KLs (BEV:
+`data/topdown.py`; per view: `data/view_layout.py`) when the model has those heads. If the stage-1 waypoints hardly change without images, no planner
 on top of this encoder can read the lane from it.
 """
 
@@ -36,7 +36,7 @@ sys.path.insert(0, _REPO)
 from bench.common import print_table  # noqa: E402
 from lmgendrive_jax.data import pipeline  # noqa: E402
 from lmgendrive_jax.train import stage2  # noqa: E402
-from lmgendrive_jax.train.losses_vision import road_layout_loss  # noqa: E402
+from lmgendrive_jax.train.losses_vision import road_layout_loss, view_layout_loss  # noqa: E402
 from lmgendrive_jax.train.trained import (  # noqa: E402
     load_lmgendrive, load_perception, load_run_config)
 
@@ -76,12 +76,14 @@ def stage1_inputs(args) -> int:
                                  zero_target)
     known = batch["waypoint_mask"][:, None, :, None]
     error = jax.numpy.abs(predictions["waypoints"] - batch["waypoints"][:, None]) * known
-    kl = jax.numpy.float32(np.nan)
-    if "road_layout_logits" in predictions:
-      labels = {k: batch[k][:, None] for k in ("road_layout", "road_layout_mask")}
-      kl = road_layout_loss(predictions["road_layout_logits"], labels,
-                            jax.numpy.ones(batch["speed"].shape[:1] + (1,), bool))
-    return error.sum(), error[..., 0].sum(), known.sum(), kl
+    frames = jax.numpy.ones(batch["speed"].shape[:1] + (1,), bool)
+    kls = []
+    for name, loss in (("road_layout", road_layout_loss), ("view_layout", view_layout_loss)):
+      kls.append(jax.numpy.float32(np.nan))
+      if f"{name}_logits" in predictions:
+        labels = {k: batch[k][:, None] for k in (name, f"{name}_mask")}
+        kls[-1] = loss(predictions[f"{name}_logits"], labels, frames)
+    return (error.sum(), error[..., 0].sum(), known.sum(), *kls)
 
   sums, done = {}, 0
   for step in range(args.batches):
@@ -92,20 +94,17 @@ def stage1_inputs(args) -> int:
     done += 1
     for name, images in (("recorded images", batch["images"]),
                          ("images zeroed", np.zeros_like(batch["images"]))):
-      total, lateral, count, kl = (float(x) for x in evaluate(variables, {**batch,
-                                                                           "images": images}))
-      previous = sums.get(name, (0.0, 0.0, 0.0, 0.0))
-      sums[name] = (previous[0] + total, previous[1] + lateral, previous[2] + count,
-                    previous[3] + kl)
+      values = [float(x) for x in evaluate(variables, {**batch, "images": images})]
+      sums[name] = [a + b for a, b in zip(sums.get(name, [0.0] * len(values)), values)]
   recorded_l1 = sums["recorded images"][0] / (2 * sums["recorded images"][2])
   rows = []
-  for name, (total, lateral, count, kl) in sums.items():
+  for name, (total, lateral, count, road_kl, view_kl) in sums.items():
     l1 = total / (2 * count)
     rows.append([name, f"{l1:.3f}", f"{lateral / count:.3f}", f"{l1 / recorded_l1:.2f}",
-                 f"{kl / done:.3f}"])
+                 f"{road_kl / done:.3f}", f"{view_kl / done:.3f}"])
   print_table(f"Stage-1 waypoint head (target point zeroed) of {args.work_dir} ({done} batches)",
               ["images", "L1 (m)", "lateral L1 (m)", "L1 / recorded images' L1",
-               "road-layout KL"], rows)
+               "road-layout KL", "view-layout KL"], rows)
   return 0
 
 

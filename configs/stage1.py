@@ -30,9 +30,14 @@ def get_config(arg=None):
       target_point_dropout={"tiny": 0.5, "small": 0.5, "paper": 0.0}[arg.preset],
       # The road-layout term (train/losses_vision.py), for models with the head
       # (model.vision.road_layout_classes > 0: tiny and small).
-      road_layout_weight=0.5))
+      road_layout_weight=0.5,
+      # The per-view road layout in image space (data/view_layout.py), for models with that head
+      # (model.vision.view_layout_classes > 0: tiny and small).
+      view_layout_weight=1.0))
 
   config.data = config_lib.data_preset(arg.preset, stage=1)
+  if config.model.vision.view_layout_classes > 0:
+    config.data.view_layout_size = tuple(config.model.vision.view_layout_size)
   config.train = config_lib.ConfigDict(dict(
       steps={"tiny": 10, "small": 600, "paper": 100000}[arg.preset],
       log_every=10, eval_every=10 ** 9, checkpoint_every=200, keep_checkpoints=2,

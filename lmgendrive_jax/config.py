@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping
 
 import ml_collections
 
-from lmgendrive_jax.data import topdown
+from lmgendrive_jax.data import topdown, view_layout
 from lmgendrive_jax.errors import ConfigError
 
 ConfigDict = ml_collections.ConfigDict
@@ -320,7 +320,8 @@ def vision_preset(name: str) -> ConfigDict:
   (+ V * (h * w + 1) view tokens with append_view_tokens).
   """
   heads = dict(detection_hidden=64, speed_channels=32, gru_hidden=64, target_point_scale=1.0,
-               road_layout_classes=0)
+               road_layout_classes=0, view_layout_classes=0, view_layout_size=(16, 16),
+               view_layout_hidden=64)
   common = dict(backbone_kind="resnet", num_views=5, num_waypoints=5, activation="gelu",
                 bev_query_init="normal", dtype="float32", param_dtype="float32")
   resnet = dict(block="bottleneck", layers=(3, 4, 6, 3), channels=(64, 128, 256, 512),
@@ -360,8 +361,12 @@ def vision_preset(name: str) -> ConfigDict:
   # From scratch the waypoint head reads the target point in units of 20 m (models/
   # perception_heads.py says why), and a road-layout head asks the BEV cells where the lanes are
   # (data/topdown.py says why); `paper` keeps LMDrive's heads (metres, no road layout).
-  from_scratch = dict(target_point_scale=0.05, road_layout_classes=len(topdown.ROAD_CLASSES))
-  scratch_heads = {"tiny": dict(small_heads, **from_scratch),
+  # They also decode each view's road layout in image space from its feature map (data/
+  # view_layout.py says why), at a quarter of the view's resolution.
+  from_scratch = dict(target_point_scale=0.05, road_layout_classes=len(topdown.ROAD_CLASSES),
+                      view_layout_classes=len(view_layout.VIEW_LAYOUT_CLASSES))
+  scratch_heads = {"tiny": dict(small_heads, **from_scratch, view_layout_size=(8, 8),
+                                view_layout_hidden=16),
                    "small": dict(heads, **from_scratch)}
   return ConfigDict(dict(scratch_heads.get(name, heads),
                          encoder={**common, **encoders[name]}))
@@ -418,7 +423,10 @@ def data_preset(name: str, stage: int = 2) -> ConfigDict:
       data_dir="", split="train", tokenizer="assets/tokenizer", seed=0, shuffle=True,
       views=("front", "left", "right", "rear", "focus"), crop_scale=0.875, random_crop=True,
       colour_jitter=0.1, drop_blocked=True, bev_ahead=30.0, bev_behind=20.0, bev_side=25.0,
-      start_jitter=-1, notice_probability=0.5, read_threads=2, prefetch=4, worker_buffer=2)
+      start_jitter=-1, notice_probability=0.5, read_threads=2, prefetch=4, worker_buffer=2,
+      # Stage 1's per-view road-layout labels (rows, cols) per view; (0, 0): none. Stage-1
+      # configs set it to the vision model's view_layout_size.
+      view_layout_size=(0, 0))
   # random_crop: LMDrive (InterFuser's resize-then-CenterCrop) centre-crops, as `paper` does. A
   # random crop shifts a 64-px view by up to +-4.5 px, an apparent yaw of +-8 degrees at the rig's
   # 100-degree FOV, while the ego-frame waypoints and BEV targets stay put: for a planner that

@@ -31,6 +31,9 @@ Stage 1 (frames):
     lane marking), from the frame's road map; road_layout_mask: bool[B] (False: no road map)
   traffic_light: int32[B] (1 = red light affecting ego)   stop_sign: int32[B]
   town_id, frame: int32[B] (provenance)
+  with cfg.view_layout_size = (rows, cols) > 0: view_layout: f32[B, V, rows, cols, 7] per view
+    cell the share of each road class its pixels' rays meet on the ground (`data/view_layout.py`:
+    the road classes + beyond_map), view_layout_mask: bool[B] (False: no road map)
   (The vision model takes a time axis: use images[:, None], labels[:, None].)
 
 Stages 2-3 (clips; T = cfg.window_frames at cfg.stride source frames, F = len(future_offsets)):

@@ -39,17 +39,24 @@ def crop_params(rng: np.random.Generator | None) -> tuple[float, float]:
   return float(rng.random()), float(rng.random())
 
 
+def crop_box(src_width: int, src_height: int, height: int, width: int, crop_scale: float,
+             offsets: tuple[float, float] = (0.5, 0.5)) -> tuple[int, int, int, int]:
+  """`resize_crop`'s geometry: (new_width, new_height, left, top) of the resized image and of
+  the crop's top-left corner in it."""
+  scale = max(height / crop_scale / src_height, width / crop_scale / src_width)
+  new_w, new_h = max(width, round(src_width * scale)), max(height, round(src_height * scale))
+  top = int(round(offsets[0] * (new_h - height)))
+  left = int(round(offsets[1] * (new_w - width)))
+  return new_w, new_h, left, top
+
+
 def resize_crop(image: Image.Image, height: int, width: int, crop_scale: float,
                 offsets: tuple[float, float] = (0.5, 0.5)) -> np.ndarray:
   """Resize so a (height/crop_scale, width/crop_scale) box fits inside, crop (height, width) at
   the relative `offsets` (row, col). -> uint8[height, width, 3]."""
-  src_w, src_h = image.size
-  scale = max(height / crop_scale / src_h, width / crop_scale / src_w)
-  new_w, new_h = max(width, round(src_w * scale)), max(height, round(src_h * scale))
-  if (new_w, new_h) != (src_w, src_h):
+  new_w, new_h, left, top = crop_box(*image.size, height, width, crop_scale, offsets)
+  if (new_w, new_h) != image.size:
     image = image.resize((new_w, new_h), Image.BILINEAR, reducing_gap=2.0)
-  top = int(round(offsets[0] * (new_h - height)))
-  left = int(round(offsets[1] * (new_w - width)))
   return np.asarray(image.crop((left, top, left + width, top + height)), np.uint8)
 
 

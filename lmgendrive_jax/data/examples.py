@@ -14,7 +14,7 @@ import threading
 import grain
 import numpy as np
 
-from lmgendrive_jax.data import augment, clips, geometry, topdown
+from lmgendrive_jax.data import augment, clips, geometry, topdown, view_layout
 from lmgendrive_jax.data.sources import RecordSource
 from lmgendrive_jax.data.tokenizer import encode_padded, load_tokenizer
 from lmgendrive_jax.errors import DataError
@@ -44,14 +44,24 @@ class _ViewDecoder:
 
   def __call__(self, record: dict, params: dict) -> np.ndarray:
     """-> uint8[V, H, W, 3]."""
+    return self.decode(record, params)[0]
+
+  def decode(self, record: dict, params: dict) -> tuple[np.ndarray, list[tuple]]:
+    """-> (uint8[V, H, W, 3], per view the part of the stored image it shows as fractions
+    (u0, u1, v0, v1), for labels that must follow the crop: `view_layout.sub_window`)."""
     out = np.empty((len(self.views), self.height, self.width, 3), np.uint8)
+    windows = []
     for i, view in enumerate(self.views):
       image = augment.decode(record["images"][view], self.height, self.width)
       # The stored focus view is already the centre crop: it is only resized (and not cropped).
       scale = 1.0 if view == "focus" else self.crop_scale
       offsets = (0.5, 0.5) if view == "focus" else params["offsets"][view]
       out[i] = augment.resize_crop(image, self.height, self.width, scale, offsets)
-    return augment.colour_jitter(out, params["jitter"])
+      new_w, new_h, left, top = augment.crop_box(*image.size, self.height, self.width, scale,
+                                                 offsets)
+      windows.append((left / new_w, (left + self.width) / new_w, top / new_h,
+                      (top + self.height) / new_h))
+    return augment.colour_jitter(out, params["jitter"]), windows
 
 
 def _bev_grid(cfg) -> geometry.BevGrid:
@@ -76,6 +86,36 @@ def _road_layout(record: dict, grid: geometry.BevGrid) -> dict:
   return {"road_layout": layout, "road_layout_mask": np.bool_(has_map)}
 
 
+class _ViewLayouts:
+  """Per-view road-layout labels (`data/view_layout.py`) of a frame's decoded views."""
+
+  def __init__(self, cfg, build_config: dict):
+    self.rows, self.cols = (int(s) for s in cfg.view_layout_size)
+    camera_size = tuple(int(s) for s in build_config.get("camera_size") or (800, 600))
+    self.aspect = camera_size[1] / camera_size[0]
+    focus_fraction = float(build_config.get("focus_fraction", 128 / 600))
+    self.cameras = {v: view_layout.camera_window(v, camera_size, focus_fraction)
+                    for v in cfg.views}
+
+  @property
+  def enabled(self) -> bool:
+    return self.rows > 0 and self.cols > 0
+
+  def __call__(self, record: dict, windows: list[tuple]) -> dict:
+    """-> {"view_layout": f32[V, rows, cols, C], "view_layout_mask": bool (has a road map)}."""
+    layouts = np.zeros((len(self.cameras), self.rows, self.cols,
+                        len(view_layout.VIEW_LAYOUT_CLASSES)), np.float32)
+    has_map = bool(record.get("has_road_map", False))
+    if has_map:
+      road_map = np.asarray(record["road_map"], np.uint8)
+      for i, (view, window) in enumerate(zip(self.cameras, windows)):
+        camera, camera_part = self.cameras[view]
+        layouts[i] = view_layout.view_layout(
+            road_map, camera, view_layout.sub_window(camera_part, window), self.aspect,
+            self.rows, self.cols)
+    return {"view_layout": layouts, "view_layout_mask": np.bool_(has_map)}
+
+
 def _stored_grid(source: RecordSource) -> geometry.BevGrid:
   b = source.build_config
   return geometry.BevGrid(int(b["bev_rows"]), int(b["bev_cols"]), float(b["bev_ahead"]),
@@ -85,14 +125,17 @@ def _stored_grid(source: RecordSource) -> geometry.BevGrid:
 class FrameExample(grain.transforms.RandomMap):
   """lmdrive_frames record -> stage-1 example (see the batch schema)."""
 
-  def __init__(self, cfg, stored_grid: geometry.BevGrid, train: bool):
+  def __init__(self, cfg, stored_grid: geometry.BevGrid, train: bool,
+               build_config: dict | None = None):
     self.decoder = _ViewDecoder(cfg)
     self.grid, self.stored_grid, self.train = _bev_grid(cfg), stored_grid, train
+    self.layouts = _ViewLayouts(cfg, build_config or {})
 
   def random_map(self, record: dict, rng: np.random.Generator) -> dict:
     rng = rng if self.train else None
-    return {
-        "images": self.decoder(record, self.decoder.draw(rng)),
+    images, windows = self.decoder.decode(record, self.decoder.draw(rng))
+    example = {
+        "images": images,
         "speed": np.float32(record["speed"]),
         "target_point": np.asarray(record["target_point"], np.float32),
         "waypoints": np.asarray(record["waypoints"], np.float32),
@@ -104,6 +147,9 @@ class FrameExample(grain.transforms.RandomMap):
         "command": np.int32(record["measurements"]["command"]),
         "town_id": np.int32(record["town_id"]), "frame": np.int32(record["frame"]),
     }
+    if self.layouts.enabled:
+      example.update(self.layouts(record, windows))
+    return example
 
 
 class ClipExample(grain.transforms.RandomMap):

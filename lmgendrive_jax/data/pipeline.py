@@ -19,7 +19,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from lmgendrive_jax.data import examples, sources, topdown
+from lmgendrive_jax.data import examples, sources, topdown, view_layout
 from lmgendrive_jax.errors import ConfigError, DataError
 
 
@@ -143,7 +143,8 @@ def make_frame_iterator(cfg, split: str | None = None, *, train: bool = True,
   """
   split = split or cfg.split
   source = sources.frame_source(cfg.data_dir, split)
-  transform = examples.FrameExample(cfg, examples._stored_grid(source), train)
+  transform = examples.FrameExample(cfg, examples._stored_grid(source), train,
+                                     source.build_config)
   return _assemble(grain.MapDataset.source(source), transform, cfg,
                    _shard(shard_index, shard_count), train, num_epochs, "frames",
                    _not_blocked if cfg.drop_blocked else None)
@@ -170,6 +171,15 @@ def make_iterator(cfg, stage: int, **kwargs) -> DataIterator:
   raise ConfigError(f"stage must be 1, 2 or 3; got {stage!r}")
 
 
+def _view_layout_spec(cfg, b: int, v: int) -> dict:
+  """Stage 1's per-view road-layout labels, when `cfg.view_layout_size` asks for them."""
+  rows, cols = (int(s) for s in cfg.view_layout_size)
+  if rows <= 0 or cols <= 0:
+    return {}
+  return {"view_layout": ((b, v, rows, cols, len(view_layout.VIEW_LAYOUT_CLASSES)), np.float32),
+          "view_layout_mask": ((b,), np.bool_)}
+
+
 def batch_spec(cfg, stage: int) -> dict[str, tuple[tuple[int, ...], Any]]:
   """{key: (global shape, dtype)} of a stage's batches: for building abstract inputs and tests."""
   b = int(cfg.batch_size)
@@ -184,7 +194,8 @@ def batch_spec(cfg, stage: int) -> dict[str, tuple[tuple[int, ...], Any]]:
                         np.float32),
         "road_layout_mask": ((b,), np.bool_),
         "traffic_light": ((b,), np.int32), "stop_sign": ((b,), np.int32),
-        "command": ((b,), np.int32), "town_id": ((b,), np.int32), "frame": ((b,), np.int32)}
+        "command": ((b,), np.int32), "town_id": ((b,), np.int32), "frame": ((b,), np.int32),
+        **_view_layout_spec(cfg, b, v)}
   t, f = int(cfg.window_frames), len(cfg.future_offsets)
   li, ln = int(cfg.max_instruction_tokens), int(cfg.max_notice_tokens)
   return {

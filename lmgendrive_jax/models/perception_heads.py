@@ -10,7 +10,10 @@ these. Per frame:
 - road layout (not LMDrive's; `road_layout_classes` > 0): per BEV cell, logits over the road classes
   of `data/topdown.py` by one linear map of the cell state plus a learnt per-cell bias, so the
   state itself must hold where this frame's lanes are (the auxiliary BEV semantics of TransFuser
-  / InterFuser).
+  / InterFuser);
+- view layout (`ViewLayoutHead`, not LMDrive's; `PerceptionModel.view_layout_classes` > 0): per
+  view, the road layout in image space (`data/view_layout.py`) decoded from the view's own
+  feature map, so the backbone is taught to see the lane without going through the BEV decoder.
 """
 
 from typing import Any
@@ -105,6 +108,43 @@ class PerceptionHeads(nn.Module):
       logits = linear(self.road_layout_classes, ("embed", None), "road_layout_head")(bev)
       predictions["road_layout_logits"] = (logits + cell_bias).astype(jnp.float32)
     return predictions
+
+
+class ViewLayoutHead(nn.Module):
+  """A view's feature map -> per-pixel road-layout logits (`data/view_layout.py`).
+
+  features: f32[N, h, w, D] -> logits f32[N, rows, cols, classes]. A 1x1 projection to `hidden`,
+  then bilinear 2x upsampling + 3x3 convolution + GELU until the map reaches (rows, cols) (a last
+  resize when they are not h, w times a power of two), then per-pixel logits. Nothing skips the
+  feature map: whatever the head can draw, the view tokens the Q-Former reads hold.
+  """
+  classes: int
+  size: tuple[int, int]
+  hidden: int = 64
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  def _conv(self, features: int, kernel: int, name: str) -> nn.Conv:
+    return nn.Conv(features, (kernel, kernel), padding="SAME", dtype=self.dtype,
+                   param_dtype=self.param_dtype, name=name,
+                   kernel_init=nn.with_logical_partitioning(
+                       nn.initializers.lecun_normal(), (None, None, "conv_in", "conv_out")),
+                   bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                                          ("conv_out",)))
+
+  @nn.compact
+  def __call__(self, features: jax.Array) -> jax.Array:
+    rows, cols = self.size
+    x = self._conv(self.hidden, 1, "proj")(features.astype(self.dtype))
+    step = 0
+    while x.shape[1] < rows or x.shape[2] < cols:
+      size = (min(2 * x.shape[1], rows), min(2 * x.shape[2], cols))
+      x = jax.image.resize(x, (x.shape[0], *size, x.shape[3]), "bilinear")
+      x = nn.gelu(self._conv(self.hidden, 3, f"up_{step}")(x))
+      step += 1
+    if x.shape[1:3] != (rows, cols):
+      x = jax.image.resize(x, (x.shape[0], rows, cols, x.shape[3]), "bilinear")
+    return self._conv(self.classes, 1, "logits")(x).astype(jnp.float32)
 
 
 def decode_detections(detection: jax.Array, threshold: float = 0.5, cell_size: float = 1.0

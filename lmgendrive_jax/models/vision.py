@@ -19,7 +19,9 @@ the view tokens); the Q-Former, trained on planning in stage 2, reads the view t
 
 images: uint8[B, T, V, H, W, 3], speed: f32[B, T] -> (tokens f32[B, T, Nv, Dv], out) with
 out = {"bev_features": f32[B, T, Hb, Wb, Dv], "light_feature": f32[B, T, Dv],
-"waypoint_features": f32[B, T, Nw, Dv], "view_tokens": f32[B, T, V * (h * w + 1), Dv]}.
+"waypoint_features": f32[B, T, Nw, Dv], "view_tokens": f32[B, T, V * (h * w + 1), Dv],
+"view_features": f32[B, T, V, h, w, Dv]} (the projected feature maps inside the view tokens,
+before the view and position embeddings).
 """
 
 from typing import Any, Mapping
@@ -29,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from lmgendrive_jax.models.bev_decoder import BEVDecoder
-from lmgendrive_jax.models.perception_heads import PerceptionHeads
+from lmgendrive_jax.models.perception_heads import PerceptionHeads, ViewLayoutHead
 from lmgendrive_jax.models.resnet import ResNet
 from lmgendrive_jax.models.vit import ViT
 from lmgendrive_jax.nn.linear import Linear
@@ -103,6 +105,7 @@ class VisionEncoder(nn.Module):
     fh, fw = features.shape[1:3]
     features = Linear(d, ("channels", "embed"), use_bias=True, dtype=dtype,
                       param_dtype=param_dtype, name="feature_proj")(features)
+    view_features = features.reshape(b, t, v, fh, fw, d)
     features = features.reshape(b * t, v, fh * fw, d)
 
     init = nn.initializers.uniform(1.0)  # LMDrive initialises these embeddings U(0, 1).
@@ -138,6 +141,7 @@ class VisionEncoder(nn.Module):
         "light_feature": light.reshape(b, t, d),
         "waypoint_features": waypoint_states.reshape(b, t, self.num_waypoints, d),
         "view_tokens": memory.reshape(b, t, -1, d),
+        "view_features": view_features,
     }
     return frame_tokens, out
 
@@ -148,7 +152,8 @@ class PerceptionModel(nn.Module):
   images: uint8[B, T, V, H, W, 3], speed: f32[B, T], target_point: f32[B, T, 2] (ego frame, m)
   -> (predictions, out): predictions = {"detection": f32[B, T, Hb, Wb, 8],
   "waypoints": f32[B, T, Nw, 2], "light_logits": f32[B, T, 2], "stop_logits": f32[B, T, 2]}
-  (+ "road_layout_logits": f32[B, T, Hb, Wb, C] when road_layout_classes > 0), out = the
+  (+ "road_layout_logits": f32[B, T, Hb, Wb, C] when road_layout_classes > 0, and
+  "view_layout_logits": f32[B, T, V, rows, cols, Cv] when view_layout_classes > 0), out = the
   encoder's `out` plus "tokens": f32[B, T, Nv, Dv].
   """
   encoder: Mapping[str, Any]
@@ -157,6 +162,11 @@ class PerceptionModel(nn.Module):
   gru_hidden: int = 64
   target_point_scale: float = 1.0
   road_layout_classes: int = 0
+  # Per-view road layout in image space (data/view_layout.py), decoded from each view's projected
+  # feature map, the part of the view tokens the image sets (0 classes: no such head).
+  view_layout_classes: int = 0
+  view_layout_size: tuple[int, int] = (16, 16)
+  view_layout_hidden: int = 64
 
   @nn.compact
   def __call__(self, images, speed, target_point, train: bool = False):
@@ -173,4 +183,11 @@ class PerceptionModel(nn.Module):
     predictions = heads(flat(out["bev_features"]), flat(out["light_feature"]),
                         flat(out["waypoint_features"]), flat(speed), flat(target_point))
     predictions = {k: v.reshape((b, t) + v.shape[1:]) for k, v in predictions.items()}
+    if self.view_layout_classes > 0:
+      features = out["view_features"]
+      logits = ViewLayoutHead(self.view_layout_classes, tuple(self.view_layout_size),
+                              self.view_layout_hidden, dtype=jnp.dtype(encoder.dtype),
+                              param_dtype=jnp.dtype(encoder.param_dtype), name="view_layout")(
+                                  features.reshape((-1,) + features.shape[3:]))
+      predictions["view_layout_logits"] = logits.reshape(features.shape[:3] + logits.shape[1:])
     return predictions, {**out, "tokens": tokens}

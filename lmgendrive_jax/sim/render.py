@@ -29,18 +29,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmgendrive_jax.data import camera_rig
 from lmgendrive_jax.sim import town as town_lib
 from lmgendrive_jax.sim import world as world_lib
 
-# LMDrive's rig (specs/lmdrive_format.md): x forward, y right, z up (metres), yaw degrees.
-VIEW_POSES = {
-    "front": (1.3, 0.0, 2.3, 0.0),
-    "left": (1.3, 0.0, 2.3, -60.0),
-    "right": (1.3, 0.0, 2.3, 60.0),
-    "rear": (-1.3, 0.0, 2.3, 180.0),
-    "focus": (1.3, 0.0, 2.3, 0.0),
-}
-FOV_DEG = 100.0
+# LMDrive's rig (data/camera_rig.py): x forward, y right, z up (metres), yaw degrees; the focus
+# view looks where the front camera does.
+VIEW_POSES = {**camera_rig.CAMERA_POSES, "focus": camera_rig.CAMERA_POSES["front"]}
+FOV_DEG = camera_rig.FOV_DEG
 FOCUS_FRACTION = 128 / 800  # LMDrive's focus view: a 128 px centre crop of the 800 px front.
 
 GROUND_PALETTE = np.array([

@@ -21,6 +21,9 @@ Consumes `models/vision.py: PerceptionModel` predictions and the stage-1 labels 
   per BEV cell the KL divergence from the road map's class shares (`data/topdown.py`) to the
   predicted softmax, over frames that have a road map (`road_layout_mask`). Its weight is the
   caller's (`weights["road_layout"]`; absent: reported, not trained).
+- view layout (not LMDrive's; with the model's view-layout head): the same KL per pixel cell of
+  every view against `data/view_layout.py`'s labels (`view_layout`, `view_layout_mask`); weight
+  `weights["view_layout"]`.
 
 Every mean runs over valid frames only (`frame_mask`), so padded frames of a clip cost nothing.
 """
@@ -62,6 +65,16 @@ def detection_losses(logits: jax.Array, target: jax.Array, frame_mask: jax.Array
   return terms
 
 
+def layout_kl(logits: jax.Array, target: jax.Array, has_map: jax.Array) -> jax.Array:
+  """logits, target (class shares) f32[B, T, ..., C], has_map bool[B, T] -> the mean per-cell KL
+  divergence from the target to the predicted softmax over the frames with a map (0 when the
+  prediction is exact)."""
+  target = target.astype(jnp.float32)
+  entropy = -jnp.sum(target * jnp.log(jnp.maximum(target, 1e-12)), axis=-1)
+  kl = optax.softmax_cross_entropy(logits, target) - entropy
+  return _masked_mean(kl, has_map.reshape(has_map.shape + (1,) * (kl.ndim - 2)))
+
+
 def road_layout_loss(logits: jax.Array, labels: Mapping[str, jax.Array], frame_mask: jax.Array
                      ) -> jax.Array:
   """logits f32[B, T, Hb, Wb, C] vs labels["road_layout"] (class shares, same shape) -> the mean
@@ -69,14 +82,27 @@ def road_layout_loss(logits: jax.Array, labels: Mapping[str, jax.Array], frame_m
   if "road_layout" not in labels:
     raise KeyError("the model predicts road_layout_logits but the stage-1 labels lack "
                    "'road_layout' (the road map of data/topdown.py)")
-  target = labels["road_layout"].astype(jnp.float32)
-  if logits.shape != target.shape:
-    raise ValueError(f"road-layout prediction {logits.shape} and label {target.shape} differ: "
-                     f"the BEV grid and the road classes of the model and the labels must match")
+  if logits.shape != labels["road_layout"].shape:
+    raise ValueError(f"road-layout prediction {logits.shape} and label "
+                     f"{labels['road_layout'].shape} differ: the BEV grid and the road classes "
+                     f"of the model and the labels must match")
   has_map = frame_mask & labels.get("road_layout_mask", jnp.ones_like(frame_mask)).astype(bool)
-  entropy = -jnp.sum(target * jnp.log(jnp.maximum(target, 1e-12)), axis=-1)
-  kl = optax.softmax_cross_entropy(logits, target) - entropy
-  return _masked_mean(kl, has_map[:, :, None, None])
+  return layout_kl(logits, labels["road_layout"], has_map)
+
+
+def view_layout_loss(logits: jax.Array, labels: Mapping[str, jax.Array], frame_mask: jax.Array
+                     ) -> jax.Array:
+  """logits f32[B, T, V, rows, cols, C] vs labels["view_layout"] (per-pixel class shares of each
+  view, `data/view_layout.py`) -> the mean per-cell KL over valid frames with a road map."""
+  if "view_layout" not in labels:
+    raise KeyError("the model predicts view_layout_logits but the stage-1 labels lack "
+                   "'view_layout': set data.view_layout_size to the model's view_layout_size")
+  if logits.shape != labels["view_layout"].shape:
+    raise ValueError(f"view-layout prediction {logits.shape} and label "
+                     f"{labels['view_layout'].shape} differ: data.view_layout_size, the views "
+                     f"and the classes must match the model's view_layout_size and classes")
+  has_map = frame_mask & labels.get("view_layout_mask", jnp.ones_like(frame_mask)).astype(bool)
+  return layout_kl(logits, labels["view_layout"], has_map)
 
 
 def stage1_loss(predictions: Mapping[str, jax.Array], labels: Mapping[str, jax.Array],
@@ -130,10 +156,13 @@ def stage1_loss(predictions: Mapping[str, jax.Array], labels: Mapping[str, jax.A
   if "road_layout_logits" in predictions:
     metrics["road_layout"] = road_layout_loss(predictions["road_layout_logits"], labels,
                                               frame_mask)
+  if "view_layout_logits" in predictions:
+    metrics["view_layout"] = view_layout_loss(predictions["view_layout_logits"], labels,
+                                              frame_mask)
   missing = [k for k in weights if k not in metrics]
   if missing:
-    raise KeyError(f"stage-1 loss weights {missing} have no term: the road-layout weight needs "
-                   f"a model with road_layout_classes > 0")
+    raise KeyError(f"stage-1 loss weights {missing} have no term: the road- and view-layout "
+                   f"weights need a model with road_layout_classes / view_layout_classes > 0")
   total = sum(weights[k] * metrics[k] for k in weights)
   metrics.update({f"detection/{k}": v for k, v in det.items() if k != "speed"})
   metrics["total"] = total

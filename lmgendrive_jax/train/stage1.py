@@ -1,8 +1,9 @@
 """Task: stage 1, vision pretraining (`configs/stage1.py`).
 
 Trains the multi-view vision encoder with LMDrive's perception heads and losses
-(`train/losses_vision.py`) on single frames (the small presets add the road-layout head, weight
-`loss.road_layout_weight`), and, for the embedded default, the tiny VAE from
+(`train/losses_vision.py`) on single frames (the small presets add the BEV road-layout head,
+weight `loss.road_layout_weight`, and the per-view road-layout head, `loss.view_layout_weight`),
+and, for the embedded default, the tiny VAE from
 scratch on the same views (`models/vae.py: vae_loss`). Parameters: `perception/{encoder, heads}`
 and `vae/`; stage 2 takes `perception/encoder` as its frozen `vision` and `vae` as its VAE.
 
@@ -24,6 +25,10 @@ from lmgendrive_jax.models.vae import AutoencoderKL, vae_loss
 from lmgendrive_jax.models.vision import PerceptionModel
 from lmgendrive_jax.train.loop import Task
 from lmgendrive_jax.train.losses_vision import LMDRIVE_WEIGHTS, stage1_loss
+
+
+LABEL_KEYS = ("detection", "waypoints", "waypoint_mask", "traffic_light", "stop_sign",
+              "road_layout", "road_layout_mask", "view_layout", "view_layout_mask")
 
 
 def _models(config):
@@ -73,6 +78,8 @@ def build_task(config) -> tuple[Task, PerceptionModel]:
   weights = dict(LMDRIVE_WEIGHTS)
   if perception.road_layout_classes > 0:
     weights["road_layout"] = float(config.loss.road_layout_weight)
+  if perception.view_layout_classes > 0:
+    weights["view_layout"] = float(config.loss.view_layout_weight)
 
   def init_fn(key):
     images = jnp.zeros((1, 1, views, height, width, 3), jnp.uint8)
@@ -94,9 +101,7 @@ def build_task(config) -> tuple[Task, PerceptionModel]:
     (predictions, _), updated = perception.apply(
         variables, batch["images"][:, None], batch["speed"][:, None], target_point[:, None],
         train=True, mutable=["batch_stats"])
-    labels = {k: batch[k][:, None] for k in ("detection", "waypoints", "waypoint_mask",
-                                              "traffic_light", "stop_sign", "road_layout",
-                                              "road_layout_mask")}
+    labels = {k: batch[k][:, None] for k in LABEL_KEYS if k in batch}
     loss, metrics = stage1_loss(predictions, labels, weights=weights)
     metrics = {f"perception/{k}": v for k, v in metrics.items()}
     if vae is not None:

@@ -186,3 +186,44 @@ def test_centre_crop_training_views_are_the_evaluation_views(built):
 def test_random_crop_shifts_training_views(built):
   *drawn, centred = _views(built, random_crop=True, seeds=range(4))
   assert sum(not np.array_equal(images, centred) for images in drawn) >= 3
+
+
+def test_view_layouts_follow_each_views_crop(built):
+  """Stage 1's per-view road layout (data/view_layout.py) at the view's own resolution: under a
+  random crop the image and its label move together, pixel for pixel."""
+  cfg = config(built, 1, random_crop=True, colour_jitter=0.0, view_layout_size=(32, 32))
+  source = sources.frame_source(cfg.data_dir, "train")
+  grid = examples._stored_grid(source)
+  train_map = examples.FrameExample(cfg, grid, True, source.build_config)
+  eval_map = examples.FrameExample(cfg, grid, False, source.build_config)
+  record = source[3]
+  centred = eval_map.random_map(record, np.random.default_rng(0))
+  assert centred["view_layout"].shape == (5, 32, 32, 7) and centred["view_layout_mask"]
+  np.testing.assert_allclose(centred["view_layout"].sum(-1), 1.0, rtol=1e-5)
+  # The fixture's road map has bands ahead of the ego: the front label changes down the image.
+  assert len(np.unique(centred["view_layout"][0].argmax(-1))) > 2
+  moved = 0
+  for seed in range(6):
+    drawn = train_map.random_map(record, np.random.default_rng(seed))
+    for view in range(4):  # focus is never cropped
+      # The crop's offset from the centred one, found from the images.
+      shifts = [(dy, dx) for dy in range(-3, 4) for dx in range(-9, 10)
+                if np.array_equal(_overlap(drawn["images"][view], dy, dx, 0),
+                                  _overlap(centred["images"][view], dy, dx, 1))]
+      assert len(shifts) == 1, shifts
+      moved += shifts[0] != (0, 0)
+      np.testing.assert_allclose(_overlap(drawn["view_layout"][view], *shifts[0], 0),
+                                 _overlap(centred["view_layout"][view], *shifts[0], 1), atol=1e-6)
+  assert moved >= 12
+  # A frame without a road map gets no label (masked).
+  assert not eval_map.random_map(dict(record, has_road_map=False), None)["view_layout_mask"]
+
+
+def _overlap(image, dy, dx, which):
+  """The part of `image` that overlaps the other crop, offset (dy, dx) from it: which=0 for the
+  shifted crop, 1 for the reference one."""
+  h, w = image.shape[:2]
+  sign = 1 if which == 1 else -1
+  rows = slice(max(0, sign * dy), h + min(0, sign * dy))
+  cols = slice(max(0, sign * dx), w + min(0, sign * dx))
+  return image[rows, cols]

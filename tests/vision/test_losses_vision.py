@@ -117,3 +117,27 @@ def test_road_layout_needs_its_labels_and_its_head():
   plain, _ = _example(rng)
   with pytest.raises(KeyError, match="road_layout_classes"):
     stage1_loss(plain, labels, weights={"detection": 0.5, "road_layout": 0.5})
+
+
+def test_view_layout_term_is_the_kl_per_view_pixel_over_frames_with_a_road_map():
+  rng = np.random.default_rng(6)
+  pred, labels = _example(rng)
+  shape = (2, 3, 5, 4, 4, 7)  # [B, T, V, rows, cols, classes]
+  pred["view_layout_logits"] = rng.normal(size=shape).astype(np.float32)
+  labels["view_layout"] = rng.dirichlet(np.full(7, 0.5), size=shape[:-1]).astype(np.float32)
+  has_map = np.array([[True, True, False], [False, True, True]])
+  labels["view_layout_mask"] = has_map
+  frames = np.array([[True, False, True], [True, True, True]])
+  total, metrics = stage1_loss(pred, labels, frame_mask=frames,
+                               weights={"waypoints": 0.5, "view_layout": 2.0})
+  logits, target = pred["view_layout_logits"], labels["view_layout"]
+  log_q = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  kl = (target * (np.log(target) - log_q)).sum(-1)   # [B, T, V, rows, cols]
+  used = has_map & frames
+  np.testing.assert_allclose(float(metrics["view_layout"]), kl[used].mean(), rtol=1e-5)
+  np.testing.assert_allclose(float(total), 0.5 * float(metrics["waypoints"])
+                             + 2.0 * kl[used].mean(), rtol=1e-5)
+  with pytest.raises(KeyError, match="view_layout_size"):
+    stage1_loss(pred, {k: v for k, v in labels.items() if k != "view_layout"})
+  with pytest.raises(ValueError, match="view_layout_size"):
+    stage1_loss(pred, dict(labels, view_layout=target[:, :, :, :2]))

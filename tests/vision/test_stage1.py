@@ -42,6 +42,8 @@ def _batch(rng, batch, num_objects=2):
       # Its own generator: the draws above and below stay those the tests were tuned on.
       "road_layout": np.random.default_rng(batch).dirichlet(
           np.full(6, 0.3), size=(batch, 1, GRID, GRID)).astype(np.float32),
+      "view_layout": np.random.default_rng(batch + 1).dirichlet(
+          np.full(7, 0.3), size=(batch, 1, VIEWS, 8, 8)).astype(np.float32),
   }
   inputs = {"images": images, "speed": rng.uniform(0, 8, (batch, 1)).astype(np.float32),
             "target_point": rng.uniform(-10, 30, (batch, 1, 2)).astype(np.float32)}
@@ -92,10 +94,11 @@ def test_stage1_overfits_a_fixed_batch():
   # the hardest cells rather than the average one.
   inputs, labels = _batch(np.random.default_rng(0), batch=4)
   _, history = _train(inputs, labels, steps=300,
-                      weights={k: 1.0 for k in (*LMDRIVE_WEIGHTS, "road_layout")})
+                      weights={k: 1.0 for k in (*LMDRIVE_WEIGHTS, "road_layout",
+                                                "view_layout")})
   first, last = history[0], history[-1]
   for name in ("detection", "waypoints", "traffic_light", "stop_sign", "detection_speed",
-               "road_layout"):
+               "road_layout", "view_layout"):
     assert last[name] < 0.35 * first[name], (name, first[name], last[name])
   assert last["detection/box"] < 0.2 * first["detection/box"]
   assert last["total"] < 0.1 * first["total"]
@@ -250,3 +253,34 @@ def test_road_layout_head_predicts_class_shares_per_cell():
       np.eye(4, dtype=bool)[1][:, None] & np.eye(3, dtype=bool)[2][None], (2, 4, 3)))
   assert "road_layout_logits" not in PerceptionHeads(8, 4, 16).apply(
       PerceptionHeads(8, 4, 16).init(jax.random.key(0), *inputs), *inputs)
+
+
+def test_view_layout_head_decodes_each_views_own_feature_map():
+  """tiny/small decode every view's road layout in image space from that view's projected
+  feature map (data/view_layout.py says why); paper, LMDrive's heads, does not. The term's
+  gradient reaches the backbone and the projection, and nothing of the BEV decoder."""
+  assert config_lib.vision_preset("small").view_layout_classes == 7
+  assert tuple(config_lib.vision_preset("small").view_layout_size) == (16, 16)
+  assert config_lib.vision_preset("paper").view_layout_classes == 0
+  inputs, labels = _batch(np.random.default_rng(3), batch=2)
+  variables = _init(_key(0), inputs)
+  model = _model()
+  predictions, _ = model.apply(variables, **inputs)
+  logits = predictions["view_layout_logits"]
+  assert logits.shape == (2, 1, VIEWS, 8, 8, 7)
+  # Each view's logits depend on that view's image only.
+  changed_images = inputs["images"].copy()
+  changed_images[:, :, 2] = 255 - changed_images[:, :, 2]
+  changed, _ = model.apply(variables, **dict(inputs, images=changed_images))
+  differs = np.abs(np.asarray(changed["view_layout_logits"] - logits)).max(axis=(0, 1, 3, 4, 5))
+  assert differs[2] > 1e-3 and np.all(np.delete(differs, 2) == 0.0), differs
+
+  def view_term(params):
+    predictions, _ = model.apply({**variables, "params": params}, **inputs)
+    return stage1_loss(predictions, labels)[1]["view_layout"]
+  grads = jax.grad(view_term)(variables["params"])
+  norm = lambda tree: float(optax.global_norm(tree))  # noqa: E731
+  encoder = grads["encoder"]
+  assert norm(encoder["backbone"]) > 0 and norm(encoder["feature_proj"]) > 0
+  assert norm(grads["view_layout"]) > 0
+  assert norm(encoder["bev_decoder"]) == 0 and norm(grads["heads"]) == 0

@@ -1,0 +1,45 @@
+"""LMDrive's camera rig (specs/lmdrive_format.md), shared by the simulator that renders it and the
+data pipeline that projects labels into it.
+
+Poses are in the ego frame: x metres forward of the vehicle's centre, y metres right, z metres up,
+yaw in degrees (+ towards the right). Every camera has zero pitch and roll and a 100-degree
+horizontal field of view; the focus view is a centre crop of the front image (`BuildConfig.
+focus_fraction` of its height, square).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+CAMERA_POSES = {
+    "front": (1.3, 0.0, 2.3, 0.0),
+    "left": (1.3, 0.0, 2.3, -60.0),
+    "right": (1.3, 0.0, 2.3, 60.0),
+    "rear": (-1.3, 0.0, 2.3, 180.0),
+}
+FOV_DEG = 100.0
+
+
+def ground_points(camera: str, u: np.ndarray, v: np.ndarray, aspect: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """Where the rays of image points meet the flat ground.
+
+  camera: a `CAMERA_POSES` name; u, v: f[...] positions in the camera image as fractions of its
+  width and height (0 = left / top edge, 1 = right / bottom edge); aspect: the camera image's
+  height / width. -> (points f32[..., 2] as (right, forward) metres in the ego frame, hits
+  bool[...]: False for rays at or above the horizon, which never meet the ground).
+  """
+  if camera not in CAMERA_POSES:
+    raise ValueError(f"unknown camera {camera!r}; known: {sorted(CAMERA_POSES)}")
+  x, y, z, yaw_deg = CAMERA_POSES[camera]
+  tan_half = math.tan(math.radians(FOV_DEG / 2))
+  right_per_depth = (np.asarray(u, np.float64) - 0.5) * 2 * tan_half
+  down_per_depth = (np.asarray(v, np.float64) - 0.5) * 2 * tan_half * aspect
+  hits = down_per_depth > 1e-6
+  depth = np.where(hits, z / np.maximum(down_per_depth, 1e-6), 0.0)
+  yaw = math.radians(yaw_deg)
+  forward = x + depth * (math.cos(yaw) - right_per_depth * math.sin(yaw))
+  right = y + depth * (math.sin(yaw) + right_per_depth * math.cos(yaw))
+  return np.stack([right, forward], axis=-1).astype(np.float32), hits
