@@ -22,10 +22,11 @@ export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$RUN/jax_compile_
 START=$(date +%s)
 stamp() { echo "[quickstart $(( $(date +%s) - START ))s] $*"; }
 
-# Per preset: collection camera size, training steps (x STEPS_SCALE), eval route set.
+# Per preset: collection camera size, training steps (x STEPS_SCALE) of the text LLM, stage 1,
+# the Q-Former alignment, stage 2 and stage 3, eval route set.
 case "$PRESET" in
-  tiny)  CAMERA=64x64;   STEPS=(20 40 40 20);    ROUTES="${EVAL_ROUTES:-tiny_2}" ;;
-  small) CAMERA=64x64;   STEPS=(300 100 80 20);   ROUTES="${EVAL_ROUTES:-tiny_4}" ;;
+  tiny)  CAMERA=64x64;   STEPS=(20 40 40 40 20);      ROUTES="${EVAL_ROUTES:-tiny_2}" ;;
+  small) CAMERA=64x64;   STEPS=(300 100 1500 80 20);  ROUTES="${EVAL_ROUTES:-tiny_4}" ;;
   *) echo "PRESET must be tiny or small (paper runs on a pod: see README)"; exit 2 ;;
 esac
 scale() { echo $(( $1 * STEPS_SCALE )); }
@@ -50,11 +51,12 @@ train() {  # train <config> <steps> [overrides...]
     --config.runs_root="$RUN" --config.train.steps="$steps" \
     --config.optim.total_steps="$steps" --config.train.log_every="$log_every" "$@"
 }
-stamp "4/8 train: text LLM, stage 1 (vision + VAE), stage 2, stage 3"
+stamp "4/8 train: text LLM, stage 1 (vision + VAE), Q-Former alignment, stage 2, stage 3"
 train llm_text "$(scale ${STEPS[0]})"
 train stage1 "$(scale ${STEPS[1]})" --config.data.data_dir="$RUN/data/tfds"
-train stage2 "$(scale ${STEPS[2]})" --config.data.data_dir="$RUN/data/tfds"
-train stage3 "$(scale ${STEPS[3]})" --config.data.data_dir="$RUN/data/tfds"
+train qformer "$(scale ${STEPS[2]})" --config.data.data_dir="$RUN/data/tfds"
+train stage2 "$(scale ${STEPS[3]})" --config.data.data_dir="$RUN/data/tfds"
+train stage3 "$(scale ${STEPS[4]})" --config.data.data_dir="$RUN/data/tfds"
 
 stamp "5/8 closed-loop evaluation on route set ${ROUTES}: ours, expert, baselines"
 evaluate() {  # evaluate <agent>: one eval process, its log in $RUN/eval/<agent>.log

@@ -20,6 +20,7 @@ flags.mark_flags_as_required(["config"])
 TASKS = {
     "llm_text": "lmgendrive_jax.train.llm_text",
     "stage1": "lmgendrive_jax.train.stage1",
+    "qformer": "lmgendrive_jax.train.qformer_align",
     "stage2": "lmgendrive_jax.train.stage2",
     "stage3": "lmgendrive_jax.train.stage2",
 }

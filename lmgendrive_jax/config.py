@@ -305,7 +305,8 @@ def lmgendrive_preset(name: str) -> ConfigDict:
       action_head=dict(num_waypoints=5, hidden_dim=hidden, dtype=llm.dtype,
                        param_dtype=llm.param_dtype),
       world=world, vae=vae,
-      num_action_queries=4, num_generation_queries=4, freeze_vision=True, speed_input=True))
+      num_action_queries=4, num_generation_queries=4, freeze_vision=True, speed_input=True,
+      layout_probe_size=(0, 0), layout_probe_classes=len(view_layout.VIEW_LAYOUT_CLASSES)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -424,8 +425,9 @@ def data_preset(name: str, stage: int = 2) -> ConfigDict:
       views=("front", "left", "right", "rear", "focus"), crop_scale=0.875, random_crop=True,
       colour_jitter=0.1, drop_blocked=True, bev_ahead=30.0, bev_behind=20.0, bev_side=25.0,
       start_jitter=-1, notice_probability=0.5, read_threads=2, prefetch=4, worker_buffer=2,
-      # Stage 1's per-view road-layout labels (rows, cols) per view; (0, 0): none. Stage-1
-      # configs set it to the vision model's view_layout_size.
+      # Per-view road-layout labels (rows, cols) of each frame (data/view_layout.py); (0, 0):
+      # none. Stage 1 sets it to the vision model's view_layout_size, stages 2-3 to the layout
+      # probe's size.
       view_layout_size=(0, 0))
   # random_crop: LMDrive (InterFuser's resize-then-CenterCrop) centre-crops, as `paper` does. A
   # random crop shifts a 64-px view by up to +-4.5 px, an apparent yaw of +-8 degrees at the rig's

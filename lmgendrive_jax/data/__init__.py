@@ -50,5 +50,7 @@ Stages 2-3 (clips; T = cfg.window_frames at cfg.stride source frames, F = len(fu
     (t + future_offsets[f]); future_mask: bool[B, T, F] (False when it falls outside the valid
     window). Futures are gathered from `images` itself (no duplicated frames):
     for each f, `jnp.take_along_axis(images, future_index[:, :, f, None, None, None, None], axis=1)`.
+  with cfg.view_layout_size > 0 (a model with a layout probe): view_layout f32[B, T, V, rows,
+    cols, 7] and view_layout_mask bool[B, T], stage 1's labels per frame (False in padded slots).
 L = cfg.max_instruction_tokens, Ln = cfg.max_notice_tokens (longer texts are cut, with a warning).
 """

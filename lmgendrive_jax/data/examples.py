@@ -158,6 +158,7 @@ class ClipExample(grain.transforms.RandomMap):
   def __init__(self, cfg, frames: RecordSource, train: bool):
     self.decoder = _ViewDecoder(cfg)
     self.frames, self.train = frames, train
+    self.layouts = _ViewLayouts(cfg, frames.build_config)
     self.window, self.stride = int(cfg.window_frames), int(cfg.stride)
     self.future_offsets = tuple(int(o) for o in cfg.future_offsets)
     self.start_jitter = int(cfg.start_jitter)
@@ -200,10 +201,15 @@ class ClipExample(grain.transforms.RandomMap):
     images = np.zeros((self.window, num_views, self.decoder.height, self.decoder.width, 3),
                       np.uint8)
     speed = np.zeros((self.window,), np.float32)
-    for t in np.nonzero(window.frame_mask)[0]:
+    layouts = []
+    for t in range(self.window):
+      if not window.frame_mask[t]:
+        layouts.append(None)
+        continue
       frame = self.frames[int(frame_records[window.positions[t]])]
-      images[t] = self.decoder(frame, params)
+      images[t], windows = self.decoder.decode(frame, params)
       speed[t] = frame["speed"]
+      layouts.append(self.layouts(frame, windows) if self.layouts.enabled else None)
     texts = list(record["texts"])
     text = texts[int(rng.integers(len(texts)))] if rng is not None else texts[0]
     text = text.decode() if isinstance(text, bytes) else text
@@ -235,4 +241,12 @@ class ClipExample(grain.transforms.RandomMap):
         "misleading": np.bool_(record["misleading"]),
         "instruction_id": np.int32(record["instruction_id"]),
         "future_index": window.future_index, "future_mask": window.future_mask,
+        **(self._stack_layouts(layouts) if self.layouts.enabled else {}),
     }
+
+  def _stack_layouts(self, layouts: list[dict | None]) -> dict:
+    """Per-frame layouts (None for padded slots) -> view_layout f32[T, V, r, c, C] and
+    view_layout_mask bool[T]."""
+    empty = self.layouts({}, [])  # zeros, masked: the shapes of a slot without a frame
+    return {key: np.stack([(layout or empty)[key] for layout in layouts])
+            for key in ("view_layout", "view_layout_mask")}

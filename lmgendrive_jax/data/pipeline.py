@@ -171,13 +171,14 @@ def make_iterator(cfg, stage: int, **kwargs) -> DataIterator:
   raise ConfigError(f"stage must be 1, 2 or 3; got {stage!r}")
 
 
-def _view_layout_spec(cfg, b: int, v: int) -> dict:
-  """Stage 1's per-view road-layout labels, when `cfg.view_layout_size` asks for them."""
+def _view_layout_spec(cfg, lead: tuple[int, ...], v: int) -> dict:
+  """Per-view road-layout labels of each frame, when `cfg.view_layout_size` asks for them."""
   rows, cols = (int(s) for s in cfg.view_layout_size)
   if rows <= 0 or cols <= 0:
     return {}
-  return {"view_layout": ((b, v, rows, cols, len(view_layout.VIEW_LAYOUT_CLASSES)), np.float32),
-          "view_layout_mask": ((b,), np.bool_)}
+  return {"view_layout": (lead + (v, rows, cols, len(view_layout.VIEW_LAYOUT_CLASSES)),
+                          np.float32),
+          "view_layout_mask": (lead, np.bool_)}
 
 
 def batch_spec(cfg, stage: int) -> dict[str, tuple[tuple[int, ...], Any]]:
@@ -195,7 +196,7 @@ def batch_spec(cfg, stage: int) -> dict[str, tuple[tuple[int, ...], Any]]:
         "road_layout_mask": ((b,), np.bool_),
         "traffic_light": ((b,), np.int32), "stop_sign": ((b,), np.int32),
         "command": ((b,), np.int32), "town_id": ((b,), np.int32), "frame": ((b,), np.int32),
-        **_view_layout_spec(cfg, b, v)}
+        **_view_layout_spec(cfg, (b,), v)}
   t, f = int(cfg.window_frames), len(cfg.future_offsets)
   li, ln = int(cfg.max_instruction_tokens), int(cfg.max_notice_tokens)
   return {
@@ -207,4 +208,4 @@ def batch_spec(cfg, stage: int) -> dict[str, tuple[tuple[int, ...], Any]]:
       "waypoint_mask": ((b, t, 5), np.bool_), "completed": ((b, t), np.int32),
       "misleading": ((b,), np.bool_),
       "instruction_id": ((b,), np.int32), "future_index": ((b, t, f), np.int32),
-      "future_mask": ((b, t, f), np.bool_)}
+      "future_mask": ((b, t, f), np.bool_), **_view_layout_spec(cfg, (b, t), v)}

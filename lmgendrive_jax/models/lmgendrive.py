@@ -13,7 +13,9 @@ Data flow (DESIGN.md sec. 2), per training example:
   With `visual_probe`, a second action head reads the frame's visual tokens alone (no LLM, no
   instruction) -> probe waypoints f32[B, T, 5, 2]: a training-only auxiliary target that makes the
   randomly initialised Q-Former pass on what the cameras show (BLIP-2 likewise trains its Q-Former
-  to extract image content before connecting it to the LLM). Off the control path.
+  to extract image content before connecting it to the LLM). Off the control path. With
+  `layout_probe_size`, a layout probe draws every view's road layout from the same tokens
+  (`models/layout_probe.py`), which asks them where the lanes are.
 
 Online planning (`prefill` + `extend`): the instruction prefix is encoded once into the KV cache,
 each new frame's block extends it, and only the newest frame's action states are read, so the
@@ -29,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from lmgendrive_jax.models.action_head import ActionHead
+from lmgendrive_jax.models.layout_probe import LayoutProbe
 from lmgendrive_jax.models.llm import LLM
 from lmgendrive_jax.models.qformer import QFormer
 from lmgendrive_jax.models.sequence import block_mask_ar, build_sequence
@@ -55,6 +58,10 @@ class LMGenDrive(nn.Module):
   # model learns "keep the current speed" and never pulls away (the inertia problem of
   # behaviour cloning, Codevilla et al. 2019). Without it, when to go must come from the images.
   speed_input: bool = True
+  # (rows, cols) > 0: a layout probe (`models/layout_probe.py`) draws every view's road layout
+  # from the frame's Q-Former tokens alone -> out["probe_layout_logits"]. Training-only.
+  layout_probe_size: tuple[int, int] = (0, 0)
+  layout_probe_classes: int = 7
 
   def setup(self):
     self.vision_encoder = VisionEncoder(**self.vision, name="vision")
@@ -68,10 +75,20 @@ class LMGenDrive(nn.Module):
     self.actions = ActionHead(**self.action_head, name="action_head")
     if self.visual_probe:
       self.probe = ActionHead(**self.action_head, name="visual_probe")
+    if self.has_layout_probe:
+      self.layout_probe = LayoutProbe(
+          int(self.vision["num_views"]), tuple(self.layout_probe_size),
+          self.layout_probe_classes, int(self.action_head["hidden_dim"]),
+          dtype=self.action_head.get("dtype", "float32"),
+          param_dtype=self.action_head.get("param_dtype", "float32"), name="layout_probe")
     if self.world is not None:
       self.world_model = WorldDiT(**self.world, name="world")
     if self.vae is not None:
       self.autoencoder = AutoencoderKL(**self.vae, name="vae")
+
+  @property
+  def has_layout_probe(self) -> bool:
+    return all(int(n) > 0 for n in self.layout_probe_size)
 
   # --------------------------------------------------------------------------------------------
   # Pieces.
@@ -112,7 +129,7 @@ class LMGenDrive(nn.Module):
     notice int32[B, Ln], notice_frame int32[B] (-1: none), frame_mask bool[B, T].
     Returns (waypoints f32[B, T, W, 2], out) with out["completed_logit"] f32[B, T],
     out["generation_states"] f32[B, T, G, D] and, with `visual_probe`, out["probe_waypoints"]
-    f32[B, T, W, 2].
+    f32[B, T, W, 2]; with a layout probe, out["probe_layout_logits"] f32[B, T, V, r, c, C].
     """
     visual = self.encode_frames(images, speed)
     blocks = self.frame_blocks(visual)
@@ -126,10 +143,24 @@ class LMGenDrive(nn.Module):
     action_states, generation_states = self._split_states(frame_states)
     waypoints, completed_logit = self.actions(action_states)
     out = {"completed_logit": completed_logit, "generation_states": generation_states,
-           "visual_tokens": visual}
+           "visual_tokens": visual, **self._probe_outputs(visual)}
+    return waypoints, out
+
+  def _probe_outputs(self, visual: jax.Array) -> dict:
+    out = {}
     if self.visual_probe:
       out["probe_waypoints"], _ = self.probe(visual)
-    return waypoints, out
+    if self.has_layout_probe:
+      out["probe_layout_logits"] = self.layout_probe(visual)
+    return out
+
+  def probe_outputs(self, vision_tokens: jax.Array) -> dict:
+    """The training-only probes on the Q-Former's tokens of the vision encoder's tokens, without
+    the LLM (Q-Former alignment: `train/qformer_align.py`). vision_tokens f32[B, T, Nv, Dv] ->
+    {"probe_waypoints": f32[B, T, W, 2], "probe_layout_logits": f32[B, T, V, r, c, C]} (those the
+    model has)."""
+    visual, _ = self.frame_compressor(vision_tokens)
+    return self._probe_outputs(visual)
 
   def initialize(self, images, speed, instruction, instruction_mask, notice, notice_mask,
                  notice_frame, frame_mask):

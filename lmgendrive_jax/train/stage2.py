@@ -3,16 +3,18 @@
 One loss for both (`configs/stage2.py`, `configs/stage3.py`): dense per-frame planning over the
 clip (waypoint L1, its lateral part counted `waypoint_lateral_weight` times, + `completed_weight`
 x completed-flag cross-entropy, valid frames only) plus flow matching of the world generator on
-the futures of `world_anchors` frames of every `world_clip_stride`-th clip: for an anchor frame a, the clean latents of frames a - Fc + 1 .. a
-are the context, the frames at `future_index[a]` (the data's `future_offsets`) are the targets,
+the futures of `world_anchors` frames of every `world_clip_stride`-th clip: for an anchor frame
+a, the clean latents of frames a - Fc + 1 .. a are the context, the frames at `future_index[a]` (the data's `future_offsets`) are the targets,
 and the LLM's generation-query states of frame a are the condition. Stage 2 uses one anchor per
 clip (the next chunk), stage 3 several along a long clip. The VAE is frozen (its latents carry
 no gradient), and so is the vision encoder with `model.lmgendrive.freeze_vision` (stop_gradient
-inside the model, zero updates in the optimizer; every preset but small).
+inside the model, zero updates in the optimizer; every preset).
 With `loss.visual_probe_weight` > 0 (the model built with `visual_probe`), the waypoint L1 of the
 probe that reads the Q-Former's tokens alone is added: it trains the Q-Former to carry the lane
 geometry and the car's offset, which the planning loss alone did not teach a random-init Q-Former
 within a CPU run (`bench/planner_inputs.py`: waypoints unchanged with every image zeroed).
+With `loss.layout_probe_weight` > 0, the KL of the layout probe (every view's road layout drawn
+from the same tokens, `models/layout_probe.py`) against the frames' `view_layout` labels is added.
 
 Every `train.sample_every` steps the loop logs `make_sample_fn`'s image: for the batch's first
 clip, the world generator's future frames at its last anchor-eligible frame, drawn with the
@@ -32,6 +34,7 @@ from lmgendrive_jax.data import pipeline
 from lmgendrive_jax.models.lmgendrive import LMGenDrive, WorldView
 from lmgendrive_jax.models.vae import unit_to_images
 from lmgendrive_jax.train.checkpoints import restore_subtrees
+from lmgendrive_jax.train.losses_vision import layout_kl
 from lmgendrive_jax.train.loop import Task
 
 MODEL_INPUTS = ("images", "speed", "instruction_tokens", "instruction_mask", "notice_tokens",
@@ -134,13 +137,21 @@ def make_loss_fn(model: LMGenDrive, config):
   if config.loss.visual_probe_weight > 0 and not model.visual_probe:
     raise ValueError(f"loss.visual_probe_weight={config.loss.visual_probe_weight} needs the model "
                      "built with model.lmgendrive.visual_probe=True")
+  if config.loss.layout_probe_weight > 0 and (
+      not model.has_layout_probe
+      or tuple(config.data.view_layout_size) != tuple(model.layout_probe_size)):
+    raise ValueError(f"loss.layout_probe_weight={config.loss.layout_probe_weight} needs "
+                     f"model.lmgendrive.layout_probe_size (now {tuple(model.layout_probe_size)}) "
+                     f"> 0 and equal to data.view_layout_size (now "
+                     f"{tuple(config.data.view_layout_size)})")
+
+  lateral_weight = config.loss.waypoint_lateral_weight
 
   def loss_fn(params, batch, rng, model_state):
     variables = {"params": params, **model_state}
     waypoints, out = model.apply(variables, *model_inputs(batch))
     (lateral_l1, forward_l1), completed_ce = planning_losses(waypoints, out["completed_logit"],
                                                              batch)
-    lateral_weight = config.loss.waypoint_lateral_weight
     loss = (weighted_l1(lateral_l1, forward_l1, lateral_weight)
             + config.loss.completed_weight * completed_ce)
     metrics = {"waypoint_l1": weighted_l1(lateral_l1, forward_l1),
@@ -149,6 +160,12 @@ def make_loss_fn(model: LMGenDrive, config):
       probe_l1 = waypoint_axis_l1(out["probe_waypoints"], batch)
       loss = loss + config.loss.visual_probe_weight * weighted_l1(*probe_l1, lateral_weight)
       metrics["visual_probe_l1"] = weighted_l1(*probe_l1)
+      metrics["visual_probe_lateral_l1"] = probe_l1[0]
+    if config.loss.layout_probe_weight > 0:
+      has_map = batch["frame_mask"] & batch["view_layout_mask"]
+      metrics["layout_probe_kl"] = layout_kl(out["probe_layout_logits"], batch["view_layout"],
+                                             has_map)
+      loss = loss + config.loss.layout_probe_weight * metrics["layout_probe_kl"]
     if config.loss.world_weight > 0:
       anchor_key, flow_key = jax.random.split(rng)
       clips, generation_states = world_clips(batch, out["generation_states"],

@@ -24,7 +24,7 @@ from lmgendrive_jax import config as config_lib  # noqa: E402
 from lmgendrive_jax import parallel  # noqa: E402
 from lmgendrive_jax.data import pipeline  # noqa: E402
 from lmgendrive_jax.errors import CheckpointError  # noqa: E402
-from lmgendrive_jax.train import llm_text, loop, stage1, stage2, trained  # noqa: E402
+from lmgendrive_jax.train import llm_text, loop, qformer_align, stage1, stage2, trained  # noqa: E402
 from lmgendrive_jax.train import state as train_state  # noqa: E402
 from lmgendrive_jax.train.optimizer import make_optimizer  # noqa: E402
 
@@ -85,6 +85,8 @@ def test_three_stages_hand_off_and_freeze(dataset, monkeypatch):
     return init_from
 
   monkeypatch.setattr(stage2, "make_init_from", spying_init_from)
+  config = _config("qformer", data_dir, runs, 2)
+  loop.run(config, qformer_align.build_task(config)[0], log_enabled=False)
   config = _config("stage2", data_dir, runs, 2)
   config.train.sample_every = 2
   loop.run(config, stage2.build_task(config)[0], log_enabled=True)
@@ -106,7 +108,18 @@ def test_three_stages_hand_off_and_freeze(dataset, monkeypatch):
 
   stage1_saved = _saved_params(os.path.join(runs, "stage1_tiny"))
   text_saved = _saved_params(os.path.join(runs, "llm_text_tiny"))
+  qformer_saved = _saved_params(os.path.join(runs, "qformer_tiny"))
   stage2_start = captured["stage2"]
+  # Q-Former alignment (configs/qformer.py): the encoder as stage 1 saved it, and only the
+  # Q-Former and the probes on its tokens trained.
+  qformer_start = captured["qformer"]
+  moved = {p for p, v in qformer_saved.items() if not np.array_equal(v, qformer_start[p])}
+  assert moved and all(p.startswith(("qformer/", "visual_probe/", "layout_probe/"))
+                       for p in moved), sorted(moved)[:5]
+  assert any(p.startswith("qformer/") for p in moved)
+  for path, value in qformer_start.items():
+    if path.startswith("vision/"):
+      np.testing.assert_array_equal(value, stage1_saved["perception/encoder/" + path[7:]])
   # Hand-off 1 -> 2: vision and VAE exactly as stage 1 saved them; LLM base from the text run.
   for path, value in stage2_start.items():
     if path.startswith("vision/"):
@@ -115,6 +128,8 @@ def test_three_stages_hand_off_and_freeze(dataset, monkeypatch):
       np.testing.assert_array_equal(value, stage1_saved[path])
     elif path.startswith("llm/") and "/lora/" not in path:
       np.testing.assert_array_equal(value, text_saved[path[4:]])
+    elif path.startswith(("qformer/", "visual_probe/", "layout_probe/")):
+      np.testing.assert_array_equal(value, qformer_saved[path])
   stage2_saved = _saved_params(os.path.join(runs, "stage2_tiny"))
   # Frozen in stage 2: bit-identical; trainable: moved.
   for path, value in stage2_saved.items():
@@ -232,6 +247,7 @@ def test_visual_probe_reads_the_qformer_tokens_alone(stage2_tiny):
 
   config.loss.world_weight = 0.0
   config.loss.visual_probe_weight = 0.5
+  config.loss.layout_probe_weight = 0.0
   loss_fn = stage2.make_loss_fn(model, config)
 
   def loss_and_probe_term(p):
@@ -257,3 +273,52 @@ def test_visual_probe_reads_the_qformer_tokens_alone(stage2_tiny):
   config.model.lmgendrive.visual_probe = False
   with pytest.raises(ValueError, match="visual_probe"):
     stage2.make_loss_fn(stage2.LMGenDrive(**config.model.lmgendrive.to_dict()), config)
+
+
+def test_layout_probe_draws_every_views_layout_from_the_qformer_tokens(stage2_tiny):
+  """The layout probe reads a frame's Q-Former tokens alone; its KL against the clip frames' view
+  layouts (padded frames and frames without a road map left out) is added with
+  loss.layout_probe_weight and trains the Q-Former, never the LLM or the action head; a weight
+  whose sizes do not match the data's labels is refused."""
+  config, model, variables, params, batch = stage2_tiny
+  config = config.copy_and_resolve_references()
+  size = tuple(config.model.lmgendrive.layout_probe_size)
+  assert size == (4, 4) and tuple(config.data.view_layout_size) == size
+  assert config.loss.layout_probe_weight == 1.0
+  b, t = batch["frame_mask"].shape
+  assert batch["view_layout"].shape == (b, t, 5, 4, 4, 7)
+  np.testing.assert_array_equal(batch["view_layout_mask"], batch["frame_mask"])
+  forward = jax.jit(lambda b: model.apply({"params": params, **variables},
+                                          *stage2.model_inputs(b))[1]["probe_layout_logits"])
+  logits = forward(batch)
+  assert logits.shape == batch["view_layout"].shape
+  blank = batch["instruction_mask"].at[:, 1:].set(False)
+  np.testing.assert_array_equal(forward({**batch, "instruction_mask": blank}), logits)
+
+  config.loss.world_weight = 0.0
+  config.loss.visual_probe_weight = 0.0
+  loss_fn = stage2.make_loss_fn(model, config)
+
+  def loss_and_term(p):
+    loss, metrics = loss_fn(p, batch, jax.random.key(3), variables)
+    return jnp.stack([loss, metrics["layout_probe_kl"]]), (loss, metrics)
+
+  jacobian, (loss, metrics) = jax.jit(jax.jacrev(loss_and_term, has_aux=True))(params)
+  log_q = np.asarray(jax.nn.log_softmax(logits))
+  target = np.asarray(batch["view_layout"])
+  kl = (target * (np.log(np.maximum(target, 1e-12)) - log_q)).sum(-1)
+  used = np.asarray(batch["frame_mask"] & batch["view_layout_mask"])
+  np.testing.assert_allclose(float(metrics["layout_probe_kl"]), kl[used].mean(), rtol=1e-4)
+  np.testing.assert_allclose(float(loss), float(
+      metrics["waypoint_l1"] + config.loss.completed_weight * metrics["completed_ce"]
+      + metrics["layout_probe_kl"]), rtol=1e-5)
+
+  def norm(tree, row):
+    return float(optax.global_norm(jax.tree.map(lambda g: g[row], tree)))
+
+  assert norm(jacobian["qformer"], 1) > 0 and norm(jacobian["layout_probe"], 1) > 0
+  assert norm(jacobian["llm"], 1) == 0 and norm(jacobian["action_head"], 1) == 0
+
+  config.data.view_layout_size = (2, 2)
+  with pytest.raises(ValueError, match="layout_probe_size"):
+    stage2.make_loss_fn(model, config)
