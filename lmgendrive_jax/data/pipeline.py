@@ -61,10 +61,8 @@ class DataIterator:
   def set_state(self, state: dict) -> None:
     if not state:
       return
-    if state.get("fingerprint") != self.fingerprint:
-      raise DataError(f"the data iterator state was saved by another pipeline config "
-                      f"({state.get('fingerprint')}) than this one ({self.fingerprint}); resume "
-                      f"with the same data config or start the data from scratch")
+    check_fingerprint(state, self.fingerprint, "the data iterator state", "pipeline config",
+                      "resume with the same data config or start the data from scratch")
     self._iterator.set_state(state["grain"])
     self.step = int(state["step"])
 
@@ -77,6 +75,16 @@ class DataIterator:
     close = getattr(self._iterator, "close", None)
     if close is not None:
       close()
+
+
+def check_fingerprint(state: dict, fingerprint: dict, what: str, source: str, remedy: str
+                      ) -> None:
+  """Raises DataError unless a saved batch source's state carries this source's fingerprint: a
+  position saved by another config would silently read different data. `what` names the state,
+  `source` what the fingerprint stands for."""
+  if state.get("fingerprint") != fingerprint:
+    raise DataError(f"{what} was saved by another {source} ({state.get('fingerprint')}) than "
+                    f"this one ({fingerprint}); {remedy}")
 
 
 def _shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:

@@ -75,34 +75,39 @@ def layout_kl(logits: jax.Array, target: jax.Array, has_map: jax.Array) -> jax.A
   return _masked_mean(kl, has_map.reshape(has_map.shape + (1,) * (kl.ndim - 2)))
 
 
+def _labelled_layout_kl(logits: jax.Array, labels: Mapping[str, jax.Array], frame_mask: jax.Array,
+                        key: str, missing: str, mismatch: str) -> jax.Array:
+  """`layout_kl` of logits vs labels[key] over valid frames whose labels[key + "_mask"] is set,
+  after checking the label is there (else KeyError + `missing`) with the logits' shape (else
+  ValueError + `mismatch`)."""
+  if key not in labels:
+    raise KeyError(f"the model predicts {key}_logits but the labels lack {key!r}: {missing}")
+  if logits.shape != labels[key].shape:
+    raise ValueError(f"{key} prediction {logits.shape} and label {labels[key].shape} differ: "
+                     f"{mismatch}")
+  has_map = frame_mask & labels.get(f"{key}_mask", jnp.ones_like(frame_mask)).astype(bool)
+  return layout_kl(logits, labels[key], has_map)
+
+
 def road_layout_loss(logits: jax.Array, labels: Mapping[str, jax.Array], frame_mask: jax.Array
                      ) -> jax.Array:
   """logits f32[B, T, Hb, Wb, C] vs labels["road_layout"] (class shares, same shape) -> the mean
   per-cell KL divergence over valid frames with a road map (0 when the prediction is exact)."""
-  if "road_layout" not in labels:
-    raise KeyError("the model predicts road_layout_logits but the stage-1 labels lack "
-                   "'road_layout' (the road map of data/topdown.py)")
-  if logits.shape != labels["road_layout"].shape:
-    raise ValueError(f"road-layout prediction {logits.shape} and label "
-                     f"{labels['road_layout'].shape} differ: the BEV grid and the road classes "
-                     f"of the model and the labels must match")
-  has_map = frame_mask & labels.get("road_layout_mask", jnp.ones_like(frame_mask)).astype(bool)
-  return layout_kl(logits, labels["road_layout"], has_map)
+  return _labelled_layout_kl(
+      logits, labels, frame_mask, "road_layout",
+      missing="the stage-1 labels carry the road map of data/topdown.py",
+      mismatch="the BEV grid and the road classes of the model and the labels must match")
 
 
 def view_layout_loss(logits: jax.Array, labels: Mapping[str, jax.Array], frame_mask: jax.Array
                      ) -> jax.Array:
   """logits f32[B, T, V, rows, cols, C] vs labels["view_layout"] (per-pixel class shares of each
   view, `data/view_layout.py`) -> the mean per-cell KL over valid frames with a road map."""
-  if "view_layout" not in labels:
-    raise KeyError("the model predicts view_layout_logits but the stage-1 labels lack "
-                   "'view_layout': set data.view_layout_size to the model's view_layout_size")
-  if logits.shape != labels["view_layout"].shape:
-    raise ValueError(f"view-layout prediction {logits.shape} and label "
-                     f"{labels['view_layout'].shape} differ: data.view_layout_size, the views "
-                     f"and the classes must match the model's view_layout_size and classes")
-  has_map = frame_mask & labels.get("view_layout_mask", jnp.ones_like(frame_mask)).astype(bool)
-  return layout_kl(logits, labels["view_layout"], has_map)
+  return _labelled_layout_kl(
+      logits, labels, frame_mask, "view_layout",
+      missing="set data.view_layout_size to the model's view_layout_size",
+      mismatch="data.view_layout_size, the views and the classes must match the model's "
+               "view_layout_size and classes")
 
 
 def stage1_loss(predictions: Mapping[str, jax.Array], labels: Mapping[str, jax.Array],

@@ -110,10 +110,8 @@ class TokenCache:
   def set_state(self, state: dict) -> None:
     if not state:
       return
-    if state.get("fingerprint") != self.fingerprint:
-      raise DataError(f"the Q-Former run was saved with another token cache "
-                      f"({state.get('fingerprint')}) than this one ({self.fingerprint}); resume "
-                      f"with the same data config and stage-1 run")
+    pipeline.check_fingerprint(state, self.fingerprint, "the Q-Former run", "token cache",
+                               "resume with the same data config and stage-1 run")
     self.step = int(state["step"])
 
 
