@@ -12,6 +12,12 @@ ratio of ~1.00 says it drives from speed and language alone and will drift off t
 closed loop. For a model trained with the visual probe (`loss.visual_probe_weight`), the probe's
 L1 (waypoints from the Q-Former's tokens alone) is a column too: it tells whether the Q-Former
 carries the camera content at all, separately from whether the LLM's action queries read it.
+A second table asks whether it reads the instruction where that decides the path: over the
+frames whose recorded 2.5-s waypoint lies more than 2 m sideways (the path turns), the lateral
+L1 of that waypoint and how often its side (left/right) is the recorded one. Images carry most
+of a turn once the car is in it; the gap between "recorded inputs" and "instruction blanked"
+there is what the language adds. Windows are drawn at random from each clip (seeded, without the
+training augmentation or the junction weighting) so that turns are among them.
 Cheap (a few minutes on 2 cores) next to `bench/drive_quality.py`.
 
 Given a stage-1 run, it asks the same of the encoder every later stage reads: its perception
@@ -39,6 +45,9 @@ from lmgendrive_jax.train import stage2  # noqa: E402
 from lmgendrive_jax.train.losses_vision import road_layout_loss, view_layout_loss  # noqa: E402
 from lmgendrive_jax.train.trained import (  # noqa: E402
     load_lmgendrive, load_perception, load_run_config)
+
+
+TURN_M = 2.0  # metres sideways at 2.5 s: a turn, not lane keeping
 
 
 def ablations(batch: dict) -> dict[str, dict]:
@@ -120,14 +129,17 @@ def main(argv=None) -> int:
     return stage1_inputs(args)
 
   model, variables, config = load_lmgendrive(args.work_dir)
-  batches = pipeline.make_iterator(_evaluation_data(config, args), 2, train=False,
-                                   num_epochs=1)
+  data = _evaluation_data(config, args)
+  data.random_crop, data.colour_jitter = False, 0.0
+  data.junction_window_boost, data.junction_clip_repeats = 0.0, 1
+  batches = pipeline.make_iterator(data, 2, train=True, num_epochs=1)
+
   def predict(v, *inputs):
     waypoints, out = model.apply(v, *inputs)
     return waypoints, out.get("probe_waypoints", waypoints)
   forward = jax.jit(predict)
   has_probe = bool(model.visual_probe)
-  sums, done = {}, 0
+  sums, turns, done = {}, {}, 0
   for step in range(args.batches):
     try:
       batch = batches.batch(step)
@@ -135,6 +147,8 @@ def main(argv=None) -> int:
       break
     done += 1
     known = np.asarray(stage2.known_waypoints(batch))[..., None]
+    recorded_x = batch["waypoints"][..., -1, 0]  # f32[B, T]: 2.5-s waypoint, metres right
+    turning = known[..., -1, 0] & (np.abs(recorded_x) > TURN_M)
     for name, inputs in ablations(batch).items():
       waypoints, probe = forward(variables, *stage2.model_inputs(inputs))
       # error: f32[B, T, 5, 2] (x = right, y = forward); lateral is the x part.
@@ -143,6 +157,8 @@ def main(argv=None) -> int:
       total, lateral, probe_total, count = sums.get(name, (0.0, 0.0, 0.0, 0.0))
       sums[name] = (total + error.sum(), lateral + error[..., 0].sum(),
                     probe_total + probe_error.sum(), count + known.sum())
+      predicted_x = np.asarray(waypoints)[..., -1, 0][turning]
+      turns.setdefault(name, []).append((predicted_x, recorded_x[turning]))
   recorded_l1 = sums["recorded inputs"][0] / (2 * sums["recorded inputs"][3])
   rows = []
   for name, (total, lateral, probe_total, count) in sums.items():
@@ -152,6 +168,16 @@ def main(argv=None) -> int:
   columns = ["inputs", "L1 (m)", "lateral L1 (m)", "L1 / recorded inputs' L1"]
   print_table(f"Open-loop waypoint L1 of {args.work_dir} ({done} batches)",
               columns + (["visual probe L1 (m)"] if has_probe else []), rows)
+  rows, left = [], 0
+  for name, pairs in turns.items():
+    predicted, recorded = (np.concatenate(part) for part in zip(*pairs))
+    left = int(np.sum(recorded < 0))
+    rows.append([name, str(len(recorded)), f"{np.abs(predicted - recorded).mean():.2f}",
+                 f"{np.mean(np.sign(predicted) == np.sign(recorded)):.2f}"])
+  if rows and rows[0][1] != "0":
+    print_table(f"Where the recorded path turns (2.5-s waypoint > {TURN_M:g} m sideways; "
+                f"{left} left)", ["inputs", "frames", "lateral L1 at 2.5 s (m)",
+                                  "turns the recorded way"], rows)
   return 0
 
 

@@ -35,7 +35,11 @@ def get_config(arg=None):
   data.tokenizer = config.data.tokenizer
   data.batch_size = {"tiny": 8, "small": 64}[preset]
   with data.unlocked():
-    data.cache_frames = {"tiny": 32, "small": 8000}[preset]  # 0: every frame of the split
+    # 0: every frame of the split. Tokens + labels take ~35 kB a frame for `small` (56 x 128 f32
+    # tokens; 0.7 GB for 20000), held in host memory. The bigger run's Q-Former on all its ~21k
+    # frames (5000 steps) let its planner steer back from a lane offset 2x better than on 8000
+    # frames (3000 steps): bench/lane_response.py, README.
+    data.cache_frames = {"tiny": 32, "small": 20000}[preset]
   config.data = data
   config.init_from = [entry for entry in config.init_from if entry["run"].startswith("stage1_")]
   config.train.steps = {"tiny": 4, "small": 3000}[preset]

@@ -425,6 +425,12 @@ def data_preset(name: str, stage: int = 2) -> ConfigDict:
       views=("front", "left", "right", "rear", "focus"), crop_scale=0.875, random_crop=True,
       colour_jitter=0.1, drop_blocked=True, bev_ahead=30.0, bev_behind=20.0, bev_side=25.0,
       start_jitter=-1, notice_probability=0.5, read_threads=2, prefetch=4, worker_buffer=2,
+      # Stages 2-3 (training only): a window start that has a junction within its waypoints'
+      # horizon is drawn 1 + junction_window_boost times as often as another of its clip, and a
+      # clip that passes a junction comes junction_clip_repeats times an epoch (data/clips.py,
+      # pipeline.py). Drawn uniformly, ~1 window in 5 is one where the instruction picks the
+      # branch; the rest teach lane keeping, which the cameras alone already tell.
+      junction_window_boost=0.0, junction_clip_repeats=1,
       # Per-view road-layout labels (rows, cols) of each frame (data/view_layout.py); (0, 0):
       # none. Stage 1 sets it to the vision model's view_layout_size, stages 2-3 to the layout
       # probe's size.
@@ -445,8 +451,12 @@ def data_preset(name: str, stage: int = 2) -> ConfigDict:
                          3: dict(window_frames=8, stride=2, future_offsets=(1, 2))}),
       # 64x64 views: a stage-2 step in seconds on 2 CPU cores (at 128x128 the VAE encode and
       # the DiT over 32x32 latents made it ~1 min).
+      # Junction-weighted windows: on the bigger run's 4x data they cut the planner's lateral
+      # error where the path turns from 1.95 to 1.27 m and made the blanked instruction cost DS
+      # (README: bench/drive_quality.py, bench/lane_response.py).
       "small": dict(view_size=(64, 64), batch_size=8, num_workers=2, bev_rows=20,
                     bev_cols=20, max_instruction_tokens=48, max_notice_tokens=24,
+                    junction_window_boost=3.0, junction_clip_repeats=2,
                     clip={2: dict(window_frames=4, stride=1, future_offsets=(1, 2)),
                           # Long clips at half the batch: 4 x 8 frames ~6 s a step (8 x 12: ~20 s).
                           3: dict(window_frames=8, stride=2, future_offsets=(1, 2, 4),

@@ -50,7 +50,8 @@ NUM_WAYPOINTS = 5
 FRAMES_NAME = "lmdrive_frames"
 CLIPS_NAME = "lmdrive_clips"
 # Dataset version. 1.1.0: clips carry waypoint_mask; frame waypoints after the expert's steering
-# noise are masked. 1.2.0: frames carry the road map of `topdown/`. The readers
+# noise are masked. 1.2.0: frames carry the road map of `topdown/`. 1.3.0: clips carry each
+# frame's road option (stage 2-3 windows are drawn towards junctions: data/clips.py). The readers
 # (lmgendrive_jax/data/sources.py) own the number; the builder writes that version.
 VERSION = sources.VERSION
 
@@ -158,6 +159,7 @@ def clip_features() -> tfds.features.FeaturesDict:
       "waypoints": tfds.features.Tensor(shape=(None, NUM_WAYPOINTS, 2), dtype=np.float32),
       "waypoint_mask": tfds.features.Tensor(shape=(None, NUM_WAYPOINTS), dtype=np.bool_),
       "completed": tfds.features.Tensor(shape=(None,), dtype=np.bool_),
+      "road_option": tfds.features.Tensor(shape=(None,), dtype=np.int32),
       "notices": tfds.features.Sequence({
           "frame": np.int32, "instruction_id": np.int32, "texts_json": tfds.features.Text()}),
   })

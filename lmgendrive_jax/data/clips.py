@@ -1,8 +1,9 @@
 """Clip sampling for stages 2-3: which frames of an instruction clip a training window holds.
 
 Pure numpy, no I/O: given a clip of n frames, a window of T frames at `stride`, pick the start
-(random jitter), the frames' positions in the clip, the valid-frame mask (a clip shorter than the
-window is padded), the future targets of the world generator per frame, and where a notice goes.
+(random jitter, optionally weighted towards junctions), the frames' positions in the clip, the
+valid-frame mask (a clip shorter than the window is padded), the future targets of the world
+generator per frame, and where a notice goes.
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
+# CARLA RoadOption values of a route inside a junction (left, right, straight): where the
+# instruction decides which branch the car takes.
+JUNCTION_OPTIONS = (1, 2, 3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,19 +25,46 @@ class Window:
   future_mask: np.ndarray   # bool[T, F]: that future exists inside the window
 
 
+def junction_start_weights(road_option: np.ndarray, window: int, stride: int, lookahead: int,
+                           boost: float) -> np.ndarray:
+  """f64[max_start + 1] relative weights of a clip's window starts: 1 + boost for a window that
+  holds a junction frame (road option in JUNCTION_OPTIONS) or has one within `lookahead` frames
+  after its last frame (its waypoints' horizon: the frames where the branch is chosen), else 1.
+
+  road_option: int[n], the route's option at each clip frame (clips' `road_option`).
+  """
+  n = len(road_option)
+  span = (window - 1) * stride + 1
+  starts = np.arange(max(0, n - span) + 1)
+  junction = np.isin(road_option, JUNCTION_OPTIONS)
+  # Junction frames at or after index i: a window [s, s + span - 1 + lookahead] holds one iff
+  # the count at s exceeds the count past its end.
+  after = np.concatenate([np.cumsum(junction[::-1])[::-1], [0]])
+  ends = np.minimum(starts + span + lookahead, n)
+  return 1.0 + boost * (after[starts] > after[ends])
+
+
 def sample_window(num_frames: int, window: int, stride: int, future_offsets: tuple[int, ...],
-                  rng: np.random.Generator | None, start_jitter: int = -1) -> Window:
+                  rng: np.random.Generator | None, start_jitter: int = -1,
+                  start_weights: np.ndarray | None = None) -> Window:
   """Window over a clip of `num_frames` frames.
 
-  The start is uniform over [0, min(last valid start, start_jitter)] (start_jitter < 0: no cap;
-  rng None: start 0). future_offsets are in window slots (1 = the next window frame, i.e.
+  The start is drawn over [0, min(last valid start, start_jitter)] (start_jitter < 0: no cap;
+  rng None: start 0): uniformly, or in proportion to `start_weights` (one per start from 0, e.g.
+  `junction_start_weights`). future_offsets are in window slots (1 = the next window frame, i.e.
   `stride` source frames later).
   """
   span = (window - 1) * stride + 1
   max_start = max(0, num_frames - span)
   if start_jitter >= 0:
     max_start = min(max_start, start_jitter)
-  start = int(rng.integers(0, max_start + 1)) if rng is not None else 0
+  if rng is None:
+    start = 0
+  elif start_weights is None:
+    start = int(rng.integers(0, max_start + 1))
+  else:
+    weights = np.asarray(start_weights, np.float64)[:max_start + 1]
+    start = int(rng.choice(len(weights), p=weights / weights.sum()))
   positions = start + stride * np.arange(window)
   frame_mask = positions < num_frames
   positions = np.minimum(positions, num_frames - 1)

@@ -162,6 +162,10 @@ class ClipExample(grain.transforms.RandomMap):
     self.window, self.stride = int(cfg.window_frames), int(cfg.stride)
     self.future_offsets = tuple(int(o) for o in cfg.future_offsets)
     self.start_jitter = int(cfg.start_jitter)
+    # .get: configs saved before these keys existed read uniformly, as they were trained.
+    self.junction_window_boost = float(cfg.get("junction_window_boost", 0.0)) if train else 0.0
+    # A window "decides a junction" when one lies within its waypoints' horizon.
+    self.junction_lookahead = 5 * int(frames.build_config.get("waypoint_step_frames", 5))
     self.notice_probability = float(cfg.notice_probability)
     self.instruction_len, self.notice_len = int(cfg.max_instruction_tokens), int(
         cfg.max_notice_tokens)
@@ -194,8 +198,13 @@ class ClipExample(grain.transforms.RandomMap):
   def random_map(self, record: dict, rng: np.random.Generator) -> dict:
     rng = rng if self.train else None
     frame_records = np.asarray(record["frame_records"], np.int64)
+    start_weights = None
+    if self.junction_window_boost > 0:
+      start_weights = clips.junction_start_weights(
+          np.asarray(record["road_option"]), self.window, self.stride, self.junction_lookahead,
+          self.junction_window_boost)
     window = clips.sample_window(len(frame_records), self.window, self.stride,
-                                 self.future_offsets, rng, self.start_jitter)
+                                 self.future_offsets, rng, self.start_jitter, start_weights)
     params = self.decoder.draw(rng)
     num_views = len(self.decoder.views)
     images = np.zeros((self.window, num_views, self.decoder.height, self.decoder.width, 3),

@@ -19,7 +19,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from lmgendrive_jax.data import examples, sources, topdown, view_layout
+from lmgendrive_jax.data import clips, examples, sources, topdown, view_layout
 from lmgendrive_jax.errors import ConfigError, DataError
 
 
@@ -166,8 +166,34 @@ def make_clip_iterator(cfg, split: str | None = None, *, train: bool = True,
   clip_records = sources.clip_source(cfg.data_dir, split)
   frames = sources.frame_source(cfg.data_dir, split)
   transform = examples.ClipExample(cfg, frames, train)
-  return _assemble(grain.MapDataset.source(clip_records), transform, cfg,
+  records = clip_records
+  repeats = int(cfg.get("junction_clip_repeats", 1))  # Older saved configs: no repeats.
+  if train and repeats > 1:
+    records = _Reindexed(clip_records, junction_repeated_indices(clip_records, repeats))
+  return _assemble(grain.MapDataset.source(records), transform, cfg,
                    _shard(shard_index, shard_count), train, num_epochs, "clips")
+
+
+class _Reindexed(grain.sources.RandomAccessDataSource):
+  """`source[indices[i]]` as record i (a clip may appear several times an epoch)."""
+
+  def __init__(self, source, indices: list[int]):
+    self.source, self.indices = source, list(indices)
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index: int) -> dict:
+    return self.source[self.indices[index]]
+
+
+def junction_repeated_indices(clip_records, repeats: int) -> list[int]:
+  """Every clip's index once, then those of clips that pass a junction `repeats - 1` more times:
+  one epoch's clips, with the few where the instruction picks a branch (~half the clips, a fifth
+  of the windows) drawn more often. Reads each clip record once (no frames)."""
+  junction = [i for i in range(len(clip_records))
+              if np.isin(clip_records[i]["road_option"], clips.JUNCTION_OPTIONS).any()]
+  return list(range(len(clip_records))) + junction * (repeats - 1)
 
 
 def make_iterator(cfg, stage: int, **kwargs) -> DataIterator:

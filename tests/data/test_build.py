@@ -105,6 +105,10 @@ def test_clip_records(raw_build):
   assert list(nav["notices"]["frame"]) == [6] and list(nav["notices"]["instruction_id"]) == [50]
   tail = by_start[25]  # The tail stops at the route's last frame.
   np.testing.assert_array_equal(tail["frames"], np.arange(25, 32))
+  # Each clip frame's road option is its frame's gt_command (the fixture's junction: 26..29).
+  np.testing.assert_array_equal(tail["road_option"], [4, 2, 2, 2, 2, 4, 4])
+  np.testing.assert_array_equal(nav["road_option"], [
+      frames[int(k)]["measurements"]["gt_command"] for k in nav["frame_records"]])
   misleading = by_start[10]
   assert misleading["misleading"]
   np.testing.assert_array_equal(misleading["frames"], np.arange(10, 23))

@@ -88,6 +88,21 @@ def test_notices_completed_and_misleading_labels(built):
   assert late["notice_frame"][0] == -1
 
 
+def test_clips_through_a_junction_come_junction_clip_repeats_times_an_epoch(built):
+  # The fixture's junction is frames 26..29 of route 0: clips 10..25 and 20..30 (with their
+  # completed tails) pass it, 0..12 and the misleading 3..15 do not.
+  cfg = config(built, 2, batch_size=1, junction_clip_repeats=3, junction_window_boost=4.0)
+  it = pipeline.make_clip_iterator(cfg, "train", train=True, shard_index=0, shard_count=1,
+                                   num_epochs=1)
+  counts = {}
+  for batch in it:
+    counts[int(batch["instruction_id"][0])] = counts.get(int(batch["instruction_id"][0]), 0) + 1
+  assert counts == {60: 1, 63: 1, 62: 3, 61: 3}
+  evaluation = pipeline.make_clip_iterator(cfg, "train", train=False, shard_index=0,
+                                           shard_count=1, num_epochs=1)
+  assert sum(1 for _ in evaluation) == 4  # Evaluation reads every clip once.
+
+
 def test_two_hosts_get_disjoint_shards_covering_an_epoch(built):
   cfg = config(built, 1, batch_size=8)
   ids = []
