@@ -20,6 +20,7 @@ targets: ours >= 70% of the expert's DS and above both baselines, instruction fo
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import sys
@@ -43,6 +44,20 @@ def evaluate_agent(args, agent: str) -> dict:
        "out_dir": os.path.join(args.out, agent),
        "agent.work_dir": args.work_dir if agent in ("lmgendrive", "blank_instruction") else ""})
   return closed_loop.evaluate(config)
+
+
+def print_endings(summaries: dict, names: dict) -> None:
+  """How each agent's routes ended (completed, route deviation, blocked, timeout) and its
+  infractions by type, summed over the routes: where DS is lost, which the mean hides."""
+  endings = {a: collections.Counter(r["ending"] for r in s["routes"]) for a, s in summaries.items()}
+  infractions = {a: collections.Counter(i["type"] for r in s["routes"] for i in r["infractions"])
+                 for a, s in summaries.items()}
+  ending_names = sorted(set().union(*endings.values()))
+  infraction_names = sorted(set().union(*infractions.values()))
+  rows = [[names[a]] + [str(endings[a][e]) for e in ending_names]
+          + [str(infractions[a][t]) for t in infraction_names] for a in AGENTS]
+  print_table("How the routes ended (route counts) and infractions (counts)",
+              ["agent"] + ending_names + infraction_names, rows)
 
 
 def main(argv=None) -> int:
@@ -73,6 +88,7 @@ def main(argv=None) -> int:
   print_table(f"Closed-loop driving on {args.route_set} (seed {args.seed}, held out), run "
               f"{args.work_dir}", ["agent", "DS", "RC", "IS", "DS / expert DS",
                                    "instruction following", "routes"], rows)
+  print_endings(summaries, names)
   ours = summaries["lmgendrive"]
   following = ours.get("instruction_following") or 0.0
   checks = {
