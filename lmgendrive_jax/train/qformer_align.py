@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from lmgendrive_jax.data import pipeline
+from lmgendrive_jax.data import pipeline, sources
 from lmgendrive_jax.errors import ConfigError, DataError
 from lmgendrive_jax.models.lmgendrive import LMGenDrive
 from lmgendrive_jax.models.vision import VisionEncoder
@@ -71,7 +71,10 @@ class TokenCache:
             :, 0])
     tokens, labels, count, step = [], {k: [] for k in LABELS}, 0, 0
     limit = max_frames if max_frames > 0 else None
-    with tqdm(total=limit, desc="qformer cache", unit="frame") as bar:
+    # The bar's end: this host's share of the split, if fewer (a cap above it caches them all).
+    shard_frames = -(-len(sources.frame_source(data.data_dir, data.split)) // jax.process_count())
+    with tqdm(total=min(limit or shard_frames, shard_frames), desc="qformer cache",
+              unit="frame") as bar:
       while limit is None or count < limit:
         try:
           batch = frames.batch(step)
