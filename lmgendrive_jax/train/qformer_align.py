@@ -71,7 +71,8 @@ class TokenCache:
             :, 0])
     tokens, labels, count, step = [], {k: [] for k in LABELS}, 0, 0
     limit = max_frames if max_frames > 0 else None
-    # The bar's end: this host's share of the split, if fewer (a cap above it caches them all).
+    # The bar's end: this host's share of the split, if fewer (a cap above it caches them all);
+    # an upper bound, as the frames the pipeline drops (drop_blocked) are only known on reading.
     shard_frames = -(-len(sources.frame_source(data.data_dir, data.split)) // jax.process_count())
     with tqdm(total=min(limit or shard_frames, shard_frames), desc="qformer cache",
               unit="frame") as bar:
