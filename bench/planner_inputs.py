@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     return waypoints, out.get("probe_waypoints", waypoints)
   forward = jax.jit(predict)
   has_probe = bool(model.visual_probe)
-  sums, turns, done = {}, {}, 0
+  sums, turn_predicted, turn_recorded, done = {}, {}, [], 0
   for step in range(args.batches):
     try:
       batch = batches.batch(step)
@@ -149,6 +149,7 @@ def main(argv=None) -> int:
     known = np.asarray(stage2.known_waypoints(batch))[..., None]
     recorded_x = batch["waypoints"][..., -1, 0]  # f32[B, T]: 2.5-s waypoint, metres right
     turning = known[..., -1, 0] & (np.abs(recorded_x) > TURN_M)
+    turn_recorded.append(recorded_x[turning])
     for name, inputs in ablations(batch).items():
       waypoints, probe = forward(variables, *stage2.model_inputs(inputs))
       # error: f32[B, T, 5, 2] (x = right, y = forward); lateral is the x part.
@@ -157,8 +158,7 @@ def main(argv=None) -> int:
       total, lateral, probe_total, count = sums.get(name, (0.0, 0.0, 0.0, 0.0))
       sums[name] = (total + error.sum(), lateral + error[..., 0].sum(),
                     probe_total + probe_error.sum(), count + known.sum())
-      predicted_x = np.asarray(waypoints)[..., -1, 0][turning]
-      turns.setdefault(name, []).append((predicted_x, recorded_x[turning]))
+      turn_predicted.setdefault(name, []).append(np.asarray(waypoints)[..., -1, 0][turning])
   recorded_l1 = sums["recorded inputs"][0] / (2 * sums["recorded inputs"][3])
   rows = []
   for name, (total, lateral, probe_total, count) in sums.items():
@@ -168,16 +168,17 @@ def main(argv=None) -> int:
   columns = ["inputs", "L1 (m)", "lateral L1 (m)", "L1 / recorded inputs' L1"]
   print_table(f"Open-loop waypoint L1 of {args.work_dir} ({done} batches)",
               columns + (["visual probe L1 (m)"] if has_probe else []), rows)
-  rows, left = [], 0
-  for name, pairs in turns.items():
-    predicted, recorded = (np.concatenate(part) for part in zip(*pairs))
-    left = int(np.sum(recorded < 0))
-    rows.append([name, str(len(recorded)), f"{np.abs(predicted - recorded).mean():.2f}",
-                 f"{np.mean(np.sign(predicted) == np.sign(recorded)):.2f}"])
-  if rows and rows[0][1] != "0":
+  recorded = np.concatenate(turn_recorded) if turn_recorded else np.zeros(0)
+  if len(recorded):
+    rows = []
+    for name, parts in turn_predicted.items():
+      predicted = np.concatenate(parts)
+      rows.append([name, str(len(recorded)), f"{np.abs(predicted - recorded).mean():.2f}",
+                   f"{np.mean(np.sign(predicted) == np.sign(recorded)):.2f}"])
     print_table(f"Where the recorded path turns (2.5-s waypoint > {TURN_M:g} m sideways; "
-                f"{left} left)", ["inputs", "frames", "lateral L1 at 2.5 s (m)",
-                                  "turns the recorded way"], rows)
+                f"{int(np.sum(recorded < 0))} left)", ["inputs", "frames",
+                                                       "lateral L1 at 2.5 s (m)",
+                                                       "turns the recorded way"], rows)
   return 0
 
 

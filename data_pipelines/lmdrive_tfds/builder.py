@@ -74,17 +74,12 @@ def list_routes(root: str) -> tuple[list[str], list[reader_lib.Skip]]:
   return sorted(set(routes)), skipped
 
 
-def _road_option(m: dict) -> int:
-  """The route's RoadOption at the ego (`gt_command`; data without it: the next node's)."""
-  gt = m.get("gt_command", m["command"])
-  return int(gt) if reader_lib._is_number(gt) else int(m["command"])
-
-
 def _frame_example(route: str, frame: int, town: int, weather: int, m: dict, labels: dict,
                    images: dict, blocked: bool) -> dict:
   measurements = {k: float(m[k]) for k in MEASUREMENT_FLOATS}
   measurements.update({k: int(m[k]) for k in MEASUREMENT_INTS})
-  measurements["gt_command"] = _road_option(m)
+  gt = m.get("gt_command", m["command"])
+  measurements["gt_command"] = int(gt) if reader_lib._is_number(gt) else int(m["command"])
   return dict(route=route, frame=frame, town_id=town, weather_id=weather, images=images,
               measurements=measurements, speed=float(m["speed"]), blocked=blocked, **labels)
 
@@ -144,12 +139,13 @@ def process_route(task: tuple[str, str, str, str]) -> dict:
     written.append(frame)
     waypoints[str(frame)] = labels["waypoints"].tolist()
     waypoint_masks[str(frame)] = labels["waypoint_mask"].tolist()
-    road_options[str(frame)] = _road_option(measurements[frame])
+    road_options[str(frame)] = example["measurements"]["gt_command"]
   writer.close()
   os.replace(tmp_path, os.path.join(route_work, "frames.array_record"))
   done = {"version": VERSION, "route": route, "split": split, "town_id": town,
           "weather_id": weather, "frames": written, "waypoints": waypoints,
-          "waypoint_masks": waypoint_masks, "road_options": road_options, "skipped": [s.to_dict() for s in skipped]}
+          "waypoint_masks": waypoint_masks, "road_options": road_options,
+          "skipped": [s.to_dict() for s in skipped]}
   with open(done_path + ".tmp", "w") as f:
     json.dump(done, f)
   os.replace(done_path + ".tmp", done_path)  # Written last: its presence means "route done".

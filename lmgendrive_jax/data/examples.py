@@ -164,7 +164,7 @@ class ClipExample(grain.transforms.RandomMap):
     self.start_jitter = int(cfg.start_jitter)
     # .get: configs saved before these keys existed read uniformly, as they were trained.
     self.junction_window_boost = float(cfg.get("junction_window_boost", 0.0)) if train else 0.0
-    # A window "decides a junction" when one lies within its waypoints' horizon.
+    # A window "decides a junction" when one lies within its waypoints' horizon (5 waypoints).
     self.junction_lookahead = 5 * int(frames.build_config.get("waypoint_step_frames", 5))
     self.notice_probability = float(cfg.notice_probability)
     self.instruction_len, self.notice_len = int(cfg.max_instruction_tokens), int(
