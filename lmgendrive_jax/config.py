@@ -431,6 +431,10 @@ def data_preset(name: str, stage: int = 2) -> ConfigDict:
       # pipeline.py). Drawn uniformly, ~1 window in 5 is one where the instruction picks the
       # branch; the rest teach lane keeping, which the cameras alone already tell.
       junction_window_boost=0.0, junction_clip_repeats=1,
+      # Stages 2-3 (training only): a window start whose window holds a frame where the car
+      # stands and pulls away (clips.pull_away_frames; ~1.5% of the expert's frames) gets
+      # pull_away_window_boost more weight (added to the junction weight).
+      pull_away_window_boost=0.0,
       # Per-view road-layout labels (rows, cols) of each frame (data/view_layout.py); (0, 0):
       # none. Stage 1 sets it to the vision model's view_layout_size, stages 2-3 to the layout
       # probe's size.

@@ -1,7 +1,7 @@
 """Clip sampling for stages 2-3: which frames of an instruction clip a training window holds.
 
 Pure numpy, no I/O: given a clip of n frames, a window of T frames at `stride`, pick the start
-(random jitter, optionally weighted towards junctions), the frames' positions in the clip, the
+(random jitter, optionally weighted towards junctions and pulling away), the frames' positions in the clip, the
 valid-frame mask (a clip shorter than the window is padded), the future targets of the world
 generator per frame, and where a notice goes.
 """
@@ -25,6 +25,21 @@ class Window:
   future_mask: np.ndarray   # bool[T, F]: that future exists inside the window
 
 
+def window_holds_event(events: np.ndarray, window: int, stride: int,
+                       lookahead: int) -> np.ndarray:
+  """bool[max_start + 1]: whether the window starting at each start of a clip holds an event
+  frame, or has one within `lookahead` frames after its last frame. events: bool[n] per frame."""
+  events = np.asarray(events, bool)
+  n = len(events)
+  span = (window - 1) * stride + 1
+  starts = np.arange(max(0, n - span) + 1)
+  # Event frames at or after index i: a window [s, s + span - 1 + lookahead] holds one iff the
+  # count at s exceeds the count past its end.
+  after = np.concatenate([np.cumsum(events[::-1])[::-1], [0]])
+  ends = np.minimum(starts + span + lookahead, n)
+  return after[starts] > after[ends]
+
+
 def junction_start_weights(road_option: np.ndarray, window: int, stride: int, lookahead: int,
                            boost: float) -> np.ndarray:
   """f64[max_start + 1] relative weights of a clip's window starts: 1 + boost for a window that
@@ -33,15 +48,21 @@ def junction_start_weights(road_option: np.ndarray, window: int, stride: int, lo
 
   road_option: int[n], the route's option at each clip frame (clips' `road_option`).
   """
-  n = len(road_option)
-  span = (window - 1) * stride + 1
-  starts = np.arange(max(0, n - span) + 1)
   junction = np.isin(road_option, JUNCTION_OPTIONS)
-  # Junction frames at or after index i: a window [s, s + span - 1 + lookahead] holds one iff
-  # the count at s exceeds the count past its end.
-  after = np.concatenate([np.cumsum(junction[::-1])[::-1], [0]])
-  ends = np.minimum(starts + span + lookahead, n)
-  return 1.0 + boost * (after[starts] > after[ends])
+  return 1.0 + boost * window_holds_event(junction, window, stride, lookahead)
+
+
+def pull_away_frames(waypoints: np.ndarray, still_m: float = 0.5,
+                     moving_m: float = 2.0) -> np.ndarray:
+  """bool[n]: frames where the car stands and is about to pull away: its first waypoint (0.5 s)
+  less than `still_m` from it, its third (1.5 s) more than `moving_m`. waypoints f[n, W, 2],
+  ego frame, metres.
+
+  The expert's data stands still in ~30% of its frames (red lights, crossing pedestrians) but
+  pulls away in ~1.5%: a planner trained on uniform windows learns to stay where it stopped.
+  """
+  distance = np.linalg.norm(np.asarray(waypoints, np.float64), axis=-1)
+  return (distance[:, 0] < still_m) & (distance[:, 2] > moving_m)
 
 
 def sample_window(num_frames: int, window: int, stride: int, future_offsets: tuple[int, ...],

@@ -164,6 +164,7 @@ class ClipExample(grain.transforms.RandomMap):
     self.start_jitter = int(cfg.start_jitter)
     # .get: configs saved before these keys existed read uniformly, as they were trained.
     self.junction_window_boost = float(cfg.get("junction_window_boost", 0.0)) if train else 0.0
+    self.pull_away_window_boost = float(cfg.get("pull_away_window_boost", 0.0)) if train else 0.0
     # A window "decides a junction" when one lies within its waypoints' horizon (5 waypoints).
     self.junction_lookahead = 5 * int(frames.build_config.get("waypoint_step_frames", 5))
     self.notice_probability = float(cfg.notice_probability)
@@ -203,6 +204,11 @@ class ClipExample(grain.transforms.RandomMap):
       start_weights = clips.junction_start_weights(
           np.asarray(record["road_option"]), self.window, self.stride, self.junction_lookahead,
           self.junction_window_boost)
+    if self.pull_away_window_boost > 0:
+      pull_away = clips.window_holds_event(
+          clips.pull_away_frames(record["waypoints"]), self.window, self.stride, 0)
+      start_weights = (1.0 if start_weights is None else start_weights) + (
+          self.pull_away_window_boost * pull_away)
     window = clips.sample_window(len(frame_records), self.window, self.stride,
                                  self.future_offsets, rng, self.start_jitter, start_weights)
     params = self.decoder.draw(rng)

@@ -1,5 +1,5 @@
-"""Clip windows drawn towards junctions (data/clips.py): which starts count as deciding a
-junction, and that draws follow the weights."""
+"""Clip windows drawn towards junctions and pulling away (data/clips.py): which starts count as
+deciding a junction or holding a pull-away, and that draws follow the weights."""
 
 import numpy as np
 
@@ -23,6 +23,22 @@ def test_junction_start_weights_mark_windows_with_a_junction_within_the_lookahea
   # A clip shorter than the window has the one start.
   np.testing.assert_array_equal(clips.junction_start_weights(np.array([3, 4]), 4, 1, 0, 3.0),
                                 [4.0])
+
+
+def test_pull_away_frames_are_standing_frames_whose_car_moves_off_within_1_5_s():
+  # Ego-frame waypoints (right, forward) at 0.5 s steps: standing, about to pull away, rolling
+  # slowly, braking to a stop.
+  forward = np.array([[0.0, 0.0, 0.0, 0.0, 0.0],
+                      [0.2, 1.0, 2.5, 4.5, 7.0],
+                      [0.6, 1.2, 1.8, 2.4, 3.0],
+                      [1.5, 2.5, 3.0, 3.0, 3.0]])
+  waypoints = np.stack([np.zeros_like(forward), forward], -1)
+  np.testing.assert_array_equal(clips.pull_away_frames(waypoints), [False, True, False, False])
+  # A window of 2 frames at stride 1 over 6 frames holds the pull-away at frame 3 from starts 2, 3.
+  events = np.zeros(6, bool)
+  events[3] = True
+  np.testing.assert_array_equal(clips.window_holds_event(events, 2, 1, 0),
+                                [False, False, True, True, False])
 
 
 def test_sample_window_draws_starts_in_proportion_to_the_weights():
