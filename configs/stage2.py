@@ -47,7 +47,8 @@ def stage_config(stage: int, arg) -> config_lib.ConfigDict:
       world_clip_stride={"tiny": 2, "small": 2, "paper": 1}[preset],
       visual_probe_weight={"tiny": 1.0, "small": 1.0, "paper": 0.0}[preset],
       waypoint_lateral_weight={"tiny": 1.0, "small": 5.0, "paper": 1.0}[preset],
-      layout_probe_weight={"tiny": 1.0, "small": 1.0, "paper": 0.0}[preset]))
+      layout_probe_weight={"tiny": 1.0, "small": 1.0, "paper": 0.0}[preset],
+      instruction_probe_weight=0.0))
   config.model.lmgendrive.visual_probe = config.loss.visual_probe_weight > 0
   config.data = config_lib.data_preset(preset, stage=stage)
   # layout_probe_weight: the KL of a head drawing every view's road layout (data/view_layout.py)

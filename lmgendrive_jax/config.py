@@ -306,7 +306,8 @@ def lmgendrive_preset(name: str) -> ConfigDict:
                        param_dtype=llm.param_dtype),
       world=world, vae=vae,
       num_action_queries=4, num_generation_queries=4, freeze_vision=True, speed_input=True,
-      layout_probe_size=(0, 0), layout_probe_classes=len(view_layout.VIEW_LAYOUT_CLASSES)))
+      layout_probe_size=(0, 0), layout_probe_classes=len(view_layout.VIEW_LAYOUT_CLASSES),
+      instruction_probe_classes=0))
 
 
 # ----------------------------------------------------------------------------------------------

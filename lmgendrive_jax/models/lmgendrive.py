@@ -15,7 +15,9 @@ Data flow (DESIGN.md sec. 2), per training example:
   randomly initialised Q-Former pass on what the cameras show (BLIP-2 likewise trains its Q-Former
   to extract image content before connecting it to the LLM). Off the control path. With
   `layout_probe_size`, a layout probe draws every view's road layout from the same tokens
-  (`models/layout_probe.py`), which asks them where the lanes are.
+  (`models/layout_probe.py`), which asks them where the lanes are. With
+  `instruction_probe_classes`, a linear head names the instruction from each frame's action
+  states (training-only), so those states carry the words that pick the branch at a junction.
 
 Online planning (`prefill` + `extend`): the instruction prefix is encoded once into the KV cache,
 each new frame's block extends it, and only the newest frame's action states are read, so the
@@ -38,6 +40,7 @@ from lmgendrive_jax.models.sequence import block_mask_ar, build_sequence
 from lmgendrive_jax.models.vae import AutoencoderKL, images_to_unit
 from lmgendrive_jax.models.vision import VisionEncoder
 from lmgendrive_jax.models.world import WorldDiT
+from lmgendrive_jax.nn.linear import Linear
 
 
 class LMGenDrive(nn.Module):
@@ -62,6 +65,12 @@ class LMGenDrive(nn.Module):
   # from the frame's Q-Former tokens alone -> out["probe_layout_logits"]. Training-only.
   layout_probe_size: tuple[int, int] = (0, 0)
   layout_probe_classes: int = 7
+  # > 0: an instruction probe, a linear head on each frame's action states (mean over the action
+  # queries) -> out["instruction_logits"] f32[B, T, C], trained to name the instruction's
+  # vocabulary id (sim/instructions.py). The branch at a junction is in the words alone; the
+  # waypoint loss asks for it only at the few frames where the branches part, the probe on every
+  # frame. Training-only, off the control path.
+  instruction_probe_classes: int = 0
 
   def setup(self):
     self.vision_encoder = VisionEncoder(**self.vision, name="vision")
@@ -81,6 +90,11 @@ class LMGenDrive(nn.Module):
           self.layout_probe_classes, int(self.action_head["hidden_dim"]),
           dtype=self.action_head.get("dtype", "float32"),
           param_dtype=self.action_head.get("param_dtype", "float32"), name="layout_probe")
+    if self.instruction_probe_classes > 0:
+      self.instruction_probe = Linear(
+          self.instruction_probe_classes, ("embed", None), use_bias=True,
+          dtype=self.action_head.get("dtype", "float32"),
+          param_dtype=self.action_head.get("param_dtype", "float32"), name="instruction_probe")
     if self.world is not None:
       self.world_model = WorldDiT(**self.world, name="world")
     if self.vae is not None:
@@ -129,7 +143,8 @@ class LMGenDrive(nn.Module):
     notice int32[B, Ln], notice_frame int32[B] (-1: none), frame_mask bool[B, T].
     Returns (waypoints f32[B, T, W, 2], out) with out["completed_logit"] f32[B, T],
     out["generation_states"] f32[B, T, G, D] and, with `visual_probe`, out["probe_waypoints"]
-    f32[B, T, W, 2]; with a layout probe, out["probe_layout_logits"] f32[B, T, V, r, c, C].
+    f32[B, T, W, 2]; with a layout probe, out["probe_layout_logits"] f32[B, T, V, r, c, C]; with
+    an instruction probe, out["instruction_logits"] f32[B, T, C].
     """
     visual = self.encode_frames(images, speed)
     blocks = self.frame_blocks(visual)
@@ -144,6 +159,9 @@ class LMGenDrive(nn.Module):
     waypoints, completed_logit = self.actions(action_states)
     out = {"completed_logit": completed_logit, "generation_states": generation_states,
            "visual_tokens": visual, **self._probe_outputs(visual)}
+    if self.instruction_probe_classes > 0:
+      out["instruction_logits"] = self.instruction_probe(
+          action_states.mean(axis=2)).astype(jnp.float32)
     return waypoints, out
 
   def _probe_outputs(self, visual: jax.Array) -> dict:

@@ -77,6 +77,15 @@ def waypoint_l1(waypoints, batch, lateral_weight: float = 1.0):
   return weighted_l1(*waypoint_axis_l1(waypoints, batch), lateral_weight)
 
 
+def instruction_probe_loss(logits, batch) -> tuple[jax.Array, jax.Array]:
+  """(cross-entropy, accuracy) of the instruction probe, logits f32[B, T, C], against each
+  example's instruction id int32[B], over its valid frames."""
+  labels = jnp.broadcast_to(batch["instruction_id"][:, None], logits.shape[:2])
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+  return _masked_mean(ce, batch["frame_mask"]), _masked_mean(correct, batch["frame_mask"])
+
+
 def planning_losses(waypoints, completed_logit, batch):
   """((lateral, forward) waypoint L1 in metres over the known waypoints of valid frames
   (`waypoint_mask`: not past the route's end, not driven with steering noise), completed-flag CE
@@ -145,6 +154,11 @@ def make_loss_fn(model: LMGenDrive, config):
                      f"> 0 and equal to data.view_layout_size (now "
                      f"{tuple(config.data.view_layout_size)})")
 
+  instruction_weight = float(config.loss.get("instruction_probe_weight", 0.0))
+  if instruction_weight > 0 and model.instruction_probe_classes <= 0:
+    raise ValueError(f"loss.instruction_probe_weight={instruction_weight} needs "
+                     "model.lmgendrive.instruction_probe_classes > 0 (the instruction vocabulary "
+                     "size, sim/instructions.py: NUM_INSTRUCTIONS)")
   lateral_weight = config.loss.waypoint_lateral_weight
 
   def loss_fn(params, batch, rng, model_state):
@@ -166,6 +180,10 @@ def make_loss_fn(model: LMGenDrive, config):
       metrics["layout_probe_kl"] = layout_kl(out["probe_layout_logits"], batch["view_layout"],
                                              has_map)
       loss = loss + config.loss.layout_probe_weight * metrics["layout_probe_kl"]
+    if instruction_weight > 0:
+      metrics["instruction_ce"], metrics["instruction_accuracy"] = instruction_probe_loss(
+          out["instruction_logits"], batch)
+      loss = loss + instruction_weight * metrics["instruction_ce"]
     if config.loss.world_weight > 0:
       anchor_key, flow_key = jax.random.split(rng)
       clips, generation_states = world_clips(batch, out["generation_states"],

@@ -74,3 +74,18 @@ def test_speed_input_off_makes_outputs_independent_of_speed(model_and_variables)
   blind = model.clone(speed_input=False)
   without_speed = blind.apply(variables, **inputs)[0], blind.apply(variables, **other_speed)[0]
   np.testing.assert_array_equal(*without_speed)
+
+
+def test_instruction_probe_reads_the_instruction_and_stays_off_the_waypoints(model_and_variables):
+  model, variables, apply = model_and_variables
+  inputs = _inputs(3)
+  probed = model.clone(instruction_probe_classes=7)
+  params = nn.meta.unbox(jax.jit(probed.init)(jax.random.key(1), **inputs))["params"]
+  params = {**variables["params"], "instruction_probe": params["instruction_probe"]}
+  probed_apply = jax.jit(probed.apply)
+  waypoints, out = probed_apply({**variables, "params": params}, **inputs)
+  assert out["instruction_logits"].shape == (B, T, 7)
+  np.testing.assert_allclose(waypoints, apply(variables, **inputs)[0], atol=1e-5)
+  reworded = {**inputs, "instruction": inputs["instruction"].at[:, 0].add(1)}
+  other = probed_apply({**variables, "params": params}, **reworded)[1]["instruction_logits"]
+  assert not np.allclose(other, out["instruction_logits"], atol=1e-6)

@@ -22,3 +22,14 @@ def test_lateral_weight_counts_only_the_x_errors_more():
                              (4.0 * 0.5 + 2.0) / 2)
   lateral, forward = stage2.waypoint_axis_l1(predicted, batch)
   np.testing.assert_allclose((float(lateral), float(forward)), (0.5, 2.0))
+
+
+def test_instruction_probe_loss_is_the_cross_entropy_of_the_id_over_valid_frames():
+  # Two classes; clip 0 (id 1) has one valid frame, clip 1 (id 0) two.
+  logits = jnp.array([[[0.0, 0.0], [5.0, -5.0]], [[2.0, 0.0], [0.0, 2.0]]])
+  batch = {"instruction_id": jnp.array([1, 0]),
+           "frame_mask": jnp.array([[True, False], [True, True]])}
+  ce, accuracy = stage2.instruction_probe_loss(logits, batch)
+  log2, small, large = np.log(2.0), np.log1p(np.exp(-2.0)), 2.0 + np.log1p(np.exp(-2.0))
+  np.testing.assert_allclose(float(ce), (log2 + small + large) / 3, rtol=1e-5)
+  np.testing.assert_allclose(float(accuracy), 1 / 3)  # frame 0 of clip 0 is a tie: argmax 0
