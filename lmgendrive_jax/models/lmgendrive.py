@@ -60,6 +60,7 @@ class LMGenDrive(nn.Module):
   # shortcut: stopped frames are ~99% followed by more stopping (red lights, pedestrians), so the
   # model learns "keep the current speed" and never pulls away (the inertia problem of
   # behaviour cloning, Codevilla et al. 2019). Without it, when to go must come from the images.
+  # Measured on the bigger run: no better, and its timeouts were crashes, not stops (README).
   speed_input: bool = True
   # (rows, cols) > 0: a layout probe (`models/layout_probe.py`) draws every view's road layout
   # from the frame's Q-Former tokens alone -> out["probe_layout_logits"]. Training-only.
