@@ -1,5 +1,7 @@
-"""Shared by the benchmarks: timing with warm-up, the machine's measured matmul peak, tables."""
+"""Shared by the benchmarks: timing with warm-up, the machine's measured matmul peak, tables,
+the arguments of the closed-loop route benches."""
 
+import argparse
 import time
 
 import jax
@@ -48,3 +50,15 @@ def _fmt(value) -> str:
   if isinstance(value, float):
     return f"{value:.4g}"
   return str(value)
+
+
+def route_bench_parser(doc: str, preset_help: str = "simulator/eval preset"):
+  """argparse parser with the arguments every closed-loop route bench takes: --work_dir (a
+  trained stage-2/3 run), --preset, --route_set and --seed (held out from the collection's 0)."""
+  parser = argparse.ArgumentParser(description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--work_dir", required=True, help="trained stage-2/3 run dir")
+  parser.add_argument("--preset", default="small", help=preset_help)
+  parser.add_argument("--route_set", default="tiny_8")
+  parser.add_argument("--seed", type=int, default=1, help="held out: collection uses seed 0")
+  return parser

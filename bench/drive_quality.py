@@ -19,7 +19,6 @@ targets: ours >= 70% of the expert's DS and above both baselines, instruction fo
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os
@@ -28,7 +27,7 @@ import sys
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 
-from bench.common import print_table  # noqa: E402
+from bench.common import print_table, route_bench_parser  # noqa: E402
 from lmgendrive_jax import config as config_lib  # noqa: E402
 from lmgendrive_jax.eval import closed_loop  # noqa: E402
 
@@ -61,12 +60,7 @@ def print_endings(summaries: dict, names: dict) -> None:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--work_dir", required=True, help="trained stage-2/3 run dir")
-  parser.add_argument("--preset", default="small", help="simulator/eval preset")
-  parser.add_argument("--route_set", default="tiny_8")
-  parser.add_argument("--seed", type=int, default=1, help="held out: collection uses seed 0")
+  parser = route_bench_parser(__doc__)
   parser.add_argument("--out", default="", help="default: <work_dir>/drive_quality/<set>_s<seed>")
   args = parser.parse_args(argv)
   args.out = args.out or os.path.join(args.work_dir, "drive_quality",

@@ -23,7 +23,6 @@ the frame alone, no LLM): whether the lane reaches the Q-Former at all.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -35,7 +34,7 @@ import numpy as np
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 
-from bench.common import print_table  # noqa: E402
+from bench.common import print_table, route_bench_parser  # noqa: E402
 from lmgendrive_jax import config as config_lib  # noqa: E402
 from lmgendrive_jax.agent.lmgendrive_agent import LMGenDriveAgent  # noqa: E402
 from lmgendrive_jax.sim import host  # noqa: E402
@@ -93,12 +92,7 @@ def slope(x, y) -> float:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--work_dir", required=True, help="trained stage-2/3 run dir")
-  parser.add_argument("--preset", default="small", help="simulator preset")
-  parser.add_argument("--route_set", default="tiny_8")
-  parser.add_argument("--seed", type=int, default=1, help="held out: collection uses seed 0")
+  parser = route_bench_parser(__doc__, "simulator preset")
   parser.add_argument("--poses", type=int, default=24, help="places on the routes")
   args = parser.parse_args(argv)
 

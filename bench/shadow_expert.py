@@ -19,7 +19,6 @@ a wrong branch (README, `bench/drive_quality.py` row).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -29,7 +28,7 @@ import numpy as np
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 
-from bench.common import print_table  # noqa: E402
+from bench.common import print_table, route_bench_parser  # noqa: E402
 from lmgendrive_jax import config as config_lib  # noqa: E402
 from lmgendrive_jax.eval import closed_loop  # noqa: E402
 from lmgendrive_jax.sim import expert as expert_lib  # noqa: E402
@@ -85,12 +84,7 @@ def longest_wrong_stop(steps: list[dict], brake_steps: int) -> tuple[int, int]:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--work_dir", required=True, help="trained stage-2/3 run dir")
-  parser.add_argument("--preset", default="small", help="simulator/eval preset")
-  parser.add_argument("--route_set", default="tiny_8")
-  parser.add_argument("--seed", type=int, default=1)
+  parser = route_bench_parser(__doc__)
   parser.add_argument("--routes", default="", help="comma-separated route names (default all)")
   parser.add_argument("--out", default="", help="default: <work_dir>/shadow_expert/<set>_s<seed>")
   args = parser.parse_args(argv)
