@@ -1,9 +1,9 @@
 """Clip sampling for stages 2-3: which frames of an instruction clip a training window holds.
 
 Pure numpy, no I/O: given a clip of n frames, a window of T frames at `stride`, pick the start
-(random jitter, optionally weighted towards junctions and pulling away), the frames' positions in the clip, the
-valid-frame mask (a clip shorter than the window is padded), the future targets of the world
-generator per frame, and where a notice goes.
+(random jitter, optionally weighted towards junctions and pulling away), the frames' positions
+in the clip, the valid-frame mask (a clip shorter than the window is padded), the future targets
+of the world generator per frame, and where a notice goes.
 """
 
 from __future__ import annotations
