@@ -52,13 +52,29 @@ def _fmt(value) -> str:
   return str(value)
 
 
-def route_bench_parser(doc: str, preset_help: str = "simulator/eval preset"):
+def route_bench_parser(doc: str, preset_help: str = "simulator/eval preset",
+                       several_seeds: bool = False):
   """argparse parser with the arguments every closed-loop route bench takes: --work_dir (a
-  trained stage-2/3 run), --preset, --route_set and --seed (held out from the collection's 0)."""
+  trained stage-2/3 run), --preset, --route_set and --seed (held out from the collection's 0;
+  with `several_seeds`, a comma-separated list whose route sets the bench pools)."""
   parser = argparse.ArgumentParser(description=doc,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--work_dir", required=True, help="trained stage-2/3 run dir")
   parser.add_argument("--preset", default="small", help=preset_help)
   parser.add_argument("--route_set", default="tiny_8")
-  parser.add_argument("--seed", type=int, default=1, help="held out: collection uses seed 0")
+  if several_seeds:
+    parser.add_argument("--seed", type=_seed_list, default=(1,),
+                        help="comma-separated, e.g. 1,5; held out: collection uses seed 0")
+  else:
+    parser.add_argument("--seed", type=int, default=1, help="held out: collection uses seed 0")
   return parser
+
+
+def _seed_list(text: str) -> tuple[int, ...]:
+  try:
+    seeds = tuple(int(part) for part in text.split(","))
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, e.g. 1,5")
+  if len(set(seeds)) != len(seeds):
+    raise argparse.ArgumentTypeError(f"{text!r}: a seed is repeated")
+  return seeds

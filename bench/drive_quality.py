@@ -1,7 +1,7 @@
 """Closed-loop driving quality on a held-out route set: ours vs the expert and two baselines.
 
   python bench/drive_quality.py --work_dir work_dirs/quickstart_small/stage3_small \
-      [--route_set tiny_8] [--seed 1] [--preset small]
+      [--route_set tiny_8] [--seed 1,2,3,4,5] [--preset small]
 
 Drives four agents over the same route set of the embedded simulator (lmgendrive_jax/eval/,
 the code `launch/eval.py` runs): our trained model (`--work_dir`, a stage-2/3 run; quickstart's
@@ -9,12 +9,16 @@ bigger preset `STEPS_SCALE=4 ./launch/quickstart.sh` trains the one the README r
 privileged expert, a lane-keeping baseline that ignores the instructions (straight on at every
 junction), and our model with the instruction blanked. The route set is held out: quickstart
 collects its training data with seed 0, this bench drives seed 1 (other routes through the same
-towns). Each agent's results go to `<out>/<agent>/results.json` as evaluation writes them, so an
-interrupted bench resumes where it stopped.
+towns), or several seeds whose routes it pools: one 8-route set scores a model within ~10 DS,
+too coarse to tell two recipes apart. Each agent's results go to
+`<out>/<set>_s<seed>/<agent>/results.json` as evaluation writes them, so an interrupted bench
+resumes where it stopped and a later run with more seeds reuses the seeds already driven.
 
-Prints DS / RC / IS per agent, instruction following (of the junctions an agent drove through,
-the share it left the way its route, and so its instruction, said: sim/following.py), and the
-targets: ours >= 70% of the expert's DS and above both baselines, instruction following >= 90%.
+Prints DS (with its standard error over the pooled routes) / RC / IS per agent, instruction
+following (of the junctions an agent drove through, the share it left the way its route, and so
+its instruction, said: sim/following.py), and the targets: ours >= 70% of the expert's DS and
+above both baselines, instruction following >= 90%. The pooled summary goes to
+`<out>/<set>_s<seeds>.json`.
 """
 
 from __future__ import annotations
@@ -24,25 +28,40 @@ import json
 import os
 import sys
 
+import numpy as np
+
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 
 from bench.common import print_table, route_bench_parser  # noqa: E402
 from lmgendrive_jax import config as config_lib  # noqa: E402
 from lmgendrive_jax.eval import closed_loop  # noqa: E402
+from lmgendrive_jax.sim import scoring  # noqa: E402
 
 AGENTS = ("lmgendrive", "expert", "lane_keeping", "blank_instruction")
 DS_SHARE_TARGET = 0.70
 FOLLOWING_TARGET = 90.0
 
 
-def evaluate_agent(args, agent: str) -> dict:
+def evaluate_agent(args, agent: str, seed: int) -> dict:
   config = config_lib.load_config(
       os.path.join(_REPO, "configs", "eval.py") + f":preset={args.preset},agent={agent}",
-      {"route_set": args.route_set, "seed": args.seed,
-       "out_dir": os.path.join(args.out, agent),
+      {"route_set": args.route_set, "seed": seed,
+       "out_dir": os.path.join(args.out, f"{args.route_set}_s{seed}", agent),
        "agent.work_dir": args.work_dir if agent in ("lmgendrive", "blank_instruction") else ""})
   return closed_loop.evaluate(config)
+
+
+def pooled(per_seed: list[dict]) -> dict:
+  """One agent's route sets of several seeds as one: scoring.aggregate over all their routes,
+  plus `total_routes` and `ds_stderr` (standard error of the mean DS over routes; 0 for one
+  route) and `seed_ds` (each seed's mean DS)."""
+  routes = [route for summary in per_seed for route in summary["routes"]]
+  ds = np.array([route["ds"] for route in routes], np.float64)
+  stderr = float(ds.std(ddof=1) / np.sqrt(len(ds))) if len(ds) > 1 else 0.0
+  return {**scoring.aggregate(routes), "ds_stderr": stderr,
+          "total_routes": sum(summary["total_routes"] for summary in per_seed),
+          "seed_ds": [summary["mean_ds"] for summary in per_seed]}
 
 
 def print_endings(summaries: dict, names: dict) -> None:
@@ -60,12 +79,12 @@ def print_endings(summaries: dict, names: dict) -> None:
 
 
 def main(argv=None) -> int:
-  parser = route_bench_parser(__doc__)
-  parser.add_argument("--out", default="", help="default: <work_dir>/drive_quality/<set>_s<seed>")
+  parser = route_bench_parser(__doc__, several_seeds=True)
+  parser.add_argument("--out", default="", help="default: <work_dir>/drive_quality")
   args = parser.parse_args(argv)
-  args.out = args.out or os.path.join(args.work_dir, "drive_quality",
-                                      f"{args.route_set}_s{args.seed}")
-  summaries = {agent: evaluate_agent(args, agent) for agent in AGENTS}
+  args.out = args.out or os.path.join(args.work_dir, "drive_quality")
+  summaries = {agent: pooled([evaluate_agent(args, agent, seed) for seed in args.seed])
+               for agent in AGENTS}
   names = {"lmgendrive": "ours", "expert": "expert", "lane_keeping": "lane keeping (no language)",
            "blank_instruction": "ours, instruction blanked"}
   expert_ds = max(summaries["expert"]["mean_ds"], 1e-9)
@@ -73,15 +92,18 @@ def main(argv=None) -> int:
   for agent in AGENTS:
     s = summaries[agent]
     following = s.get("instruction_following")
-    rows.append([names[agent], f"{s['mean_ds']:.1f}", f"{s['mean_rc']:.1f}", f"{s['mean_is']:.3f}",
+    rows.append([names[agent], f"{s['mean_ds']:.1f} +- {s['ds_stderr']:.1f}",
+                 " / ".join(f"{ds:.1f}" for ds in s["seed_ds"]),
+                 f"{s['mean_rc']:.1f}", f"{s['mean_is']:.3f}",
                  f"{s['mean_ds'] / expert_ds:.2f}",
                  "n/a" if following is None else
                  f"{following:.0f}% ({s['junctions_followed']}/"
                  f"{s['junctions_followed'] + s['junctions_missed']})",
                  f"{s['num_routes']}/{s['total_routes']}"])
-  print_table(f"Closed-loop driving on {args.route_set} (seed {args.seed}, held out), run "
-              f"{args.work_dir}", ["agent", "DS", "RC", "IS", "DS / expert DS",
-                                   "instruction following", "routes"], rows)
+  seeds = ",".join(str(seed) for seed in args.seed)
+  print_table(f"Closed-loop driving on {args.route_set} (seeds {seeds}, held out; routes pooled), "
+              f"run {args.work_dir}", ["agent", "DS +- stderr", "DS per seed", "RC", "IS",
+                                       "DS / expert DS", "instruction following", "routes"], rows)
   print_endings(summaries, names)
   ours = summaries["lmgendrive"]
   following = ours.get("instruction_following") or 0.0
@@ -95,8 +117,9 @@ def main(argv=None) -> int:
       f"instruction following >= {FOLLOWING_TARGET:.0f}%": following >= FOLLOWING_TARGET,
   }
   print_table("Targets", ["target", "met"], [[k, "yes" if v else "NO"] for k, v in checks.items()])
-  with open(os.path.join(args.out, "drive_quality.json"), "w") as f:
-    json.dump({"route_set": args.route_set, "seed": args.seed, "work_dir": args.work_dir,
+  out = os.path.join(args.out, f"{args.route_set}_s{'-'.join(map(str, args.seed))}.json")
+  with open(out, "w") as f:
+    json.dump({"route_set": args.route_set, "seeds": list(args.seed), "work_dir": args.work_dir,
                "agents": {a: closed_loop.strip_timing({k: v for k, v in s.items()
                                                        if k != "routes"})
                           for a, s in summaries.items()},
