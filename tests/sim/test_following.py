@@ -55,6 +55,36 @@ def test_leaving_the_route_at_a_turn_misses_that_junction_and_later_ones_are_not
   assert not any(j["entered"] for j in result["junctions"][index + 1:])
 
 
+def test_a_straight_crossing_that_ends_in_the_next_lane_over_follows():
+  """The exit arm is its whole road: a car that crosses straight on one lane over (multi-lane
+  roads, or pushed aside in the junction) left the junction the way its route said."""
+  for spec in routes.route_set("tiny_4", 0):
+    town = host.get_town(spec.town_seed, CFG)
+    route = routes.plan_route(town, spec)
+    checks = following.JunctionFollowing(route, town).checks
+    straight = [i for i, c in enumerate(checks)
+                if c["option"] == "straight" and len(c["exit_xy"]) > 1]
+    if straight:
+      break
+  else:
+    raise AssertionError("no straight junction with a multi-lane exit in the tiny_4 set")
+  index = straight[0]
+  check = checks[index]
+  offset = check["exit_xy"][1] - check["exit_xy"][0]
+  assert np.linalg.norm(offset) > following_tolerance() + 0.5  # a lane over: outside it
+  entry = int(np.searchsorted(route.s, check["s_entry"]))
+  exit_ = int(np.argmin(np.linalg.norm(route.points - check["exit_xy"][0], axis=-1)))
+  # Along the route up to 5 m before the junction, then one lane over, straight through the
+  # junction and 10 m past its exit point in that lane.
+  path = np.concatenate([route.points[:entry - 5], route.points[entry - 5:exit_ + 10] + offset])
+  assert replay(route, town, path)["junctions"][index] == dict(
+      option="straight", entered=True, followed=True, missed=False)
+
+
+def following_tolerance() -> float:
+  return following.JunctionFollowing.__init__.__defaults__[1]
+
+
 def test_stopping_inside_a_junction_neither_follows_nor_misses_it():
   town, route, turn = turning_route()
   entry = int(np.searchsorted(route.s, turn["s_entry"]))
