@@ -61,17 +61,17 @@ def test_a_straight_crossing_that_ends_in_the_next_lane_over_follows():
   for spec in routes.route_set("tiny_4", 0):
     town = host.get_town(spec.town_seed, CFG)
     route = routes.plan_route(town, spec)
-    checks = following.JunctionFollowing(route, town).checks
-    straight = [i for i, c in enumerate(checks)
+    tracker = following.JunctionFollowing(route, town)
+    straight = [i for i, c in enumerate(tracker.checks)
                 if c["option"] == "straight" and len(c["exit_xy"]) > 1]
     if straight:
       break
   else:
     raise AssertionError("no straight junction with a multi-lane exit in the tiny_4 set")
   index = straight[0]
-  check = checks[index]
+  check = tracker.checks[index]
   offset = check["exit_xy"][1] - check["exit_xy"][0]
-  assert np.linalg.norm(offset) > following_tolerance() + 0.5  # a lane over: outside it
+  assert np.linalg.norm(offset) > tracker.tolerance_m + 0.5  # a lane over: outside it
   entry = int(np.searchsorted(route.s, check["s_entry"]))
   exit_ = int(np.argmin(np.linalg.norm(route.points - check["exit_xy"][0], axis=-1)))
   # Along the route up to 5 m before the junction, then one lane over, straight through the
@@ -79,10 +79,6 @@ def test_a_straight_crossing_that_ends_in_the_next_lane_over_follows():
   path = np.concatenate([route.points[:entry - 5], route.points[entry - 5:exit_ + 10] + offset])
   assert replay(route, town, path)["junctions"][index] == dict(
       option="straight", entered=True, followed=True, missed=False)
-
-
-def following_tolerance() -> float:
-  return following.JunctionFollowing.__init__.__defaults__[1]
 
 
 def test_stopping_inside_a_junction_neither_follows_nor_misses_it():
