@@ -9,8 +9,8 @@ a trained run), the expert (sim/expert.py) or a baseline (agent/baselines.py) ->
 killed evaluation leaves a valid file; rerunning the same command reads it back, skips the
 finished routes and drives the rest (an out dir holding a different evaluation is an error).
 Its layout (what report.py reads):
-  {"agent", "route_set", "seed", "preset", "work_dir", "total_routes", "complete",
-   "mean_ds", "mean_rc", "mean_is", "num_routes", "wall_seconds",
+  {"agent", "route_set", "seed", "preset", "work_dir", "agent_options" (ours: its agent config),
+   "total_routes", "complete", "mean_ds", "mean_rc", "mean_is", "num_routes", "wall_seconds",
    "routes": [{"route_id", "town", "ds", "rc", "is", "infractions", "ending", "route_xy",
                "trajectory_xy", + the scorer's fields (sim/scoring.py)}, ...]}  (in set order)
 Beside it, `town_map_<town>.json` per town (`{"lanes": [[[x, y], ...], ...]}`: lane centre
@@ -68,10 +68,17 @@ def out_dir(config) -> str:
 
 
 def identity(config) -> dict:
-  """What an out dir's results must match to be resumed."""
-  return dict(agent=config.agent.kind, route_set=config.route_set, seed=int(config.seed),
-              preset=config.preset,
-              work_dir=os.path.abspath(config.agent.work_dir) if config.agent.work_dir else "")
+  """What an out dir's results must match to be resumed (for our agent also its options, so that
+  a rerun with, say, another `red_light_brake` does not mix its routes with the earlier ones')."""
+  found = dict(agent=config.agent.kind, route_set=config.route_set, seed=int(config.seed),
+               preset=config.preset,
+               work_dir=os.path.abspath(config.agent.work_dir) if config.agent.work_dir else "")
+  if config.agent.kind in ("lmgendrive", "blank_instruction"):
+    from lmgendrive_jax.agent.lmgendrive_agent import AGENT_DEFAULTS
+    options = {k: config.agent[k] for k in AGENT_DEFAULTS
+               if k in config.agent and k != "work_dir"}
+    found["agent_options"] = json.loads(json.dumps(options))  # tuples as JSON reads them back
+  return found
 
 
 def read_finished(path: str, expected: dict) -> dict[str, dict]:
