@@ -25,11 +25,7 @@ Config (`setup(config)`: a dict, ConfigDict or None; keys in `AGENT_DEFAULTS`): 
 trained stage-2/3 run), `blank_instruction` (feed "" instead of the instruction: the
 instruction-ablation baseline), `use_notice`, `max_frames`, `frame_stride`,
 `completed_threshold`, `brake_ticks`, `model_every`, `camera_size` (W, H; default the dataset
-build's), `focus_fraction` (default the build's), `tokenizer` (default the run's),
-`red_light_brake` (> 0: brake while stage 1's light head, read on the planner's frame, says a red
-light affects the ego with more than this probability; 0: waypoints alone, LMDrive's rule;
-`light_brake.py` says why it is sound) and `perception_dir` (that head's stage-1 run; default:
-found from the run's `init_from`).
+build's), `focus_fraction` (default the build's), `tokenizer` (default the run's).
 """
 
 from __future__ import annotations
@@ -47,7 +43,7 @@ from lmgendrive_jax.sim import render as render_lib
 AGENT_DEFAULTS = dict(
     work_dir="", blank_instruction=False, use_notice=True, max_frames=0, frame_stride=0,
     completed_threshold=0.5, brake_ticks=20, model_every=2, camera_size=(0, 0),
-    focus_fraction=0.0, tokenizer="", red_light_brake=0.0, perception_dir="")
+    focus_fraction=0.0, tokenizer="")
 
 
 def agent_config(config: Any) -> dict:
@@ -94,9 +90,9 @@ class LMGenDriveAgent:
       if not self.config["work_dir"]:
         raise ConfigError("LMGenDriveAgent needs config work_dir (a trained stage-2/3 run dir) "
                           "or a planner")
-      self.planner = planner_lib.planner_for_run(
-          self.config["work_dir"], int(self.config["max_frames"]), self.config["tokenizer"],
-          float(self.config["red_light_brake"]) > 0, self.config["perception_dir"])
+      self.planner = planner_lib.planner_for_run(self.config["work_dir"],
+                                                 int(self.config["max_frames"]),
+                                                 self.config["tokenizer"])
     data = self.planner.data
     build = preprocess.read_build_config(data.get("data_dir", ""))
     self.preprocess = preprocess.ViewPreprocessor(
@@ -119,7 +115,7 @@ class LMGenDriveAgent:
     self.notice = ""
     self.steps_since_reset = 0
     # Read by tests and tools: what the model saw and said last.
-    self.model_steps, self.resets, self.red_light_brakes = 0, 0, 0
+    self.model_steps, self.resets = 0, 0
     self.last_waypoints: np.ndarray | None = None
     self.last_completed_prob = 0.0
     self.last_views: np.ndarray | None = None
@@ -166,10 +162,6 @@ class LMGenDriveAgent:
     self.model_steps += 1
     self.last_waypoints, self.last_completed_prob, self.last_views = waypoints, prob, views
     control = self.controller.control(waypoints, speed)
-    red_light_brake = float(self.config["red_light_brake"])
-    if red_light_brake > 0 and self.state.red_light_prob > red_light_brake:
-      control = pid_lib.Control(steer=control.steer, throttle=0.0, brake=1.0)
-      self.red_light_brakes += 1
     if prob > float(self.config["completed_threshold"]):
       self.state = None  # completed: the next model step starts from the prefix again
     self.prev_control = control

@@ -9,7 +9,6 @@ the `PlanState` it passes in and gets back.
   state = planner.start(instruction)            # [BOS + instruction] prefilled (cached per text)
   state = planner.add_notice(state, notice)     # the notice block, before the next frame
   waypoints, completed_prob, state = planner.step(state, views, speed, commit=True)
-  state.red_light_prob                          # with a light head (light_brake.py), else 0
 
 Cache layout (slots): instruction (`max_instruction_tokens`) + one notice (`max_notice_tokens`)
 + (`max_frames` + 1) frame blocks: `max_frames` kept frames and one slot for the newest frame
@@ -27,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmgendrive_jax.agent import light_brake
 from lmgendrive_jax.data.tokenizer import encode_padded, load_tokenizer
 from lmgendrive_jax.errors import ConfigError
 from lmgendrive_jax.models.lmgendrive import LMGenDrive
@@ -41,7 +39,6 @@ class PlanState:
   cache: Any
   frames: int = 0          # frame blocks kept in the cache
   has_notice: bool = False
-  red_light_prob: float = 0.0  # of the last step's frame (planners with a light head)
 
 
 def resolve_path(path: str) -> str:
@@ -61,19 +58,17 @@ class CachedPlanner:
   """Trained model + tokenizer + jitted cache functions (see the module docstring).
 
   data: the run's data config (views, view_size, crop_scale, stride, data_dir), which the agent
-  preprocesses camera images by. light_head: stage 1's traffic-light head (`light_brake.py`);
-  with it every step also says how likely a red light affects the ego (`red_light_prob`).
+  preprocesses camera images by.
   """
 
   def __init__(self, model: LMGenDrive, variables: dict, tokenizer, instruction_len: int,
-               notice_len: int, max_frames: int, data: Any = None, light_head: dict | None = None):
+               notice_len: int, max_frames: int, data: Any = None):
     if max_frames < 1:
       raise ConfigError(f"max_frames={max_frames}: the KV cache needs room for >= 1 frame")
     self.model, self.variables, self.tokenizer = model, variables, tokenizer
     self.instruction_len, self.notice_len = int(instruction_len), int(notice_len)
     self.max_frames = int(max_frames)
     self.data = data  # the run's data config: views, sizes, stride (the agent's preprocessing)
-    self.light_head = light_head
     self.block_len = frame_block_len(model)
     self.cache_size = self.instruction_len + self.notice_len + (self.max_frames + 1) * \
         self.block_len
@@ -89,30 +84,19 @@ class CachedPlanner:
     self._prefill = jax.jit(prefill)
     self._notice = jax.jit(lambda variables, tokens, mask, cache: model.apply(
         variables, tokens, mask, cache, method=LMGenDrive.extend_notice))
-    def extend(variables, light_head, images, speed, cache):
-      waypoints, out = model.apply(variables, images, speed, cache, method=LMGenDrive.extend)
-      red = (light_brake.red_light_probability(out["light_feature"], light_head)
-             if light_head is not None else jnp.zeros(images.shape[:1], jnp.float32))
-      return waypoints, {**out, "red_light_prob": red}
-
-    self._extend = jax.jit(extend)
+    self._extend = jax.jit(lambda variables, images, speed, cache: model.apply(
+        variables, images, speed, cache, method=LMGenDrive.extend))
     self._prefix_cache: dict[str, Any] = {}
 
   @classmethod
-  def from_run(cls, work_dir: str, max_frames: int = 0, tokenizer: str = "",
-               light_head: bool = False, perception_dir: str = "") -> "CachedPlanner":
-    """From a trained stage-2/3 run dir; max_frames 0 = the run's `data.window_frames`.
-    light_head: also load stage 1's light head (from `perception_dir`, else the stage-1 run
-    found from the run's `init_from`)."""
+  def from_run(cls, work_dir: str, max_frames: int = 0, tokenizer: str = "") -> "CachedPlanner":
+    """From a trained stage-2/3 run dir; max_frames 0 = the run's `data.window_frames`."""
     from lmgendrive_jax.train.trained import load_lmgendrive  # Local: pulls in orbax.
     model, variables, config = load_lmgendrive(work_dir)
     data = config.data
     tok = load_tokenizer(resolve_path(tokenizer or data.tokenizer))
-    head = light_brake.load_light_head(
-        light_brake.resolve_perception_dir(work_dir, perception_dir),
-        variables["params"]["vision"]) if light_head else None
     return cls(model, variables, tok, int(data.max_instruction_tokens),
-               int(data.max_notice_tokens), int(max_frames or data.window_frames), data, head)
+               int(data.max_notice_tokens), int(max_frames or data.window_frames), data)
 
   def tokens(self, text: str, length: int) -> tuple[np.ndarray, np.ndarray]:
     """text -> (int32[1, length], bool[1, length]) as the training data tokenised it."""
@@ -143,20 +127,16 @@ class CachedPlanner:
     del input_data  # a scripted planner (tests) reads privileged data from it; the model not
     if commit and state.frames >= self.max_frames:
       raise ConfigError(f"the KV cache holds {self.max_frames} frames; reset it first")
-    waypoints, out = self._extend(self.variables, self.light_head, jnp.asarray(views)[None],
+    waypoints, out = self._extend(self.variables, jnp.asarray(views)[None],
                                   jnp.asarray([speed], jnp.float32), state.cache)
-    waypoints, logit, red = jax.device_get((waypoints[0], out["completed_logit"][0],
-                                            out["red_light_prob"][0]))
+    waypoints, logit = jax.device_get((waypoints[0], out["completed_logit"][0]))
     prob = float(1.0 / (1.0 + np.exp(-float(logit))))
     if commit:
       state = PlanState(cache=out["cache"], frames=state.frames + 1, has_notice=state.has_notice)
-    state = dataclasses.replace(state, red_light_prob=float(red))
     return np.asarray(waypoints, np.float32), prob, state
 
 
 @functools.lru_cache(maxsize=4)
-def planner_for_run(work_dir: str, max_frames: int = 0, tokenizer: str = "",
-                    light_head: bool = False, perception_dir: str = "") -> CachedPlanner:
+def planner_for_run(work_dir: str, max_frames: int = 0, tokenizer: str = "") -> CachedPlanner:
   """One shared planner per run (agents are built once per route; the model loads once)."""
-  return CachedPlanner.from_run(os.path.abspath(work_dir), max_frames, tokenizer, light_head,
-                                perception_dir)
+  return CachedPlanner.from_run(os.path.abspath(work_dir), max_frames, tokenizer)

@@ -112,17 +112,13 @@ class LMGenDrive(nn.Module):
                     instruction: jax.Array | None = None,
                     instruction_mask: jax.Array | None = None) -> jax.Array:
     """images uint8[B, T, V, H, W, 3], speed f32[B, T] -> visual tokens f32[B, T, Nq, D]."""
-    return self._encode(images, speed)[0]
-
-  def _encode(self, images: jax.Array, speed: jax.Array) -> tuple[jax.Array, dict]:
-    """-> (visual tokens f32[B, T, Nq, D], the vision encoder's `out` (models/vision.py))."""
     if not self.speed_input:
       speed = jnp.zeros_like(speed)
-    tokens, vision_out = self.vision_encoder(images, speed)
+    tokens, _ = self.vision_encoder(images, speed)
     if self.freeze_vision:
       tokens = jax.lax.stop_gradient(tokens)
     visual, _ = self.frame_compressor(tokens)
-    return visual, vision_out
+    return visual
 
   def frame_blocks(self, visual: jax.Array) -> jax.Array:
     """visual f32[B, T, Nq, D] -> f32[B, T, Nq + A + G, D] with the learnable queries appended."""
@@ -244,9 +240,8 @@ class LMGenDrive(nn.Module):
   def extend(self, images: jax.Array, speed: jax.Array, cache: dict):
     """One control step: images uint8[B, V, H, W, 3], speed f32[B] -> (waypoints f32[B, W, 2],
     out) with out["completed_logit"] f32[B], out["generation_states"] f32[B, G, D],
-    out["cache"] and out["light_feature"] f32[B, Dv] (the vision encoder's traffic-light token,
-    which the agent's red-light brake reads with stage 1's light head: agent/light_brake.py)."""
-    visual, vision_out = self._encode(images[:, None], speed[:, None])
+    out["cache"]."""
+    visual = self.encode_frames(images[:, None], speed[:, None])
     block = self.frame_blocks(visual)[:, 0]
     mask = jnp.ones(block.shape[:2], bool)
     _, llm_out = self.language_model(embeddings=block, input_mask=mask,
@@ -256,8 +251,7 @@ class LMGenDrive(nn.Module):
     waypoints, completed_logit = self.actions(action_states)
     return waypoints[:, 0], {"completed_logit": completed_logit[:, 0],
                              "generation_states": generation_states[:, 0],
-                             "cache": llm_out["cache"],
-                             "light_feature": vision_out["light_feature"][:, 0]}
+                             "cache": llm_out["cache"]}
 
 
 class WorldView:

@@ -121,35 +121,3 @@ def test_preprocessing_equals_the_training_pipeline(stored_size):
   ours = preprocess.ViewPreprocessor(data.views, data.view_size, data.crop_scale, fraction,
                                      stored_size=stored_size)(cameras)
   np.testing.assert_array_equal(ours, expected)
-
-
-class RedLightPlanner(ScriptedPlanner):
-  """Waypoints straight ahead at SPEED; the red-light probability of each call from a list."""
-
-  def __init__(self, red_light_probs):
-    super().__init__(max_frames=8)
-    self.red_light_probs = list(red_light_probs)
-
-  def step(self, state, views, speed, commit, input_data):
-    red = self.red_light_probs[len(self.calls)]
-    self.calls.append((commit, state.frames, views.shape))
-    waypoints = np.stack([np.zeros(5), SPEED * 0.5 * np.arange(1, 6)], axis=-1)
-    return waypoints.astype(np.float32), 0.0, PlanState(None, red_light_prob=red)
-
-
-@pytest.mark.parametrize("threshold", [0.0, 0.7])
-def test_red_light_brake_overrides_the_waypoints_above_its_threshold(threshold):
-  red_light_probs = [0.1, 0.9, 0.95, 0.6, 0.1]
-  agent = LMGenDriveAgent(RedLightPlanner(red_light_probs))
-  agent.setup(dict(camera_size=(32, 24), red_light_brake=threshold))
-  data = {f"rgb_{v}": (0, np.zeros((24, 32, 3), np.uint8)) for v in ("front", "left")}
-  data.update(speed=(0, {"speed": 2.0}), instruction=(0, "follow the road"))
-  controls = []
-  for tick in range(20 + 2 * len(red_light_probs)):
-    control = agent.run_step(data, tick * 0.05)
-    if tick >= 20 and tick % 2 == 0:
-      controls.append(control)
-  braked = [c.brake == 1.0 and c.throttle == 0.0 for c in controls]
-  # Waypoints asking 5 m/s at 2 m/s: the PID accelerates unless the light rule brakes.
-  assert braked == [threshold > 0 and p > threshold for p in red_light_probs]
-  assert agent.red_light_brakes == sum(braked)

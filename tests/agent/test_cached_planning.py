@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 
 from lmgendrive_jax import config as config_lib
-from lmgendrive_jax.agent import light_brake
 from lmgendrive_jax.agent.lmgendrive_agent import LMGenDriveAgent
 from lmgendrive_jax.agent.planner import CachedPlanner, resolve_path
 from lmgendrive_jax.data.tokenizer import load_tokenizer
-from lmgendrive_jax.errors import CheckpointError
 from lmgendrive_jax.models.lmgendrive import LMGenDrive
 
 LI, LN = 12, 8
@@ -87,23 +85,3 @@ def test_cached_agent_waypoints_equal_full_recompute(model_and_variables, planne
     expected = _full(apply, variables, planner, [seen[k][0] for k in kept],
                      [seen[k][1] for k in kept], notice_frame)
     np.testing.assert_allclose(cached, expected, atol=2e-5, err_msg=f"step {t}")
-
-
-def test_light_head_applies_only_to_the_stage1_encoder(model_and_variables):
-  """`light_brake.light_head_from` returns stage 1's light head for the same encoder weights and
-  refuses an encoder that moved after stage 1."""
-  _, variables = model_and_variables
-  vision = variables["params"]["vision"]
-  head = {"kernel": np.ones((4, 2), np.float32), "bias": np.zeros(2, np.float32)}
-  perception = {"encoder": vision, "heads": {"light_head": head}}
-  got = light_brake.light_head_from(perception, vision)
-  np.testing.assert_array_equal(got["kernel"], head["kernel"])
-  moved = jax.tree.map(lambda x: x, vision)
-  first = sorted(moved)[0]
-  moved[first] = jax.tree.map(lambda x: x + 1e-3, moved[first])
-  with pytest.raises(CheckpointError, match="differs"):
-    light_brake.light_head_from(perception, moved)
-  feature = jnp.asarray([[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
-  head = {"kernel": jnp.asarray([[0.0, 2.0], [0, 0], [0, 0], [0, 0]]), "bias": jnp.zeros(2)}
-  np.testing.assert_allclose(light_brake.red_light_probability(feature, head),
-                             [0.5, 1 / (1 + np.exp(-2.0))], rtol=1e-6)

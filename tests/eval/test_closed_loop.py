@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from lmgendrive_jax.errors import ConfigError
 from lmgendrive_jax.eval import closed_loop, report
 
 
@@ -52,3 +53,16 @@ def test_out_dir_of_another_evaluation_is_an_error(tmp_path):
   config.route_set = "tiny_2"
   with pytest.raises(Exception, match="another evaluation"):
     closed_loop.evaluate(config, progress=False)
+
+
+def test_our_agent_with_other_options_is_another_evaluation(tmp_path):
+  """Our agent's results are resumed only under the same agent options: the scorer cannot tell
+  routes driven with, say, another `max_frames` from the earlier ones."""
+  config = _config(tmp_path)
+  config.agent.kind, config.agent.work_dir = "lmgendrive", str(tmp_path / "run")
+  path = str(tmp_path / "results.json")
+  closed_loop.write_json_atomic(path, {**closed_loop.identity(config), "routes": []})
+  assert closed_loop.read_finished(path, closed_loop.identity(config)) == {}
+  config.agent.max_frames = 3
+  with pytest.raises(ConfigError, match="another evaluation"):
+    closed_loop.read_finished(path, closed_loop.identity(config))
