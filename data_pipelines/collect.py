@@ -43,6 +43,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/collect.py:pr
 VIEWS = ("front", "left", "right", "rear")
 DONE = "done"
 META = "route_meta.json"
+LIGHT_ACTOR_BASE = 3000  # actors_data ids: vehicles 1000 + i, walkers 2000 + i, lights 3000 + i
 
 
 def route_dir_name(spec: routes_lib.RouteSpec) -> str:
@@ -89,13 +90,19 @@ def measurement(episode, state: dict, control: np.ndarray, labels: dict) -> dict
       "should_slow": int(labels.get("should_slow", 0)),
       "should_brake": int(labels.get("should_brake", 0)),
       "future_waypoints": future,
-      "affected_light_id": int(labels.get("affected_light_id", -1)),
+      # The light's actors_data id (LMDrive: the CARLA actor id), not the town's light index.
+      "affected_light_id": light_actor_id(int(labels.get("affected_light_id", -1))),
   }
+
+
+def light_actor_id(light: int) -> int:
+  """The town's light index -> its actors_data id (-1 stays -1: no light)."""
+  return LIGHT_ACTOR_BASE + light if light >= 0 else -1
 
 
 def actors_data(episode, state: dict, light_states, radius: float) -> dict:
   """`{actor_id: {loc, ori, box, vel, tpe, (sta)}}` of actors within `radius` m (ego excluded).
-  ids: vehicles 1000 + i, walkers 2000 + i, traffic lights 3000 + i."""
+  ids: vehicles 1000 + i, walkers 2000 + i, traffic lights `light_actor_id(i)`."""
   from lmgendrive_jax.sim import expert as expert_lib
   town = episode.town
   ego = np.asarray(state["ego_pos"], np.float64)
@@ -126,7 +133,7 @@ def actors_data(episode, state: dict, light_states, radius: float) -> dict:
     if np.linalg.norm(pos[:2] - ego) > radius:
       continue
     d = town.stop_line_dir[town.light_stop_line[i]]
-    out[str(3000 + i)] = {"loc": [float(p) for p in pos], "ori": [float(-d[0]), float(-d[1]), 0.0],
+    out[str(light_actor_id(i))] = {"loc": [float(p) for p in pos], "ori": [float(-d[0]), float(-d[1]), 0.0],
                           "box": [0.25, 0.3, 0.65], "vel": [0.0, 0.0, 0.0], "tpe": 2,
                           "sta": int(light_states[i])}
   return out

@@ -13,7 +13,9 @@ frames (`lmdrive_frames`), one example per frame:
   bev_targets: f32[rows, cols, 8] dense detection targets on `BuildConfig.bev_grid` (zlib),
   road_map: uint8[200, 200] the ego-centred road map of `topdown/` (`lmgendrive_jax/data/
     topdown.py`; zlib), has_road_map: bool (False: the route has no such map, zeros stored),
-  traffic_light: int32 (1 = a red light affects ego), stop_sign: int32, blocked: bool.
+  traffic_light: int32 (1 = a red light affects ego), stop_sign: int32, blocked: bool,
+  red_light_ahead: int32 (1 = the light of the route's next stop line is red, at any distance:
+    `reader.red_light_ahead`).
 clips (`lmdrive_clips`), one example per instruction clip:
   route, town_id, weather_id, instruction_id: int32, instruction_name: text,
   instruction_args: text (JSON), texts: Sequence(text) (paraphrases rendered at build time),
@@ -138,6 +140,7 @@ def frame_features(config: BuildConfig) -> tfds.features.FeaturesDict:
       "has_road_map": np.bool_,
       "traffic_light": np.int32,
       "stop_sign": np.int32,
+      "red_light_ahead": np.int32,
       "blocked": np.bool_,
   })
 

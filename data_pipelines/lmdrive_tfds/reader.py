@@ -34,6 +34,7 @@ from lmgendrive_jax.data.topdown import TOPDOWN_GRID
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # A truncated JPEG must fail loudly, not decode grey.
 
 ROUTE_NAME = re.compile(r"routes_town(\d+)_\w+?_w(\d+)_")
+LIGHT_ACTOR, RED = 2, 0  # actors_data "tpe" of a traffic light; its "sta" when red (CARLA's enum)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,4 +310,19 @@ def frame_labels(measurements: dict[int, dict], frame: int, config: BuildConfig)
       "waypoints": waypoints, "waypoint_mask": mask, "objects": objects,
       "bev_targets": geometry.bev_targets(objects, config.bev_grid),
       "traffic_light": int(bool(m["is_red_light_present"])), "stop_sign": int(bool(stop)),
+      "red_light_ahead": red_light_ahead(m),
   }
+
+
+def red_light_ahead(m: dict) -> int:
+  """1 when the light of the route's next stop line (`affected_light_id`, a key of the frame's
+  `actors_data`) is red, however far ahead and however fast the ego goes; 0 without one (or
+  when it is beyond the actors' radius).
+
+  Not LMDrive's label: its `traffic_light` (`is_red_light_present`) is the expert's braking
+  trigger, set within braking distance, so it holds almost only on frames where the car stands
+  (on the embedded default's data 93% of standing frames, 0.4% of those above 3 m/s), and a head
+  trained on it reads the speed, not the lamp. This one holds on 13% of the frames above 3 m/s.
+  """
+  light = m["actors_data"].get(str(m.get("affected_light_id", -1)))
+  return int(light is not None and light.get("tpe") == LIGHT_ACTOR and light.get("sta") == RED)

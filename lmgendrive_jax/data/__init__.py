@@ -30,6 +30,7 @@ Stage 1 (frames):
     (`data/topdown.py: ROAD_CLASSES`: off road, lane with / against / across the ego, junction,
     lane marking), from the frame's road map; road_layout_mask: bool[B] (False: no road map)
   traffic_light: int32[B] (1 = red light affecting ego)   stop_sign: int32[B]
+  red_light_ahead: int32[B] (1 = the light of the route's next stop line is red, at any distance)
   town_id, frame: int32[B] (provenance)
   with cfg.view_layout_size = (rows, cols) > 0: view_layout: f32[B, V, rows, cols, 7] per view
     cell the share of each road class its pixels' rays meet on the ground (`data/view_layout.py`:

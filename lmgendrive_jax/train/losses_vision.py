@@ -16,6 +16,8 @@ Consumes `models/vision.py: PerceptionModel` predictions and the stage-1 labels 
   cells count.
 - waypoints: mean L1 (metres, ego frame).
 - traffic light (red light affecting ego) and stop sign: 2-way cross-entropy.
+- red light ahead (not LMDrive's; with a "red_light_ahead" label): 2-way cross-entropy of
+  "red_ahead_logits"; weight `weights["red_light_ahead"]` (absent: reported, not trained).
 
 - road layout (not LMDrive's; present when the model has the head, `models/perception_heads.py`):
   per BEV cell the KL divergence from the road map's class shares (`data/topdown.py`) to the
@@ -158,6 +160,9 @@ def stage1_loss(predictions: Mapping[str, jax.Array], labels: Mapping[str, jax.A
       "traffic_light": classification(predictions["light_logits"], labels["traffic_light"]),
       "stop_sign": classification(predictions["stop_logits"], labels["stop_sign"]),
   }
+  if "red_ahead_logits" in predictions and "red_light_ahead" in labels:
+    metrics["red_light_ahead"] = classification(predictions["red_ahead_logits"],
+                                                labels["red_light_ahead"])
   if "road_layout_logits" in predictions:
     metrics["road_layout"] = road_layout_loss(predictions["road_layout_logits"], labels,
                                               frame_mask)
@@ -167,7 +172,8 @@ def stage1_loss(predictions: Mapping[str, jax.Array], labels: Mapping[str, jax.A
   missing = [k for k in weights if k not in metrics]
   if missing:
     raise KeyError(f"stage-1 loss weights {missing} have no term: the road- and view-layout "
-                   f"weights need a model with road_layout_classes / view_layout_classes > 0")
+                   f"weights need a model with road_layout_classes / view_layout_classes > 0, "
+                   f"red_light_ahead a red_light_ahead label")
   total = sum(weights[k] * metrics[k] for k in weights)
   metrics.update({f"detection/{k}": v for k, v in det.items() if k != "speed"})
   metrics["total"] = total

@@ -28,7 +28,7 @@ from lmgendrive_jax.train.losses_vision import LMDRIVE_WEIGHTS, stage1_loss
 
 
 LABEL_KEYS = ("detection", "waypoints", "waypoint_mask", "traffic_light", "stop_sign",
-              "road_layout", "road_layout_mask", "view_layout", "view_layout_mask")
+              "red_light_ahead", "road_layout", "road_layout_mask", "view_layout", "view_layout_mask")
 
 
 def _models(config):
@@ -80,6 +80,8 @@ def build_task(config) -> tuple[Task, PerceptionModel]:
     weights["road_layout"] = float(config.loss.road_layout_weight)
   if perception.view_layout_classes > 0:
     weights["view_layout"] = float(config.loss.view_layout_weight)
+  if float(config.loss.get("red_light_ahead_weight", 0.0)) > 0:
+    weights["red_light_ahead"] = float(config.loss.red_light_ahead_weight)
 
   def init_fn(key):
     images = jnp.zeros((1, 1, views, height, width, 3), jnp.uint8)

@@ -66,6 +66,8 @@ def test_raw_layout_reads_back_source_pixels_values_and_labels(raw_build):
     for key in ("gps_x", "gps_y", "x", "y", "theta", "speed", "x_command", "y_command", "brake"):
       assert record["measurements"][key] == pytest.approx(m[key], rel=1e-6), key
     assert record["traffic_light"] == (frame % 4 == 0)
+    # The next stop line's light (actor "7", red) on every third frame, whatever the speed.
+    assert record["red_light_ahead"] == (frame % 3 == 0)
     # Straight at 4 m/s: +0.5 s steps are 2 m forward; the target was written 30 m ahead, 4 m right.
     known = min(5, (31 - frame) // 5)
     expected = np.stack([np.zeros(5), 2.0 * np.minimum(np.arange(1, 6), max(known, 0))], -1)

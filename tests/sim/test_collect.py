@@ -72,6 +72,19 @@ def test_layout_and_measurements_read_back(collected):
       actors = json.load(open(os.path.join(out, route, "actors_data", name + ".json")))
       for actor in actors.values():
         assert {"loc", "ori", "box", "vel", "tpe"} <= set(actor) and actor["tpe"] in (0, 1, 2)
+    # affected_light_id names the light's actors_data entry (LMDrive: the actor id), which the
+    # builder's red_light_ahead label reads.
+    named = 0
+    for frame in range(n_frames):
+      m = json.load(open(os.path.join(out, route, "measurements", f"{frame:04d}.json")))
+      actors = json.load(open(os.path.join(out, route, "actors_data", f"{frame:04d}.json")))
+      if m["affected_light_id"] >= 0 and str(m["affected_light_id"]) in actors:
+        assert actors[str(m["affected_light_id"])]["tpe"] == 2
+        named += 1
+      else:
+        assert m["affected_light_id"] == -1 or m["affected_light_id"] >= collect.LIGHT_ACTOR_BASE
+    assert named or all(json.load(open(os.path.join(out, route, "measurements", f"{f:04d}.json")))
+                        ["affected_light_id"] == -1 for f in range(n_frames))
 
 
 def test_instruction_lists_match_what_the_agent_was_shown(collected):

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lmgendrive_jax.train.losses_vision import stage1_loss
+from lmgendrive_jax.train.losses_vision import LMDRIVE_WEIGHTS, stage1_loss
 
 
 def _sigmoid(x):
@@ -141,3 +141,22 @@ def test_view_layout_term_is_the_kl_per_view_pixel_over_frames_with_a_road_map()
     stage1_loss(pred, {k: v for k, v in labels.items() if k != "view_layout"})
   with pytest.raises(ValueError, match="view_layout_size"):
     stage1_loss(pred, dict(labels, view_layout=target[:, :, :, :2]))
+
+
+def test_red_light_ahead_term_is_a_cross_entropy_added_with_its_weight():
+  rng = np.random.default_rng(7)
+  pred, labels = _example(rng)
+  pred["red_ahead_logits"] = rng.normal(size=(2, 3, 2)).astype(np.float32)
+  labels["red_light_ahead"] = rng.integers(0, 2, (2, 3))
+  logits = pred["red_ahead_logits"].reshape(-1, 2).astype(np.float64)
+  expected = (np.log(np.exp(logits).sum(-1))
+              - logits[np.arange(6), labels["red_light_ahead"].reshape(-1)]).mean()
+  total, metrics = stage1_loss(pred, labels)  # LMDrive's weights: reported, not trained
+  np.testing.assert_allclose(float(metrics["red_light_ahead"]), expected, rtol=1e-5)
+  np.testing.assert_allclose(float(total), _reference(pred, labels), rtol=1e-5)
+  weighted, _ = stage1_loss(pred, labels, weights={**LMDRIVE_WEIGHTS, "red_light_ahead": 0.5})
+  np.testing.assert_allclose(float(weighted), _reference(pred, labels) + 0.5 * expected,
+                             rtol=1e-5)
+  del labels["red_light_ahead"]
+  with pytest.raises(KeyError, match="red_light_ahead"):
+    stage1_loss(pred, labels, weights={**LMDRIVE_WEIGHTS, "red_light_ahead": 0.5})
