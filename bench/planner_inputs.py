@@ -59,7 +59,7 @@ def ablations(batch: dict) -> dict[str, dict]:
           "instruction blanked": {**batch, "instruction_mask": bos_only}}
 
 
-def _evaluation_data(config, args):
+def evaluation_data(config, args):
   data = config.data
   data.unlock()
   data.num_workers = 0
@@ -72,7 +72,7 @@ def stage1_inputs(args) -> int:
   """The stage-1 table: waypoint L1 (target point zeroed) and road-layout KL, images as recorded
   and zeroed."""
   model, variables, config = load_perception(args.work_dir)
-  data = _evaluation_data(config, args)
+  data = evaluation_data(config, args)
   # Frames in a seeded shuffle (in record order, 20 batches would be the first route's first
   # seconds), without the training augmentation.
   data.random_crop, data.colour_jitter = False, 0.0
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     return stage1_inputs(args)
 
   model, variables, config = load_lmgendrive(args.work_dir)
-  data = _evaluation_data(config, args)
+  data = evaluation_data(config, args)
   data.random_crop, data.colour_jitter = False, 0.0
   data.junction_window_boost, data.junction_clip_repeats = 0.0, 1
   batches = pipeline.make_iterator(data, 2, train=True, num_epochs=1)

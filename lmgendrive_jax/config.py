@@ -323,7 +323,7 @@ def vision_preset(name: str) -> ConfigDict:
   """
   heads = dict(detection_hidden=64, speed_channels=32, gru_hidden=64, target_point_scale=1.0,
                road_layout_classes=0, view_layout_classes=0, view_layout_size=(16, 16),
-               view_layout_hidden=64)
+               view_layout_hidden=64, red_ahead_head=True)
   common = dict(backbone_kind="resnet", num_views=5, num_waypoints=5, activation="gelu",
                 bev_query_init="normal", dtype="float32", param_dtype="float32")
   resnet = dict(block="bottleneck", layers=(3, 4, 6, 3), channels=(64, 128, 256, 512),
@@ -359,7 +359,7 @@ def vision_preset(name: str) -> ConfigDict:
   if name not in encoders:
     raise ConfigError(f"unknown preset {name!r} for the vision encoder; choose one of "
                       f"{sorted(encoders)}")
-  small_heads = dict(detection_hidden=16, speed_channels=4, gru_hidden=16)
+  small_heads = dict(detection_hidden=16, speed_channels=4, gru_hidden=16, red_ahead_head=True)
   # From scratch the waypoint head reads the target point in units of 20 m (models/
   # perception_heads.py says why), and a road-layout head asks the BEV cells where the lanes are
   # (data/topdown.py says why); `paper` keeps LMDrive's heads (metres, no road layout).

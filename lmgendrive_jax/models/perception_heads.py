@@ -7,7 +7,8 @@ these. Per frame:
 - waypoints: a GRU over the waypoint queries' states whose initial state encodes the target point;
   each step predicts a displacement and the waypoints are their running sum (ego frame, metres);
 - traffic light (is the light affecting ego red) and stop sign: 2-way logits from the light token;
-- red light ahead (not LMDrive's): 2-way logits from the same token for the speed-independent
+- red light ahead (not LMDrive's; `red_ahead_head`): 2-way logits from the same token for the
+  speed-independent
   label `red_light_ahead` (is the light of the route's next stop line red); LMDrive's traffic-light
   label holds almost only while the car stands, so its head can answer from the speed alone;
 - road layout (not LMDrive's; `road_layout_classes` > 0): per BEV cell, logits over the road classes
@@ -62,7 +63,8 @@ class PerceptionHeads(nn.Module):
 
   bev: f32[N, Hb, Wb, D], light: f32[N, D], waypoint_states: f32[N, Nw, D], speed: f32[N],
   target_point: f32[N, 2] -> {"detection": f32[N, Hb, Wb, 8], "waypoints": f32[N, Nw, 2],
-  "light_logits": f32[N, 2], "stop_logits": f32[N, 2], "red_ahead_logits": f32[N, 2]}, plus "road_layout_logits":
+  "light_logits": f32[N, 2], "stop_logits": f32[N, 2]}, plus "red_ahead_logits": f32[N, 2] with
+  `red_ahead_head`, plus "road_layout_logits":
   f32[N, Hb, Wb, road_layout_classes] when road_layout_classes > 0.
   """
   detection_hidden: int = 64
@@ -74,6 +76,7 @@ class PerceptionHeads(nn.Module):
   # follow the target point and the encoder is hardly asked to see the lane.
   target_point_scale: float = 1.0
   road_layout_classes: int = 0  # 0: no road-layout head (LMDrive's heads)
+  red_ahead_head: bool = False  # runs from before the head have no parameters for it
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -101,9 +104,10 @@ class PerceptionHeads(nn.Module):
         "waypoints": jnp.cumsum(steps.astype(jnp.float32), axis=1),
         "light_logits": linear(2, ("embed", None), "light_head")(light).astype(jnp.float32),
         "stop_logits": linear(2, ("embed", None), "stop_head")(light).astype(jnp.float32),
-        "red_ahead_logits": linear(2, ("embed", None), "red_ahead_head")(light).astype(
-            jnp.float32),
     }
+    if self.red_ahead_head:
+      predictions["red_ahead_logits"] = linear(2, ("embed", None), "red_ahead_head")(
+          light).astype(jnp.float32)
     if self.road_layout_classes > 0:
       # A learnt per-cell bias holds the layout every frame shares (the road under and ahead of
       # the ego), so the gradient that reaches the encoder is what this frame's cameras add.

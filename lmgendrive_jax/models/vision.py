@@ -152,7 +152,7 @@ class PerceptionModel(nn.Module):
   images: uint8[B, T, V, H, W, 3], speed: f32[B, T], target_point: f32[B, T, 2] (ego frame, m)
   -> (predictions, out): predictions = {"detection": f32[B, T, Hb, Wb, 8],
   "waypoints": f32[B, T, Nw, 2], "light_logits": f32[B, T, 2], "stop_logits": f32[B, T, 2]}
-  (+ "road_layout_logits": f32[B, T, Hb, Wb, C] when road_layout_classes > 0, and
+  (+ "red_ahead_logits": f32[B, T, 2] with red_ahead_head, "road_layout_logits": f32[B, T, Hb, Wb, C] when road_layout_classes > 0, and
   "view_layout_logits": f32[B, T, V, rows, cols, Cv] when view_layout_classes > 0), out = the
   encoder's `out` plus "tokens": f32[B, T, Nv, Dv].
   """
@@ -167,6 +167,7 @@ class PerceptionModel(nn.Module):
   view_layout_classes: int = 0
   view_layout_size: tuple[int, int] = (16, 16)
   view_layout_hidden: int = 64
+  red_ahead_head: bool = False  # the speed-independent red-light head (perception_heads.py)
 
   @nn.compact
   def __call__(self, images, speed, target_point, train: bool = False):
@@ -178,6 +179,7 @@ class PerceptionModel(nn.Module):
     flat = lambda x: x.reshape((b * t,) + x.shape[2:])  # noqa: E731
     heads = PerceptionHeads(self.detection_hidden, self.speed_channels, self.gru_hidden,
                             self.target_point_scale, self.road_layout_classes,
+                            red_ahead_head=self.red_ahead_head,
                             dtype=jnp.dtype(encoder.dtype),
                             param_dtype=jnp.dtype(encoder.param_dtype), name="heads")
     predictions = heads(flat(out["bev_features"]), flat(out["light_feature"]),

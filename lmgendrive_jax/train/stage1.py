@@ -80,7 +80,7 @@ def build_task(config) -> tuple[Task, PerceptionModel]:
     weights["road_layout"] = float(config.loss.road_layout_weight)
   if perception.view_layout_classes > 0:
     weights["view_layout"] = float(config.loss.view_layout_weight)
-  if float(config.loss.get("red_light_ahead_weight", 0.0)) > 0:
+  if perception.red_ahead_head and float(config.loss.get("red_light_ahead_weight", 0.0)) > 0:
     weights["red_light_ahead"] = float(config.loss.red_light_ahead_weight)
 
   def init_fn(key):

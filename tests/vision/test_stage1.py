@@ -44,6 +44,7 @@ def _batch(rng, batch, num_objects=2):
           np.full(6, 0.3), size=(batch, 1, GRID, GRID)).astype(np.float32),
       "view_layout": np.random.default_rng(batch + 1).dirichlet(
           np.full(7, 0.3), size=(batch, 1, VIEWS, 8, 8)).astype(np.float32),
+      "red_light_ahead": np.random.default_rng(batch + 2).integers(0, 2, (batch, 1)),
   }
   inputs = {"images": images, "speed": rng.uniform(0, 8, (batch, 1)).astype(np.float32),
             "target_point": rng.uniform(-10, 30, (batch, 1, 2)).astype(np.float32)}
@@ -95,10 +96,10 @@ def test_stage1_overfits_a_fixed_batch():
   inputs, labels = _batch(np.random.default_rng(0), batch=4)
   _, history = _train(inputs, labels, steps=300,
                       weights={k: 1.0 for k in (*LMDRIVE_WEIGHTS, "road_layout",
-                                                "view_layout")})
+                                                "view_layout", "red_light_ahead")})
   first, last = history[0], history[-1]
   for name in ("detection", "waypoints", "traffic_light", "stop_sign", "detection_speed",
-               "road_layout"):
+               "road_layout", "red_light_ahead"):
     assert last[name] < 0.35 * first[name], (name, first[name], last[name])
   # The tiny backbone leaves a 1x1 map per 32-px view: one 16-wide vector per view cannot draw
   # 20 random 8x8 layouts, but it learns what it can.
