@@ -359,14 +359,18 @@ def vision_preset(name: str) -> ConfigDict:
   if name not in encoders:
     raise ConfigError(f"unknown preset {name!r} for the vision encoder; choose one of "
                       f"{sorted(encoders)}")
-  small_heads = dict(detection_hidden=16, speed_channels=4, gru_hidden=16, red_ahead_head=True)
+  small_heads = dict(detection_hidden=16, speed_channels=4, gru_hidden=16)
   # From scratch the waypoint head reads the target point in units of 20 m (models/
   # perception_heads.py says why), and a road-layout head asks the BEV cells where the lanes are
   # (data/topdown.py says why); `paper` keeps LMDrive's heads (metres, no road layout).
   # They also decode each view's road layout in image space from its feature map (data/
   # view_layout.py says why), at a quarter of the view's resolution.
+  # The red-light-ahead head only where the lamps are visible: the small presets' 64x64 cameras
+  # show a traffic light 20 m ahead as ~1 x 2 pixels, and there it learnt the speed, as LMDrive's
+  # light head does (`bench/light_heads.py`; README); paper's views come from 800x600 cameras.
   from_scratch = dict(target_point_scale=0.05, road_layout_classes=len(topdown.ROAD_CLASSES),
-                      view_layout_classes=len(view_layout.VIEW_LAYOUT_CLASSES))
+                      view_layout_classes=len(view_layout.VIEW_LAYOUT_CLASSES),
+                      red_ahead_head=False)
   scratch_heads = {"tiny": dict(small_heads, **from_scratch, view_layout_size=(8, 8),
                                 view_layout_hidden=16),
                    "small": dict(heads, **from_scratch)}

@@ -53,7 +53,8 @@ FRAMES_NAME = "lmdrive_frames"
 CLIPS_NAME = "lmdrive_clips"
 # Dataset version. 1.1.0: clips carry waypoint_mask; frame waypoints after the expert's steering
 # noise are masked. 1.2.0: frames carry the road map of `topdown/`. 1.3.0: clips carry each
-# frame's road option (stage 2-3 windows are drawn towards junctions: data/clips.py). The readers
+# frame's road option (stage 2-3 windows are drawn towards junctions: data/clips.py). 1.4.0:
+# frames carry `red_light_ahead` (reader.red_light_ahead). The readers
 # (lmgendrive_jax/data/sources.py) own the number; the builder writes that version.
 VERSION = sources.VERSION
 

@@ -19,7 +19,7 @@ from lmgendrive_jax.errors import DataError
 
 FRAMES_NAME = "lmdrive_frames"
 CLIPS_NAME = "lmdrive_clips"
-VERSION = "1.3.0"  # of the datasets; data_pipelines/lmdrive_tfds builds under this number
+VERSION = "1.4.0"  # of the datasets; data_pipelines/lmdrive_tfds builds under this number
 
 
 def dataset_dir(data_dir: str, name: str) -> str:

@@ -20,7 +20,7 @@ SIZE = 32
 
 
 def _model():
-  return PerceptionModel(**config_lib.vision_preset("tiny").to_dict())
+  return PerceptionModel(**dict(config_lib.vision_preset("tiny").to_dict(), red_ahead_head=True))
 
 
 def _batch(rng, batch, num_objects=2):
