@@ -1,5 +1,5 @@
 """Shared by the benchmarks: timing with warm-up, the machine's measured matmul peak, tables,
-the arguments of the closed-loop route benches."""
+the arguments of the closed-loop route benches and of the benches that run a model over data."""
 
 import argparse
 import time
@@ -50,6 +50,21 @@ def _fmt(value) -> str:
   if isinstance(value, float):
     return f"{value:.4g}"
   return str(value)
+
+
+def run_data_parser(doc: str, work_dir_help: str, split_default: str = "",
+                    batches: int = 20) -> argparse.ArgumentParser:
+  """argparse parser with the arguments of the benches that run a trained model over frames of
+  its data: --work_dir, --data_dir (default: the run's), --split ("" = the run's), --batches."""
+  parser = argparse.ArgumentParser(description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--work_dir", required=True, help=work_dir_help)
+  parser.add_argument("--data_dir", default="", help="TFDS build (default: the run's)")
+  where = "" if split_default else " (default: the run's)"
+  parser.add_argument("--split", default=split_default, help=f"train or validation{where}")
+  parser.add_argument("--batches", type=int, default=batches,
+                      help="batches of the run's batch size")
+  return parser
 
 
 def route_bench_parser(doc: str, preset_help: str = "simulator/eval preset",

@@ -18,7 +18,6 @@ above 1 m/s; with the speed zeroed, 78% of the moving ones).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -28,7 +27,7 @@ import numpy as np
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 
-from bench.common import print_table  # noqa: E402
+from bench.common import print_table, run_data_parser  # noqa: E402
 from bench.planner_inputs import evaluation_data  # noqa: E402
 from lmgendrive_jax.data import pipeline  # noqa: E402
 from lmgendrive_jax.train.trained import load_perception  # noqa: E402
@@ -81,12 +80,7 @@ def rows_by_speed(values: dict, threshold: float) -> list[list]:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--work_dir", required=True, help="trained stage-1 run dir")
-  parser.add_argument("--data_dir", default="", help="TFDS build (default: the run's)")
-  parser.add_argument("--split", default="validation", help="train or validation")
-  parser.add_argument("--batches", type=int, default=200)
+  parser = run_data_parser(__doc__, "trained stage-1 run dir", "validation", batches=200)
   parser.add_argument("--threshold", type=float, default=0.5)
   args = parser.parse_args(argv)
   model, variables, config = load_perception(args.work_dir)

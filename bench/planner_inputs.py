@@ -29,7 +29,6 @@ on top of this encoder can read the lane from it.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -39,7 +38,7 @@ import numpy as np
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 
-from bench.common import print_table  # noqa: E402
+from bench.common import print_table, run_data_parser  # noqa: E402
 from lmgendrive_jax.data import pipeline  # noqa: E402
 from lmgendrive_jax.train import stage2  # noqa: E402
 from lmgendrive_jax.train.losses_vision import road_layout_loss, view_layout_loss  # noqa: E402
@@ -118,12 +117,7 @@ def stage1_inputs(args) -> int:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--work_dir", required=True, help="trained stage-1, 2 or 3 run dir")
-  parser.add_argument("--data_dir", default="", help="TFDS build (default: the run's)")
-  parser.add_argument("--split", default="", help="train or validation (default: the run's)")
-  parser.add_argument("--batches", type=int, default=20, help="batches of the run's batch size")
+  parser = run_data_parser(__doc__, "trained stage-1, 2 or 3 run dir")
   args = parser.parse_args(argv)
   if load_run_config(args.work_dir).get("stage") == "stage1":
     return stage1_inputs(args)
