@@ -133,9 +133,9 @@ def actors_data(episode, state: dict, light_states, radius: float) -> dict:
     if np.linalg.norm(pos[:2] - ego) > radius:
       continue
     d = town.stop_line_dir[town.light_stop_line[i]]
-    out[str(light_actor_id(i))] = {"loc": [float(p) for p in pos], "ori": [float(-d[0]), float(-d[1]), 0.0],
-                          "box": [0.25, 0.3, 0.65], "vel": [0.0, 0.0, 0.0], "tpe": 2,
-                          "sta": int(light_states[i])}
+    out[str(light_actor_id(i))] = {
+        "loc": [float(p) for p in pos], "ori": [float(-d[0]), float(-d[1]), 0.0],
+        "box": [0.25, 0.3, 0.65], "vel": [0.0, 0.0, 0.0], "tpe": 2, "sta": int(light_states[i])}
   return out
 
 

@@ -69,7 +69,7 @@ def out_dir(config) -> str:
 
 def identity(config) -> dict:
   """What an out dir's results must match to be resumed (for our agent also its options, so that
-  a rerun with, say, another `red_light_brake` does not mix its routes with the earlier ones')."""
+  a rerun with, say, another `max_frames` does not mix its routes with the earlier ones')."""
   found = dict(agent=config.agent.kind, route_set=config.route_set, seed=int(config.seed),
                preset=config.preset,
                work_dir=os.path.abspath(config.agent.work_dir) if config.agent.work_dir else "")

@@ -8,9 +8,9 @@ these. Per frame:
   each step predicts a displacement and the waypoints are their running sum (ego frame, metres);
 - traffic light (is the light affecting ego red) and stop sign: 2-way logits from the light token;
 - red light ahead (not LMDrive's; `red_ahead_head`): 2-way logits from the same token for the
-  speed-independent
-  label `red_light_ahead` (is the light of the route's next stop line red); LMDrive's traffic-light
-  label holds almost only while the car stands, so its head can answer from the speed alone;
+  speed-independent label `red_light_ahead` (is the light of the route's next stop line red);
+  LMDrive's traffic-light label holds almost only while the car stands, so its head can answer
+  from the speed alone;
 - road layout (not LMDrive's; `road_layout_classes` > 0): per BEV cell, logits over the road classes
   of `data/topdown.py` by one linear map of the cell state plus a learnt per-cell bias, so the
   state itself must hold where this frame's lanes are (the auxiliary BEV semantics of TransFuser
@@ -64,8 +64,8 @@ class PerceptionHeads(nn.Module):
   bev: f32[N, Hb, Wb, D], light: f32[N, D], waypoint_states: f32[N, Nw, D], speed: f32[N],
   target_point: f32[N, 2] -> {"detection": f32[N, Hb, Wb, 8], "waypoints": f32[N, Nw, 2],
   "light_logits": f32[N, 2], "stop_logits": f32[N, 2]}, plus "red_ahead_logits": f32[N, 2] with
-  `red_ahead_head`, plus "road_layout_logits":
-  f32[N, Hb, Wb, road_layout_classes] when road_layout_classes > 0.
+  `red_ahead_head`, and "road_layout_logits": f32[N, Hb, Wb, road_layout_classes] when
+  road_layout_classes > 0.
   """
   detection_hidden: int = 64
   speed_channels: int = 32

@@ -152,7 +152,8 @@ class PerceptionModel(nn.Module):
   images: uint8[B, T, V, H, W, 3], speed: f32[B, T], target_point: f32[B, T, 2] (ego frame, m)
   -> (predictions, out): predictions = {"detection": f32[B, T, Hb, Wb, 8],
   "waypoints": f32[B, T, Nw, 2], "light_logits": f32[B, T, 2], "stop_logits": f32[B, T, 2]}
-  (+ "red_ahead_logits": f32[B, T, 2] with red_ahead_head, "road_layout_logits": f32[B, T, Hb, Wb, C] when road_layout_classes > 0, and
+  (+ "red_ahead_logits": f32[B, T, 2] with red_ahead_head, "road_layout_logits":
+  f32[B, T, Hb, Wb, C] when road_layout_classes > 0, and
   "view_layout_logits": f32[B, T, V, rows, cols, Cv] when view_layout_classes > 0), out = the
   encoder's `out` plus "tokens": f32[B, T, Nv, Dv].
   """

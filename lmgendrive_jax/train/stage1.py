@@ -28,7 +28,8 @@ from lmgendrive_jax.train.losses_vision import LMDRIVE_WEIGHTS, stage1_loss
 
 
 LABEL_KEYS = ("detection", "waypoints", "waypoint_mask", "traffic_light", "stop_sign",
-              "red_light_ahead", "road_layout", "road_layout_mask", "view_layout", "view_layout_mask")
+              "red_light_ahead", "road_layout", "road_layout_mask", "view_layout",
+              "view_layout_mask")
 
 
 def _models(config):
