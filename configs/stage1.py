@@ -34,9 +34,10 @@ def get_config(arg=None):
       # The per-view road layout in image space (data/view_layout.py), for models with that head
       # (model.vision.view_layout_classes > 0: tiny and small).
       view_layout_weight=1.0,
-      # The speed-independent red-light head (data label `red_light_ahead`; models/
-      # perception_heads.py says why LMDrive's light label is not enough), for models with it
-      # (model.vision.red_ahead_head: paper; config.py says why not the small presets).
+      # The speed-independent red-light head on the focus view's feature map (data label
+      # `red_light_ahead`; models/perception_heads.py says why LMDrive's light label is not
+      # enough), for models with it (model.vision.red_ahead_head: paper; config.py says why not
+      # the small presets).
       red_light_ahead_weight=0.5))
 
   config.data = config_lib.data_preset(arg.preset, stage=1)

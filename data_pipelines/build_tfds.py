@@ -44,6 +44,9 @@ def main(argv=None) -> dict:
   parser.add_argument("--no_topdown", action="store_true",
                       help="ignore topdown/ (for data whose topdown/ is not our road-map format, "
                            "e.g. LMDrive's CARLA renders)")
+  parser.add_argument("--focus_camera", action="store_true",
+                      help="focus view from rgb_focus/ (the collector's telephoto focus camera) "
+                           "instead of a crop of the front image")
   parser.add_argument("--no_progress", action="store_true")
   args = parser.parse_args(argv)
   rows, cols, ahead, behind, side = (float(v) for v in args.bev_grid.split(","))
@@ -52,7 +55,7 @@ def main(argv=None) -> dict:
       image_format=args.image_format, jpeg_quality=args.jpeg_quality,
       validation_weathers=tuple(int(w) for w in args.validation_weathers.split(",") if w),
       bev_rows=int(rows), bev_cols=int(cols), bev_ahead=ahead, bev_behind=behind, bev_side=side,
-      read_topdown=not args.no_topdown)
+      read_topdown=not args.no_topdown, focus_camera=args.focus_camera)
   report = build(args.data_dir, args.out, config, workers=args.workers,
                  progress=not args.no_progress)
   print(json.dumps({k: report[k] for k in ("examples", "clip_examples", "counts")}, indent=1))

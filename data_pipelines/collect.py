@@ -9,7 +9,8 @@ exactly as it reads LMDrive's CARLA data).
 
 Per route folder `routes_town{TT}_{track}_w{WW}_{id}` (`id`: the route seed, a stable stand-in for
 LMDrive's timestamp so that a rerun finds finished routes), frames at 10 Hz (every second 20 Hz
-tick), numbered %04d: `rgb_front|rgb_left|rgb_right|rgb_rear/NNNN.jpg`, `measurements/NNNN.json`
+tick), numbered %04d: `rgb_front|rgb_left|rgb_right|rgb_rear/NNNN.jpg` (+ `rgb_focus/` with the
+telephoto focus camera in `sim.camera.views`; not LMDrive's), `measurements/NNNN.json`
 (every LMDrive key), `actors_data/NNNN.json`, `topdown/NNNN.png` (the ego-centred road map of
 `lmgendrive_jax/data/topdown.py`: stage 1's road-layout target); plus `route_meta.json`
 (instruction clips, notices, score) and the `done` marker written last. At the root, rebuilt
@@ -167,6 +168,12 @@ class Collector:
     self.out_dir, self.config, self.views = out_dir, config, views
     self.frames: dict[int, int] = {}
 
+  def _written_views(self) -> tuple[str, ...]:
+    """LMDrive's four cameras, plus `rgb_focus` when the rig renders the telephoto focus camera
+    (`sim/render.py`; add "focus" to `sim.camera.views`): its traffic lights are visible where
+    the 64x64 front camera shows them as a pixel or two."""
+    return VIEWS + (("focus",) if "focus" in self.views else ())
+
   def _dir(self, episode) -> str:
     return os.path.join(self.out_dir, route_dir_name(episode.spec))
 
@@ -178,12 +185,13 @@ class Collector:
     if key not in self.frames:
       if os.path.exists(route_dir):
         shutil.rmtree(route_dir)
-      for folder in [f"rgb_{v}" for v in VIEWS] + ["measurements", "actors_data", "topdown"]:
+      for folder in [f"rgb_{v}" for v in self._written_views()] + ["measurements",
+                                                                     "actors_data", "topdown"]:
         os.makedirs(os.path.join(route_dir, folder))
       self.frames[key] = 0
     frame = episode.tick // 2
     name = f"{frame:04d}"
-    for view in VIEWS:
+    for view in self._written_views():
       with open(os.path.join(route_dir, f"rgb_{view}", name + ".jpg"), "wb") as f:
         f.write(encode_jpeg(images[self.views.index(view)], int(self.config.jpeg_quality)))
     with open(os.path.join(route_dir, "topdown", name + ".png"), "wb") as f:

@@ -365,9 +365,9 @@ def vision_preset(name: str) -> ConfigDict:
   # (data/topdown.py says why); `paper` keeps LMDrive's heads (metres, no road layout).
   # They also decode each view's road layout in image space from its feature map (data/
   # view_layout.py says why), at a quarter of the view's resolution.
-  # The red-light-ahead head only where the lamps are visible: the small presets' 64x64 cameras
-  # show a traffic light 20 m ahead as ~1 x 2 pixels, and there it learnt the speed, as LMDrive's
-  # light head does (`bench/light_heads.py`; README); paper's views come from 800x600 cameras.
+  # The red-light-ahead head stays off for the small presets: their 64x64 front camera shows a
+  # light ~30 m ahead well under a pixel wide, and even with the telephoto focus camera a 400-step
+  # stage 1 did not learn it (`bench/light_heads.py`; README); paper's views come from 800x600.
   from_scratch = dict(target_point_scale=0.05, road_layout_classes=len(topdown.ROAD_CLASSES),
                       view_layout_classes=len(view_layout.VIEW_LAYOUT_CLASSES),
                       red_ahead_head=False)

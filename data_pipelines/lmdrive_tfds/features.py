@@ -5,7 +5,7 @@ frames (`lmdrive_frames`), one example per frame:
   town_id, weather_id: int32,
   images/{front,left,right,rear}: encoded image (stored size = source or `BuildConfig.view_size`),
   images/focus: encoded centre crop of the full-resolution front image (`focus_fraction` of its
-    height, square),
+    height, square), or with `focus_camera` the frame's telephoto focus camera image,
   measurements/<key>: float32 per `MEASUREMENT_FLOATS`, command/gt_command: int32,
   speed: float32, target_point: f32[2] (ego frame, see `lmgendrive_jax/data/geometry.py`),
   waypoints: f32[5, 2] (ego position at +0.5 s ... +2.5 s), waypoint_mask: bool[5],
@@ -69,6 +69,9 @@ class BuildConfig:
   view_size: (width, height) to store the four views at, or None to keep the source size (JPEG
     bytes then pass through untouched when `image_format` is jpeg).
   focus_fraction: side of the focus crop as a fraction of the source height (LMDrive: 128/600).
+  focus_camera: take the focus view from each frame's `rgb_focus/NNNN.jpg` (our collector's
+    telephoto focus camera, raw layout; `camera_size` too) instead of cropping the front image;
+    a frame without one is skipped (`missing_file`). Not LMDrive's layout.
   image_format / jpeg_quality: encoding of re-encoded images (png is lossless).
   validation_weathers: weather ids whose routes form the validation split (LMDrive's).
   waypoint_step_frames: frames between waypoints (10 Hz data: 5 = 0.5 s).
@@ -85,6 +88,7 @@ class BuildConfig:
   camera_size: tuple[int, int] = (800, 600)
   view_size: tuple[int, int] | None = None
   focus_fraction: float = 128 / 600
+  focus_camera: bool = False
   image_format: str = "jpeg"
   jpeg_quality: int = 95
   validation_weathers: tuple[int, ...] = (12, 13, 20)

@@ -209,12 +209,15 @@ class RouteReader:
                        and self.config.image_format == "jpeg" and image.format == "JPEG")
         images[view] = data if passthrough else np.asarray(image)
         sources[view] = path
-    front = images["front"]
-    front = np.asarray(Image.open(io.BytesIO(front)).convert("RGB")) if isinstance(
-        front, bytes) else front
-    side = max(1, round(self.config.focus_fraction * height))
-    top, left = (height - side) // 2, (width - side) // 2
-    images["focus"] = np.ascontiguousarray(front[top:top + side, left:left + side])
+    if self.config.focus_camera:
+      images["focus"], sources["focus"] = self._focus_camera(frame)
+    else:
+      front = images["front"]
+      front = np.asarray(Image.open(io.BytesIO(front)).convert("RGB")) if isinstance(
+          front, bytes) else front
+      side = max(1, round(self.config.focus_fraction * height))
+      top, left = (height - side) // 2, (width - side) // 2
+      images["focus"] = np.ascontiguousarray(front[top:top + side, left:left + side])
     if self.config.view_size not in (None, (width, height)):
       for view in VIEWS:
         images[view] = np.asarray(Image.fromarray(images[view]).resize(
@@ -223,6 +226,19 @@ class RouteReader:
     images = {view: image if isinstance(image, bytes) else encode_image(image, self.config)
               for view, image in images.items()}
     return images, sources
+
+  def _focus_camera(self, frame: int) -> tuple[np.ndarray, str]:
+    """The frame's telephoto focus image uint8[h, w, 3] (`rgb_focus/`) and its path."""
+    if self.layout != "raw":
+      raise BadInput(self.route_dir, "focus_camera_layout",
+                     "focus_camera needs the raw layout (rgb_focus/ beside rgb_front/)")
+    path = self._path("rgb_focus", frame, "jpg")
+    _, image = self._load_image(path)
+    width, height = self.config.camera_size
+    if image.size != (width, height):
+      raise BadInput(path, "wrong_image_size",
+                     f"{image.size[0]}x{image.size[1]}, expected {width}x{height}")
+    return np.asarray(image), path
 
   def road_map(self, frame: int) -> np.ndarray | None:
     """The frame's `topdown/NNNN.png` road map uint8[200, 200] (`lmgendrive_jax/data/

@@ -68,7 +68,7 @@ def camera_sensor(camera_id: str, width: int, height: int) -> dict:
   x, y, z, yaw = render_lib.VIEW_POSES[camera_id[len("rgb_"):]]
   return {"type": "sensor.camera.rgb", "id": camera_id, "x": x, "y": y, "z": z, "roll": 0.0,
           "pitch": 0.0, "yaw": yaw, "width": int(width), "height": int(height),
-          "fov": render_lib.FOV_DEG}
+          "fov": render_lib.view_fov_deg(camera_id[len("rgb_"):])}
 
 
 class LMGenDriveAgent:
@@ -99,7 +99,7 @@ class LMGenDriveAgent:
         data.views, data.view_size, data.crop_scale,
         float(self.config["focus_fraction"]) or float(build.get(
             "focus_fraction", preprocess.DEFAULT_FOCUS_FRACTION)),
-        stored_size=build.get("view_size"))
+        stored_size=build.get("view_size"), focus_camera=bool(build.get("focus_camera", False)))
     width, height = (int(s) for s in self.config["camera_size"])
     if not width:
       width, height = build.get("camera_size") or [round(s / float(data.crop_scale))

@@ -7,8 +7,9 @@ or CARLA's `input_data["rgb_*"]`, uint8[h, w, 3] RGB) to `ViewPreprocessor`, whi
 The training path (data_pipelines/lmdrive_tfds/reader.py at build time, then
 lmgendrive_jax/data/examples.py + augment.py at load time) is reproduced step by step:
   1. build: focus = centre square of the full-size front image, side `focus_fraction * h`
-     (LMDrive: 128 of 600 px), cut before any resize; the four views are resized to the build's
-     `view_size` when it had one;
+     (LMDrive: 128 of 600 px), cut before any resize, or with the build's `focus_camera` the
+     telephoto focus camera's image (`rgb_focus`) whole; the four views are resized to the
+     build's `view_size` when it had one;
   2. load: each view is resized so that a (H/crop_scale, W/crop_scale) box fits and centre
      cropped to (H, W) (evaluation crop: centred, no colour jitter); the stored focus view is only
      resized (crop_scale 1).
@@ -48,11 +49,13 @@ class ViewPreprocessor:
 
   views: the run's `data.views` (any of front, left, right, rear, focus); view_size: (H, W);
   crop_scale: the run's `data.crop_scale`; focus_fraction: the build's; stored_size: the build's
-  `view_size` (W, H) the four views were resized to before storing, or None.
+  `view_size` (W, H) the four views were resized to before storing, or None; focus_camera: the
+  build's (the focus view is the `focus` camera's image, not a crop of the front one).
   """
 
   def __init__(self, views, view_size, crop_scale: float,
-               focus_fraction: float = DEFAULT_FOCUS_FRACTION, stored_size=None):
+               focus_fraction: float = DEFAULT_FOCUS_FRACTION, stored_size=None,
+               focus_camera: bool = False):
     self.views = tuple(views)
     unknown = [v for v in self.views if v not in CAMERA_VIEWS + ("focus",)]
     if unknown:
@@ -61,16 +64,19 @@ class ViewPreprocessor:
     self.crop_scale = float(crop_scale)
     self.focus_fraction = float(focus_fraction)
     self.stored_size = None if stored_size is None else tuple(int(s) for s in stored_size)
+    self.focus_camera = bool(focus_camera)
     if not 0 < self.focus_fraction <= 1 or not 0 < self.crop_scale <= 1:
       raise ConfigError(f"focus_fraction {focus_fraction} and crop_scale {crop_scale} must be in "
                         "(0, 1]")
 
   @property
   def camera_views(self) -> tuple[str, ...]:
-    """The cameras needed: the non-focus views, plus front when focus is used."""
+    """The cameras needed: the non-focus views, plus the focus camera or (to crop the focus view
+    from) the front one when focus is used."""
     needed = [v for v in self.views if v != "focus"]
-    if "focus" in self.views and "front" not in needed:
-      needed.append("front")
+    source = "focus" if self.focus_camera else "front"
+    if "focus" in self.views and source not in needed:
+      needed.append(source)
     return tuple(needed)
 
   def focus(self, front: np.ndarray) -> np.ndarray:
@@ -89,7 +95,8 @@ class ViewPreprocessor:
     out = np.empty((len(self.views), self.height, self.width, 3), np.uint8)
     for i, view in enumerate(self.views):
       if view == "focus":
-        image = Image.fromarray(self.focus(np.asarray(cameras["front"], np.uint8)))
+        image = Image.fromarray(np.asarray(cameras["focus"], np.uint8) if self.focus_camera
+                                else self.focus(np.asarray(cameras["front"], np.uint8)))
         out[i] = augment.resize_crop(image, self.height, self.width, 1.0)
         continue
       image = Image.fromarray(np.asarray(cameras[view], np.uint8))

@@ -7,10 +7,12 @@ these. Per frame:
 - waypoints: a GRU over the waypoint queries' states whose initial state encodes the target point;
   each step predicts a displacement and the waypoints are their running sum (ego frame, metres);
 - traffic light (is the light affecting ego red) and stop sign: 2-way logits from the light token;
-- red light ahead (not LMDrive's; `red_ahead_head`): 2-way logits from the same token for the
-  speed-independent label `red_light_ahead` (is the light of the route's next stop line red);
-  LMDrive's traffic-light label holds almost only while the car stands, so its head can answer
-  from the speed alone;
+- red light ahead (not LMDrive's; `RedLightHead`, used by `PerceptionModel` with
+  `red_ahead_head`): 2-way logits for the speed-independent label `red_light_ahead` (is the light
+  of the route's next stop line red) from the focus view's own feature map (mean and max pooled),
+  which the ego speed does not reach: LMDrive's traffic-light label holds almost only while the
+  car stands, and heads on the light token (the BEV decoder reads the speed) answer from the
+  speed alone, this one's label included (`bench/light_heads.py`);
 - road layout (not LMDrive's; `road_layout_classes` > 0): per BEV cell, logits over the road classes
   of `data/topdown.py` by one linear map of the cell state plus a learnt per-cell bias, so the
   state itself must hold where this frame's lanes are (the auxiliary BEV semantics of TransFuser
@@ -63,9 +65,8 @@ class PerceptionHeads(nn.Module):
 
   bev: f32[N, Hb, Wb, D], light: f32[N, D], waypoint_states: f32[N, Nw, D], speed: f32[N],
   target_point: f32[N, 2] -> {"detection": f32[N, Hb, Wb, 8], "waypoints": f32[N, Nw, 2],
-  "light_logits": f32[N, 2], "stop_logits": f32[N, 2]}, plus "red_ahead_logits": f32[N, 2] with
-  `red_ahead_head`, and "road_layout_logits": f32[N, Hb, Wb, road_layout_classes] when
-  road_layout_classes > 0.
+  "light_logits": f32[N, 2], "stop_logits": f32[N, 2]}, plus "road_layout_logits":
+  f32[N, Hb, Wb, road_layout_classes] when road_layout_classes > 0.
   """
   detection_hidden: int = 64
   speed_channels: int = 32
@@ -76,7 +77,6 @@ class PerceptionHeads(nn.Module):
   # follow the target point and the encoder is hardly asked to see the lane.
   target_point_scale: float = 1.0
   road_layout_classes: int = 0  # 0: no road-layout head (LMDrive's heads)
-  red_ahead_head: bool = False  # runs from before the head have no parameters for it
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -105,9 +105,6 @@ class PerceptionHeads(nn.Module):
         "light_logits": linear(2, ("embed", None), "light_head")(light).astype(jnp.float32),
         "stop_logits": linear(2, ("embed", None), "stop_head")(light).astype(jnp.float32),
     }
-    if self.red_ahead_head:
-      predictions["red_ahead_logits"] = linear(2, ("embed", None), "red_ahead_head")(
-          light).astype(jnp.float32)
     if self.road_layout_classes > 0:
       # A learnt per-cell bias holds the layout every frame shares (the road under and ahead of
       # the ego), so the gradient that reaches the encoder is what this frame's cameras add.
@@ -154,6 +151,23 @@ class ViewLayoutHead(nn.Module):
     if x.shape[1:3] != (rows, cols):
       x = jax.image.resize(x, (x.shape[0], rows, cols, x.shape[3]), "bilinear")
     return self._conv(self.classes, 1, "logits")(x).astype(jnp.float32)
+
+
+class RedLightHead(nn.Module):
+  """One view's feature map f32[N, h, w, D] -> red-light-ahead logits f32[N, 2]: an MLP over its
+  mean and max over positions (a lamp is a few pixels: the max keeps it)."""
+  hidden: int = 64
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features: jax.Array) -> jax.Array:
+    x = features.astype(self.dtype)
+    pooled = jnp.concatenate([x.mean(axis=(1, 2)), x.max(axis=(1, 2))], axis=-1)
+    hidden = nn.relu(Linear(self.hidden, ("embed", "mlp"), use_bias=True, dtype=self.dtype,
+                            param_dtype=self.param_dtype, name="fc1")(pooled))
+    return Linear(2, ("mlp", None), use_bias=True, dtype=self.dtype,
+                  param_dtype=self.param_dtype, name="fc2")(hidden).astype(jnp.float32)
 
 
 def decode_detections(detection: jax.Array, threshold: float = 0.5, cell_size: float = 1.0

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from lmgendrive_jax.models.bev_decoder import BEVDecoder
-from lmgendrive_jax.models.perception_heads import PerceptionHeads, ViewLayoutHead
+from lmgendrive_jax.models.perception_heads import PerceptionHeads, RedLightHead, ViewLayoutHead
 from lmgendrive_jax.models.resnet import ResNet
 from lmgendrive_jax.models.vit import ViT
 from lmgendrive_jax.nn.linear import Linear
@@ -168,7 +168,9 @@ class PerceptionModel(nn.Module):
   view_layout_classes: int = 0
   view_layout_size: tuple[int, int] = (16, 16)
   view_layout_hidden: int = 64
-  red_ahead_head: bool = False  # the speed-independent red-light head (perception_heads.py)
+  # The speed-independent red-light head (perception_heads.py: RedLightHead) on the feature map
+  # of the last view (the data presets put the focus view last).
+  red_ahead_head: bool = False
 
   @nn.compact
   def __call__(self, images, speed, target_point, train: bool = False):
@@ -180,12 +182,17 @@ class PerceptionModel(nn.Module):
     flat = lambda x: x.reshape((b * t,) + x.shape[2:])  # noqa: E731
     heads = PerceptionHeads(self.detection_hidden, self.speed_channels, self.gru_hidden,
                             self.target_point_scale, self.road_layout_classes,
-                            red_ahead_head=self.red_ahead_head,
                             dtype=jnp.dtype(encoder.dtype),
                             param_dtype=jnp.dtype(encoder.param_dtype), name="heads")
     predictions = heads(flat(out["bev_features"]), flat(out["light_feature"]),
                         flat(out["waypoint_features"]), flat(speed), flat(target_point))
     predictions = {k: v.reshape((b, t) + v.shape[1:]) for k, v in predictions.items()}
+    if self.red_ahead_head:
+      focus = out["view_features"][:, :, -1]  # [B, T, h, w, D]
+      logits = RedLightHead(dtype=jnp.dtype(encoder.dtype),
+                            param_dtype=jnp.dtype(encoder.param_dtype), name="red_light")(
+                                focus.reshape((-1,) + focus.shape[2:]))
+      predictions["red_ahead_logits"] = logits.reshape(b, t, 2)
     if self.view_layout_classes > 0:
       features = out["view_features"]
       logits = ViewLayoutHead(self.view_layout_classes, tuple(self.view_layout_size),

@@ -53,6 +53,14 @@ GLASS = np.array([0.10, 0.12, 0.16], np.float32)
 SKIN = np.array([0.80, 0.62, 0.50], np.float32)
 
 
+def view_fov_deg(view: str) -> float:
+  """Horizontal field of view of a camera view: 100 degrees (LMDrive's rig), the focus camera
+  the telephoto equivalent of LMDrive's 128-px centre crop of its 800-px front (~21.6)."""
+  if view != "focus":
+    return FOV_DEG
+  return 2 * math.degrees(math.atan(math.tan(math.radians(FOV_DEG / 2)) * FOCUS_FRACTION))
+
+
 @dataclasses.dataclass(frozen=True)
 class CameraRig:
   """Views to render (names of `VIEW_POSES`), resolution, boxes per view (the nearest inside
@@ -65,9 +73,7 @@ class CameraRig:
 
   def intrinsics(self, view: str) -> tuple[np.ndarray, np.ndarray]:
     """(a f32[W] right-per-depth of each column, k f32[H] down-per-depth of each row)."""
-    fov = FOV_DEG if view != "focus" else 2 * math.degrees(
-        math.atan(math.tan(math.radians(FOV_DEG / 2)) * FOCUS_FRACTION))
-    focal = self.width / (2 * math.tan(math.radians(fov / 2)))
+    focal = self.width / (2 * math.tan(math.radians(view_fov_deg(view) / 2)))
     a = (np.arange(self.width) + 0.5 - self.width / 2) / focal
     k = (np.arange(self.height) + 0.5 - self.height / 2) / focal
     return a.astype(np.float32), k.astype(np.float32)

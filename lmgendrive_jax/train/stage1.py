@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from lmgendrive_jax.data import pipeline
+from lmgendrive_jax.errors import ConfigError
 from lmgendrive_jax.models.vae import AutoencoderKL, vae_loss
 from lmgendrive_jax.models.vision import PerceptionModel
 from lmgendrive_jax.train.loop import Task
@@ -81,6 +82,9 @@ def build_task(config) -> tuple[Task, PerceptionModel]:
     weights["road_layout"] = float(config.loss.road_layout_weight)
   if perception.view_layout_classes > 0:
     weights["view_layout"] = float(config.loss.view_layout_weight)
+  if perception.red_ahead_head and tuple(config.data.views)[-1] != "focus":
+    raise ConfigError(f"model.vision.red_ahead_head reads the last view, which must be focus; "
+                      f"data.views is {tuple(config.data.views)}")
   if perception.red_ahead_head and float(config.loss.get("red_light_ahead_weight", 0.0)) > 0:
     weights["red_light_ahead"] = float(config.loss.red_light_ahead_weight)
 

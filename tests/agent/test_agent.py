@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lmgendrive_jax.agent import preprocess
+from lmgendrive_jax.agent import lmgendrive_agent, preprocess
 from lmgendrive_jax.agent.lmgendrive_agent import LMGenDriveAgent
 from lmgendrive_jax.agent.planner import PlanState
 from lmgendrive_jax.config import data_preset, sim_preset
@@ -121,3 +121,24 @@ def test_preprocessing_equals_the_training_pipeline(stored_size):
   ours = preprocess.ViewPreprocessor(data.views, data.view_size, data.crop_scale, fraction,
                                      stored_size=stored_size)(cameras)
   np.testing.assert_array_equal(ours, expected)
+
+
+def test_focus_camera_preprocessing_equals_the_training_pipeline():
+  """A build with `focus_camera` stores the telephoto focus camera's image as the focus view; the
+  agent then asks for that camera (not the front one) and resizes it as training did."""
+  rng = np.random.default_rng(1)
+  cameras = {v: rng.integers(0, 255, (48, 64, 3), np.uint8) for v in ("left", "focus")}
+  record = {"images": {v: _encode_png(a) for v, a in cameras.items()}}
+  data = data_preset("tiny", 2)
+  data.views, data.view_size = ("left", "focus"), (24, 20)
+  data.random_crop, data.colour_jitter = False, 0.0
+  decoder = _ViewDecoder(data)
+  expected = decoder(record, decoder.draw(None))
+  ours = preprocess.ViewPreprocessor(data.views, data.view_size, data.crop_scale,
+                                     focus_camera=True)
+  assert ours.camera_views == ("left", "focus")
+  np.testing.assert_array_equal(ours(cameras), expected)
+  # The agent's sensor for it: the front camera's pose with the focus camera's field of view.
+  sensor = lmgendrive_agent.camera_sensor("rgb_focus", 64, 48)
+  assert sensor["x"] == lmgendrive_agent.camera_sensor("rgb_front", 64, 48)["x"]
+  assert 21.0 < sensor["fov"] < 22.0

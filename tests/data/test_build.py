@@ -220,3 +220,27 @@ def test_parallel_build_resumes_finished_routes(tmp_path):
   assert [int(frames[i]["frame"]) for i in range(12)] == [0, 1, 2, 3] * 3
   with pytest.raises(Exception, match="another config"):
     build(str(src), str(out), BuildConfig(camera_size=SIZE, image_format="png"), progress=False)
+
+
+def test_focus_camera_build_stores_the_focus_cameras_image(tmp_path):
+  """With `focus_camera`, the focus view is the frame's rgb_focus/ image (our collector's
+  telephoto camera) instead of a crop of the front one; a frame without one is skipped."""
+  r0 = fx.route_name(1, 1, 0)
+  fx.write_dataset(str(tmp_path / "src"), [dict(name=r0, num_frames=4)])
+  os.makedirs(tmp_path / "src" / r0 / "rgb_focus")
+  focus = {f: fx.pattern(SIZE[1], SIZE[0], 777 + f) for f in range(4)}
+  for frame in range(3):  # frame 3 has none
+    Image.fromarray(focus[frame]).save(tmp_path / "src" / r0 / "rgb_focus" / f"{frame:04d}.png")
+    os.rename(tmp_path / "src" / r0 / "rgb_focus" / f"{frame:04d}.png",
+              tmp_path / "src" / r0 / "rgb_focus" / f"{frame:04d}.jpg")  # PNG bytes: lossless
+  report = build(str(tmp_path / "src"), str(tmp_path / "out"),
+                 BuildConfig(camera_size=SIZE, image_format="png", focus_camera=True),
+                 progress=False)
+  assert report["counts"] == {"missing_file": 1}
+  assert report["skipped"][0]["path"].endswith(os.path.join("rgb_focus", "0003.jpg"))
+  frames = frame_source(str(tmp_path / "out"), "train")
+  assert len(frames) == 3
+  for i in range(3):
+    record = frames[i]
+    np.testing.assert_array_equal(decode(record["images"]["focus"]), focus[int(record["frame"])])
+  assert frames.build_config["focus_camera"] is True

@@ -132,3 +132,10 @@ def test_resume_redoes_only_unfinished_routes(collected):
   assert len(redone) == 1 and redone[0]["route"] == "tiny_00"
   assert collect.finished_routes(out) == routes
   assert len(open(os.path.join(out, "dataset_index.txt")).readlines()) == 2
+
+
+def test_the_focus_camera_is_written_when_the_rig_renders_it(tmp_path):
+  config = load_config("configs/collect.py:preset=tiny", [f"--config.out_dir={tmp_path}"])
+  assert collect.Collector(str(tmp_path), config, collect.VIEWS)._written_views() == collect.VIEWS
+  with_focus = collect.VIEWS + ("focus",)
+  assert collect.Collector(str(tmp_path), config, with_focus)._written_views() == with_focus

@@ -289,3 +289,20 @@ def test_view_layout_head_decodes_each_views_own_feature_map():
   assert norm(encoder["backbone"]) > 0 and norm(encoder["feature_proj"]) > 0
   assert norm(grads["view_layout"]) > 0
   assert norm(encoder["bev_decoder"]) == 0 and norm(grads["heads"]) == 0
+
+
+def test_red_light_ahead_head_reads_the_focus_view_not_the_speed():
+  """The red-light-ahead head sees the focus view's feature map only: the ego speed (which
+  LMDrive's light head learns to read instead of the lamp) does not move it; the focus image
+  does."""
+  inputs, _ = _batch(np.random.default_rng(3), batch=4)
+  variables = _init(_key(3), inputs)
+  apply = jax.jit(lambda v, x: _model().apply(v, **x)[0])
+  base = apply(variables, inputs)
+  faster = apply(variables, dict(inputs, speed=inputs["speed"] + 5.0))
+  np.testing.assert_array_equal(base["red_ahead_logits"], faster["red_ahead_logits"])
+  assert not np.allclose(base["light_logits"], faster["light_logits"])
+  images = inputs["images"].copy()
+  images[:, :, -1] = 255 - images[:, :, -1]  # the focus view (last) only
+  other_focus = apply(variables, dict(inputs, images=images))
+  assert not np.allclose(base["red_ahead_logits"], other_focus["red_ahead_logits"])
