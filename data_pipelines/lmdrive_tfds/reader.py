@@ -34,7 +34,7 @@ from lmgendrive_jax.data.topdown import TOPDOWN_GRID
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # A truncated JPEG must fail loudly, not decode grey.
 
 ROUTE_NAME = re.compile(r"routes_town(\d+)_\w+?_w(\d+)_")
-LIGHT_ACTOR, RED = 2, 0  # actors_data "tpe" of a traffic light; its "sta" when red (CARLA's enum)
+RED = 0  # actors_data "sta" of a red traffic light (CARLA's TrafficLightState)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +183,15 @@ class RouteReader:
       raise BadInput(path, "bad_image", f"{type(e).__name__}: {e}") from e
     return data, image.convert("RGB") if image.mode != "RGB" else image
 
+  def _load_camera_image(self, path: str) -> tuple[bytes, Image.Image]:
+    """`_load_image` of one camera's file, which must be `camera_size` (else wrong_image_size)."""
+    data, image = self._load_image(path)
+    width, height = self.config.camera_size
+    if image.size != (width, height):
+      raise BadInput(path, "wrong_image_size",
+                     f"{image.size[0]}x{image.size[1]}, expected {width}x{height}")
+    return data, image
+
   def views(self, frame: int) -> tuple[dict[str, Any], dict[str, str]]:
     """{view: stored image (JPEG bytes passed through, or a uint8 array)} incl. focus, and the
     source path of each view."""
@@ -201,10 +210,7 @@ class RouteReader:
     else:
       for view in VIEWS:
         path = self._path(f"rgb_{view}", frame, "jpg")
-        data, image = self._load_image(path)
-        if image.size != (width, height):
-          raise BadInput(path, "wrong_image_size",
-                         f"{image.size[0]}x{image.size[1]}, expected {width}x{height}")
+        data, image = self._load_camera_image(path)
         passthrough = (self.config.view_size in (None, (width, height))
                        and self.config.image_format == "jpeg" and image.format == "JPEG")
         images[view] = data if passthrough else np.asarray(image)
@@ -233,11 +239,7 @@ class RouteReader:
       raise BadInput(self.route_dir, "focus_camera_layout",
                      "focus_camera needs the raw layout (rgb_focus/ beside rgb_front/)")
     path = self._path("rgb_focus", frame, "jpg")
-    _, image = self._load_image(path)
-    width, height = self.config.camera_size
-    if image.size != (width, height):
-      raise BadInput(path, "wrong_image_size",
-                     f"{image.size[0]}x{image.size[1]}, expected {width}x{height}")
+    _, image = self._load_camera_image(path)
     return np.asarray(image), path
 
   def road_map(self, frame: int) -> np.ndarray | None:
@@ -341,4 +343,4 @@ def red_light_ahead(m: dict) -> int:
   trained on it reads the speed, not the lamp. This one holds on 13% of the frames above 3 m/s.
   """
   light = m["actors_data"].get(str(m.get("affected_light_id", -1)))
-  return int(light is not None and light.get("tpe") == LIGHT_ACTOR and light.get("sta") == RED)
+  return int(light is not None and light.get("tpe") == geometry.TRAFFIC_LIGHT_TYPE and light.get("sta") == RED)

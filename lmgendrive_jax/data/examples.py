@@ -116,15 +116,6 @@ class _ViewLayouts:
     return {"view_layout": layouts, "view_layout_mask": np.bool_(has_map)}
 
 
-def _required(record: dict, key: str):
-  """record[key], or a DataError saying that the dataset predates that field."""
-  if key not in record:
-    raise DataError(f"frame record {record.get('route')!r} #{record.get('frame')} has no "
-                    f"{key!r}: the dataset was built before that label existed; rebuild it "
-                    f"(python -m data_pipelines.build_tfds)")
-  return record[key]
-
-
 def _stored_grid(source: RecordSource) -> geometry.BevGrid:
   b = source.build_config
   return geometry.BevGrid(int(b["bev_rows"]), int(b["bev_cols"]), float(b["bev_ahead"]),
@@ -153,7 +144,7 @@ class FrameExample(grain.transforms.RandomMap):
         **_road_layout(record, self.grid),
         "traffic_light": np.int32(record["traffic_light"]),
         "stop_sign": np.int32(record["stop_sign"]),
-        "red_light_ahead": np.int32(_required(record, "red_light_ahead")),
+        "red_light_ahead": np.int32(record["red_light_ahead"]),
         "command": np.int32(record["measurements"]["command"]),
         "town_id": np.int32(record["town_id"]), "frame": np.int32(record["frame"]),
     }

@@ -24,6 +24,7 @@ import numpy as np
 BEV_CHANNELS = ("objectness", "dx", "dy", "sin_yaw", "cos_yaw", "length", "width", "speed")
 # actors_data "tpe": 0 vehicle, 1 walker, 2 traffic light. Only the first two are detected.
 DETECTED_ACTOR_TYPES = (0, 1)
+TRAFFIC_LIGHT_TYPE = 2
 # Per-object layout of the ego-frame boxes stored per frame.
 OBJECT_FIELDS = ("x", "y", "yaw", "length", "width", "speed", "type")
 

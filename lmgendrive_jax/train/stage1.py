@@ -82,11 +82,12 @@ def build_task(config) -> tuple[Task, PerceptionModel]:
     weights["road_layout"] = float(config.loss.road_layout_weight)
   if perception.view_layout_classes > 0:
     weights["view_layout"] = float(config.loss.view_layout_weight)
-  if perception.red_ahead_head and tuple(config.data.views)[-1] != "focus":
-    raise ConfigError(f"model.vision.red_ahead_head reads the last view, which must be focus; "
-                      f"data.views is {tuple(config.data.views)}")
-  if perception.red_ahead_head and float(config.loss.get("red_light_ahead_weight", 0.0)) > 0:
-    weights["red_light_ahead"] = float(config.loss.red_light_ahead_weight)
+  if perception.red_ahead_head:
+    if tuple(config.data.views)[-1] != "focus":
+      raise ConfigError(f"model.vision.red_ahead_head reads the last view, which must be focus; "
+                        f"data.views is {tuple(config.data.views)}")
+    if float(config.loss.get("red_light_ahead_weight", 0.0)) > 0:
+      weights["red_light_ahead"] = float(config.loss.red_light_ahead_weight)
 
   def init_fn(key):
     images = jnp.zeros((1, 1, views, height, width, 3), jnp.uint8)
