@@ -23,6 +23,7 @@ TASKS = {
     "qformer": "lmgendrive_jax.train.qformer_align",
     "stage2": "lmgendrive_jax.train.stage2",
     "stage3": "lmgendrive_jax.train.stage2",
+    "light_detector": "lmgendrive_jax.train.light_detector",
 }
 
 

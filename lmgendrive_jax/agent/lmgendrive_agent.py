@@ -25,7 +25,10 @@ Config (`setup(config)`: a dict, ConfigDict or None; keys in `AGENT_DEFAULTS`): 
 trained stage-2/3 run), `blank_instruction` (feed "" instead of the instruction: the
 instruction-ablation baseline), `use_notice`, `max_frames`, `frame_stride`,
 `completed_threshold`, `brake_ticks`, `model_every`, `camera_size` (W, H; default the dataset
-build's), `focus_fraction` (default the build's), `tokenizer` (default the run's).
+build's), `focus_fraction` (default the build's), `tokenizer` (default the run's),
+`light_detector` (a red-light detector run, `configs/light_detector.py`; "" = none: the waypoints
+alone, LMDrive's rule) and `red_light_threshold` (brake while its probability is above;
+`red_light.py` says why).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import numpy as np
 
 from lmgendrive_jax.agent import planner as planner_lib
 from lmgendrive_jax.agent import preprocess
+from lmgendrive_jax.agent import red_light as red_light_lib
 from lmgendrive_jax.errors import ConfigError
 from lmgendrive_jax.sim import pid as pid_lib
 from lmgendrive_jax.sim import render as render_lib
@@ -43,7 +47,7 @@ from lmgendrive_jax.sim import render as render_lib
 AGENT_DEFAULTS = dict(
     work_dir="", blank_instruction=False, use_notice=True, max_frames=0, frame_stride=0,
     completed_threshold=0.5, brake_ticks=20, model_every=2, camera_size=(0, 0),
-    focus_fraction=0.0, tokenizer="")
+    focus_fraction=0.0, tokenizer="", light_detector="", red_light_threshold=0.5)
 
 
 def agent_config(config: Any) -> dict:
@@ -105,6 +109,18 @@ class LMGenDriveAgent:
       width, height = build.get("camera_size") or [round(s / float(data.crop_scale))
                                                    for s in data.view_size[::-1]]
     self.camera_size = (int(width), int(height))
+    self.red_light = None
+    if self.config["light_detector"]:
+      self.red_light = red_light_lib.rule_for_run(str(self.config["light_detector"]))
+      if self.red_light.camera_size not in (None, self.camera_size):
+        raise ConfigError(
+            f"light_detector {self.config['light_detector']} was trained on "
+            f"{self.red_light.camera_size} (W, H) cameras but the agent's are {self.camera_size}; "
+            f"set camera_size or use a detector built from the planner's camera size")
+    # Cameras asked for: the planner's views', then any more the light detector reads.
+    self.camera_views = self.preprocess.camera_views + tuple(
+        v for v in (self.red_light.camera_views if self.red_light else ())
+        if v not in self.preprocess.camera_views)
     self.max_frames = int(self.planner.max_frames)
     self.frame_stride = int(self.config["frame_stride"]) or int(data.get("stride", 1))
     self.controller = pid_lib.WaypointController()
@@ -115,15 +131,16 @@ class LMGenDriveAgent:
     self.notice = ""
     self.steps_since_reset = 0
     # Read by tests and tools: what the model saw and said last.
-    self.model_steps, self.resets = 0, 0
+    self.model_steps, self.resets, self.red_light_brakes = 0, 0, 0
     self.last_waypoints: np.ndarray | None = None
     self.last_completed_prob = 0.0
     self.last_views: np.ndarray | None = None
+    self.last_red_light_prob = 0.0
 
   def sensors(self) -> list[dict]:
     width, height = self.camera_size
     cameras = [camera_sensor(f"rgb_{view}", width, height)
-               for view in self.preprocess.camera_views]
+               for view in self.camera_views]
     return cameras + [
         {"type": "sensor.other.imu", "id": "imu", "x": 0.0, "y": 0.0, "z": 0.0, "roll": 0.0,
          "pitch": 0.0, "yaw": 0.0, "sensor_tick": 0.05},
@@ -139,7 +156,7 @@ class LMGenDriveAgent:
     if self.step % int(self.config["model_every"]) != 0 and self.step > 4:
       return self.prev_control
     speed = float(input_data["speed"][1]["speed"])
-    cameras = {view: input_data[f"rgb_{view}"][1] for view in self.preprocess.camera_views
+    cameras = {view: input_data[f"rgb_{view}"][1] for view in self.camera_views
                if f"rgb_{view}" in input_data}
     views = self.preprocess(cameras)
     instruction = "" if self.config["blank_instruction"] else str(input_data["instruction"][1])
@@ -162,6 +179,11 @@ class LMGenDriveAgent:
     self.model_steps += 1
     self.last_waypoints, self.last_completed_prob, self.last_views = waypoints, prob, views
     control = self.controller.control(waypoints, speed)
+    if self.red_light is not None:
+      self.last_red_light_prob = self.red_light.probability(cameras)
+      if self.last_red_light_prob > float(self.config["red_light_threshold"]):
+        control = pid_lib.Control(steer=control.steer, throttle=0.0, brake=1.0)
+        self.red_light_brakes += 1
     if prob > float(self.config["completed_threshold"]):
       self.state = None  # completed: the next model step starts from the prefix again
     self.prev_control = control

@@ -2,7 +2,8 @@
 
 The run's config travels inside each checkpoint (`meta` item, JSON), so a work dir alone
 rebuilds the model: `model, variables, config = load_lmgendrive(work_dir)`;
-`load_perception(work_dir)` does the same for a stage-1 run's perception model.
+`load_perception(work_dir)` does the same for a stage-1 run's perception model and
+`load_light_detector(work_dir)` for a red-light detector run (`configs/light_detector.py`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from lmgendrive_jax.errors import CheckpointError
+from lmgendrive_jax.models.light_detector import RedLightDetector
 from lmgendrive_jax.models.lmgendrive import LMGenDrive
 from lmgendrive_jax.models.vision import PerceptionModel
 from lmgendrive_jax.train.checkpoints import latest_step_dir
@@ -58,6 +60,17 @@ def load_perception(work_dir: str) -> tuple[PerceptionModel, dict, ml_collection
   state = _restore_state(work_dir)
   stats = (state.get("model_state") or {}).get("batch_stats", {}).get("perception", {})
   return model, {"params": state["params"]["perception"], "batch_stats": stats}, config
+
+
+def load_light_detector(work_dir: str) -> tuple[RedLightDetector, dict,
+                                                ml_collections.ConfigDict]:
+  """(model, variables {"params"}, config) of a light-detector run's newest step."""
+  config = load_run_config(work_dir)
+  if config.get("stage") != "light_detector":
+    raise CheckpointError(f"{work_dir} is a {config.get('stage')!r} run, not a light detector "
+                          f"(configs/light_detector.py)")
+  model = RedLightDetector(**_tuples(config.model.light_detector.to_dict()))
+  return model, {"params": _restore_state(work_dir)["params"]}, config
 
 
 def load_lmgendrive(work_dir: str) -> tuple[LMGenDrive, dict, ml_collections.ConfigDict]:

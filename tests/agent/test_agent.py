@@ -3,16 +3,21 @@ a scripted planner that reads the route from privileged data, and preprocessing 
 
 import io
 
+import flax.linen as nn
+import jax
 import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
-from lmgendrive_jax.agent import lmgendrive_agent, preprocess
+from lmgendrive_jax.agent import lmgendrive_agent, preprocess, red_light
 from lmgendrive_jax.agent.lmgendrive_agent import LMGenDriveAgent
 from lmgendrive_jax.agent.planner import PlanState
+from lmgendrive_jax.agent.red_light import RedLightRule
 from lmgendrive_jax.config import data_preset, sim_preset
 from lmgendrive_jax.data.examples import _ViewDecoder
+from lmgendrive_jax.errors import ConfigError
+from lmgendrive_jax.models.light_detector import RedLightDetector
 from lmgendrive_jax.sim import expert, host, routes
 
 CFG = sim_preset("tiny")
@@ -142,3 +147,67 @@ def test_focus_camera_preprocessing_equals_the_training_pipeline():
   sensor = lmgendrive_agent.camera_sensor("rgb_focus", 64, 48)
   assert sensor["x"] == lmgendrive_agent.camera_sensor("rgb_front", 64, 48)["x"]
   assert 21.0 < sensor["fov"] < 22.0
+
+
+class StraightPlanner(ScriptedPlanner):
+  """Waypoints straight ahead at SPEED, whatever the cameras show."""
+
+  def step(self, state, views, speed, commit, input_data):
+    self.calls.append((commit, state.frames, views.shape))
+    waypoints = np.stack([np.zeros(5), SPEED * 0.5 * np.arange(1, 6)], axis=-1)
+    return waypoints.astype(np.float32), 0.0, PlanState(None)
+
+
+def _red_pixel_rule(camera_size=(32, 24)):
+  """A RedLightRule whose detector says red exactly when the focus image holds a pure red pixel:
+  its one 1x1 convolution measures redness, max pooling finds it, the MLP thresholds it."""
+  detector = RedLightDetector(widths=(1,), strides=(1,), hidden=1)
+  variables = nn.meta.unbox(detector.init(jax.random.key(0), np.zeros((1, 8, 8, 3), np.uint8)))
+  params = jax.tree.map(np.zeros_like, variables["params"])
+  # Normalised red - green - blue: ~+6.1 on a red pixel, -0.6 on mid grey.
+  params["conv0"]["kernel"] = np.zeros((3, 3, 3, 1), np.float32)
+  params["conv0"]["kernel"][1, 1, :, 0] = [1.0, -1.0, -1.0]
+  params["hidden"]["kernel"] = np.array([[1.0], [0.0]], np.float32)  # [max, mean] -> hidden
+  params["hidden"]["bias"] = np.array([-4.0], np.float32)
+  params["logit"]["kernel"] = np.array([[20.0]], np.float32)
+  params["logit"]["bias"] = np.array([-10.0], np.float32)
+  view_preprocess = preprocess.ViewPreprocessor(("focus",), (8, 8), 0.875, focus_camera=True)
+  return RedLightRule(detector, {"params": params}, view_preprocess, camera_size)
+
+
+@pytest.mark.parametrize("threshold", [0.5, 1.0])
+def test_light_rule_brakes_while_the_detector_sees_red(threshold, monkeypatch):
+  rule = _red_pixel_rule()
+  monkeypatch.setattr(red_light, "rule_for_run", lambda work_dir: rule)
+  agent = LMGenDriveAgent(StraightPlanner(max_frames=8))
+  agent.setup(dict(camera_size=(32, 24), light_detector="some/run", red_light_threshold=threshold))
+  # The planner's views (front; focus cut from it) and the detector's telephoto focus camera.
+  cams = [s["id"] for s in agent.sensors() if s["type"].startswith("sensor.camera")]
+  assert cams == ["rgb_front", "rgb_left", "rgb_focus"]
+  grey = np.full((24, 32, 3), 128, np.uint8)
+  red = grey.copy()
+  red[8:16, 12:20] = (255, 0, 0)  # a lamp: one pure red pixel of the 8x8 view
+  data = {f"rgb_{v}": (0, grey) for v in ("front", "left")}
+  data.update(speed=(0, {"speed": 2.0}), instruction=(0, "follow the road"))
+  lamp = [False, True, True, False, True]
+  controls, probs = [], []
+  for tick in range(20 + 2 * len(lamp)):
+    step = (tick - 20) // 2
+    data["rgb_focus"] = (0, red if tick >= 20 and lamp[step] else grey)
+    control = agent.run_step(data, tick * 0.05)
+    if tick >= 20 and tick % 2 == 0:
+      controls.append(control)
+      probs.append(agent.last_red_light_prob)
+  braked = [c.brake == 1.0 and c.throttle == 0.0 for c in controls]
+  assert [p > 0.99 for p in probs] == lamp and all(p < 0.01 for p, x in zip(probs, lamp) if not x)
+  # Waypoints asking 5 m/s at 2 m/s: the PID accelerates unless the rule brakes.
+  assert braked == [x and threshold < 1.0 for x in lamp]
+  assert agent.red_light_brakes == sum(braked)
+  assert all(c.throttle > 0 for c, b in zip(controls, braked) if not b)
+
+
+def test_light_rule_refuses_a_detector_of_other_cameras(monkeypatch):
+  monkeypatch.setattr(red_light, "rule_for_run", lambda work_dir: _red_pixel_rule((64, 64)))
+  agent = LMGenDriveAgent(StraightPlanner())
+  with pytest.raises(ConfigError, match=r"\(64, 64\)"):
+    agent.setup(dict(camera_size=(32, 24), light_detector="some/run"))

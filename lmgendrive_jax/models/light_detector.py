@@ -1,0 +1,52 @@
+"""Red-light detector: a small full-resolution CNN on the telephoto focus camera.
+
+Used by the agent's light rule (`agent/red_light.py`), trained on its own
+(`train/light_detector.py`, `configs/light_detector.py`) from the `red_light_ahead` label (the
+light of the route's next stop line is red, at any distance and speed). Not LMDrive's: its light
+head reads the stage-1 encoder's light token, and on the embedded default that head learnt the
+ego speed instead of the lamp (`bench/light_heads.py`, README). A lamp ~30 m ahead is a ~3x7 px
+blob in a 64x64 focus image and gone after the shared backbone's stride-32 pooling, so the
+detector keeps its own convolutions at stride <= 8 and pools the whole map by max (is there a red
+lamp anywhere) and mean (the scene: night, the car's own lane). No speed input: a standing car
+tells nothing about the lamp.
+
+  uint8[B, H, W, 3] focus images -> f32[B] logits (sigmoid: P(red light ahead))
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lmgendrive_jax.models.vision import normalize_images
+from lmgendrive_jax.nn.linear import Linear
+
+
+class RedLightDetector(nn.Module):
+  """Fields match `configs/light_detector.py: model.light_detector`.
+
+  widths / strides: one 3x3 convolution (+ GELU) per entry; hidden: the MLP after pooling.
+  """
+  widths: Sequence[int] = (16, 32, 32, 64)
+  strides: Sequence[int] = (1, 2, 2, 2)
+  hidden: int = 64
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images: jax.Array) -> jax.Array:
+    if len(self.widths) != len(self.strides):
+      raise ValueError(f"widths {tuple(self.widths)} and strides {tuple(self.strides)} must have "
+                       f"one entry per convolution")
+    x = normalize_images(images, self.dtype)
+    for i, (width, stride) in enumerate(zip(self.widths, self.strides)):
+      x = nn.Conv(int(width), (3, 3), strides=(int(stride), int(stride)), padding="SAME",
+                  dtype=self.dtype, name=f"conv{i}",
+                  kernel_init=nn.with_logical_partitioning(
+                      nn.initializers.variance_scaling(2.0, "fan_in", "normal"),
+                      (None, None, "conv_in", "conv_out")))(x)
+      x = nn.gelu(x)
+    pooled = jnp.concatenate([x.max(axis=(1, 2)), x.mean(axis=(1, 2))], axis=-1)
+    hidden = nn.gelu(Linear(self.hidden, ("embed", "mlp"), use_bias=True, dtype=self.dtype,
+                            name="hidden")(pooled))
+    return Linear(1, ("mlp", None), use_bias=True, dtype=self.dtype, name="logit")(hidden)[..., 0]

@@ -1,0 +1,102 @@
+"""The red-light detector (models/light_detector.py, train/light_detector.py): it finds a lamp of
+a few pixels, its run trains through launch/train.py's task table and the agent's light rule
+loads that run and reads the focus view as the run's data made it."""
+
+import os
+import sys
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "data"))
+import lmdrive_fixture as fx  # noqa: E402
+
+from data_pipelines.lmdrive_tfds import BuildConfig, build  # noqa: E402
+from lmgendrive_jax import config as config_lib  # noqa: E402
+from lmgendrive_jax.agent.red_light import RedLightRule  # noqa: E402
+from lmgendrive_jax.data import pipeline  # noqa: E402
+from lmgendrive_jax.errors import CheckpointError, ConfigError  # noqa: E402
+from lmgendrive_jax.models.light_detector import RedLightDetector  # noqa: E402
+from lmgendrive_jax.train import light_detector, loop, trained  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _scenes(rng, count, size=32):
+  """Grey street scenes with a 2x3 px lamp each, red (label 1) or green (0), anywhere in the upper
+  half, and a red car-sized block low in half of them (a red that is not a lamp)."""
+  images = rng.integers(90, 140, (count, size, size, 3)).astype(np.uint8)
+  labels = rng.integers(0, 2, count)
+  for image, label in zip(images, labels):
+    y, x = rng.integers(0, size // 2 - 3), rng.integers(0, size - 2)
+    image[y:y + 3, x:x + 2] = (230, 20, 20) if label else (20, 220, 40)
+    if rng.random() < 0.5:
+      y, x = rng.integers(size // 2 + 2, size - 6), rng.integers(0, size - 8)
+      image[y:y + 5, x:x + 8] = (150, 30, 30)
+  return images, labels.astype(np.float32)
+
+
+def test_detector_learns_a_lamp_of_a_few_pixels():
+  detector = RedLightDetector(widths=(8, 16, 16), strides=(1, 2, 2), hidden=16)
+  rng = np.random.default_rng(0)
+  params = detector.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.uint8))["params"]
+  tx = optax.adam(3e-3)
+  opt_state = tx.init(params)
+
+  @jax.jit
+  def step(params, opt_state, images, labels):
+    def loss_fn(params):
+      logits = detector.apply({"params": params}, images)
+      return optax.sigmoid_binary_cross_entropy(logits, labels).mean()
+    grads = jax.grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state)
+    return optax.apply_updates(params, updates), opt_state
+
+  for _ in range(150):
+    params, opt_state = step(params, opt_state, *_scenes(rng, 32))
+  images, labels = _scenes(np.random.default_rng(1), 256)
+  said = detector.apply({"params": params}, images) > 0
+  assert np.mean(said == (labels > 0)) > 0.95
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+  root = tmp_path_factory.mktemp("light")
+  r0 = fx.route_name(1, 1, 0)
+  fx.write_dataset(str(root / "src"), [dict(name=r0, num_frames=24)],
+                   clips=[fx.clip_entry(r0, 0, 20, 60)])
+  build(str(root / "src"), str(root / "out"), BuildConfig(camera_size=(64, 48)), progress=False)
+  return str(root / "out"), str(root / "runs")
+
+
+def test_a_detector_run_trains_and_the_agent_rule_reads_it(dataset, monkeypatch):
+  data_dir, runs = dataset
+  monkeypatch.chdir(REPO)
+  config = config_lib.load_config(os.path.join(REPO, "configs", "light_detector.py") +
+                                  ":preset=tiny")
+  config.runs_root, config.data.data_dir = runs, data_dir
+  config.train.steps = config.train.checkpoint_every = 3
+  config = config_lib.resolve_run_dirs(config)
+  task, detector = light_detector.build_task(config)
+  result = loop.run(config, task, log_enabled=False)
+  assert np.isfinite(result["loss"]) and 0.0 <= result["recall_moving"] <= 1.0
+
+  rule = RedLightRule.from_run(config.work_dir)
+  # The fixture build has no focus camera: the focus view is the front camera's centre crop.
+  assert rule.camera_views == ("front",) and rule.camera_size == (64, 48)
+  front = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
+  prob = rule.probability({"front": front})
+  _, variables, _ = trained.load_light_detector(config.work_dir)
+  expected = jax.nn.sigmoid(detector.apply(variables, rule.preprocess({"front": front})))[0]
+  np.testing.assert_allclose(prob, expected, rtol=1e-5)
+  # The data it trained on: the pipeline's focus view only.
+  assert pipeline.batch_spec(config.data, 1)["images"][0][1] == 1
+
+  with pytest.raises(CheckpointError, match="'light_detector' run"):
+    trained.load_perception(config.work_dir)
+  config.data.views = ("front",)
+  with pytest.raises(ConfigError, match="focus view"):
+    light_detector.build_task(config)
