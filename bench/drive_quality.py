@@ -1,7 +1,7 @@
 """Closed-loop driving quality on a held-out route set: ours vs the expert and two baselines.
 
   python bench/drive_quality.py --work_dir work_dirs/quickstart_small/stage3_small \
-      [--route_set tiny_8] [--seed 1,2,3,4,5] [--preset small]
+      [--route_set tiny_8] [--seed 1,2,3,4,5] [--preset small] [--light_detector RUN]
 
 Drives four agents over the same route set of the embedded simulator (lmgendrive_jax/eval/,
 the code `launch/eval.py` runs): our trained model (`--work_dir`, a stage-2/3 run; quickstart's
@@ -18,7 +18,9 @@ Prints DS (with its standard error over the pooled routes) / RC / IS per agent, 
 following (of the junctions an agent drove through, the share it left the way its route, and so
 its instruction, said: sim/following.py), and the targets: ours >= 70% of the expert's DS and
 above both baselines, instruction following >= 90%. The pooled summary goes to
-`<out>/<set>_s<seeds>.json`.
+`<out>/<set>_s<seeds>.json`. With `--light_detector` (a `configs/light_detector.py` run), ours
+and ours blanked drive with the agent's light rule (`agent/red_light.py`); their results go to
+`<agent>+light_rule/` beside the others, so the expert's and lane keeping's routes are reused.
 """
 
 from __future__ import annotations
@@ -44,11 +46,18 @@ FOLLOWING_TARGET = 90.0
 
 
 def evaluate_agent(args, agent: str, seed: int) -> dict:
+  ours = agent in ("lmgendrive", "blank_instruction")
+  overrides = {"route_set": args.route_set, "seed": seed,
+               "agent.work_dir": args.work_dir if ours else ""}
+  folder = agent
+  if ours and args.light_detector:
+    overrides.update({"agent.light_detector": args.light_detector,
+                      "agent.red_light_threshold": args.red_light_threshold})
+    folder += "+light_rule"
+  overrides["out_dir"] = os.path.join(args.out, f"{args.route_set}_s{seed}", folder)
   config = config_lib.load_config(
       os.path.join(_REPO, "configs", "eval.py") + f":preset={args.preset},agent={agent}",
-      {"route_set": args.route_set, "seed": seed,
-       "out_dir": os.path.join(args.out, f"{args.route_set}_s{seed}", agent),
-       "agent.work_dir": args.work_dir if agent in ("lmgendrive", "blank_instruction") else ""})
+      overrides)
   return closed_loop.evaluate(config)
 
 
@@ -81,6 +90,9 @@ def print_endings(summaries: dict, names: dict) -> None:
 def main(argv=None) -> int:
   parser = route_bench_parser(__doc__, several_seeds=True)
   parser.add_argument("--out", default="", help="default: <work_dir>/drive_quality")
+  parser.add_argument("--light_detector", default="",
+                      help="a red-light detector run: ours brakes on it (agent/red_light.py)")
+  parser.add_argument("--red_light_threshold", type=float, default=0.5)
   args = parser.parse_args(argv)
   args.out = args.out or os.path.join(args.work_dir, "drive_quality")
   summaries = {agent: pooled([evaluate_agent(args, agent, seed) for seed in args.seed])

@@ -1,6 +1,7 @@
-"""Do the stage-1 light heads see the lamp or the speedometer? Recall and precision by speed.
+"""Do the light heads see the lamp or the speedometer? Recall and precision by speed.
 
   python bench/light_heads.py --work_dir work_dirs/quickstart_small/stage1_small [--batches 200]
+  python bench/light_heads.py --work_dir RUNS/light_detector_small   # the agent's light rule
 
 Runs a stage-1 run's perception model over a seeded shuffle of its data's frames (validation
 split by default, no augmentation) and prints, per ego-speed bin, how often each red-light label
@@ -14,6 +15,8 @@ reads the ego speed). A head that reads the lamp keeps its recall on moving fram
 call every frame red when the speed is zeroed; one that reads the speed does neither (on the
 bigger run before `red_light_ahead`: LMDrive's head called 95% of standing frames red and none
 above 1 m/s; with the speed zeroed, 78% of the moving ones).
+Given a red-light detector run (`configs/light_detector.py`, the agent's light rule), it rates
+that detector against `red_light_ahead` the same way (it has no speed input: "none").
 """
 
 from __future__ import annotations
@@ -30,10 +33,13 @@ sys.path.insert(0, _REPO)
 from bench.common import print_table, run_data_parser  # noqa: E402
 from bench.planner_inputs import evaluation_data  # noqa: E402
 from lmgendrive_jax.data import pipeline  # noqa: E402
-from lmgendrive_jax.train.trained import load_perception  # noqa: E402
+from lmgendrive_jax.train import light_detector  # noqa: E402
+from lmgendrive_jax.train.trained import (load_light_detector, load_perception,  # noqa: E402
+                                          load_run_config)
 
 SPEED_BINS = ((0.0, 0.1), (0.1, 1.0), (1.0, 3.0), (3.0, np.inf))  # m/s
-HEADS = (("traffic_light", "light_logits"), ("red_light_ahead", "red_ahead_logits"))
+HEADS = (("traffic_light", "light_logits"), ("red_light_ahead", "red_ahead_logits"),
+         ("red_light_ahead", "detector"))
 
 
 def collect_probabilities(model, variables, batches, num_batches: int) -> dict:
@@ -61,10 +67,28 @@ def collect_probabilities(model, variables, batches, num_batches: int) -> dict:
   return {k: np.concatenate(v) for k, v in out.items()}
 
 
+def collect_detector_probabilities(model, variables, view: int, batches,
+                                   num_batches: int) -> dict:
+  """{"speed", "red_light_ahead", "detector@none"} like `collect_probabilities`, for a
+  red-light detector reading view `view` of each frame."""
+  probabilities = jax.jit(lambda images: jax.nn.sigmoid(model.apply(variables, images)))
+  out: dict[str, list] = {}
+  for step in range(num_batches):
+    try:
+      batch = batches.batch(step)
+    except StopIteration:
+      break
+    out.setdefault("speed", []).append(np.asarray(batch["speed"]))
+    out.setdefault("red_light_ahead", []).append(np.asarray(batch["red_light_ahead"]))
+    out.setdefault("detector@none", []).append(
+        np.asarray(probabilities(batch["images"][:, view])))
+  return {k: np.concatenate(v) for k, v in out.items()}
+
+
 def rows_by_speed(values: dict, threshold: float) -> list[list]:
   rows = []
   for label, logits in HEADS:
-    for speed_input in ("recorded", "zeroed"):
+    for speed_input in ("recorded", "zeroed", "none"):
       key = f"{logits}@{speed_input}"
       if label not in values or key not in values:
         continue
@@ -83,13 +107,19 @@ def main(argv=None) -> int:
   parser = run_data_parser(__doc__, "trained stage-1 run dir", "validation", batches=200)
   parser.add_argument("--threshold", type=float, default=0.5)
   args = parser.parse_args(argv)
-  model, variables, config = load_perception(args.work_dir)
+  is_detector = load_run_config(args.work_dir).get("stage") == "light_detector"
+  model, variables, config = (load_light_detector if is_detector else load_perception)(
+      args.work_dir)
   data = evaluation_data(config, args)
   data.random_crop, data.colour_jitter = False, 0.0
   # A seeded shuffle: in record order the first batches are one route's first seconds.
   batches = pipeline.make_iterator(data, 1, train=True, num_epochs=1)
-  values = collect_probabilities(model, variables, batches, args.batches)
-  print_table(f"Stage-1 red-light heads of {args.work_dir} on {len(values['speed'])} "
+  if is_detector:
+    values = collect_detector_probabilities(
+        model, variables, light_detector.focus_index(data.views), batches, args.batches)
+  else:
+    values = collect_probabilities(model, variables, batches, args.batches)
+  print_table(f"Red-light heads of {args.work_dir} on {len(values['speed'])} "
               f"{data.split} frames (P(red) > {args.threshold})",
               ["label", "speed input", "speed (m/s)", "frames", "label rate", "said red",
                "recall", "precision"], rows_by_speed(values, args.threshold))

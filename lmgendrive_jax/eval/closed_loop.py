@@ -9,8 +9,9 @@ a trained run), the expert (sim/expert.py) or a baseline (agent/baselines.py) ->
 killed evaluation leaves a valid file; rerunning the same command reads it back, skips the
 finished routes and drives the rest (an out dir holding a different evaluation is an error).
 Its layout (what report.py reads):
-  {"agent", "route_set", "seed", "preset", "work_dir", "agent_options" (ours: its agent config),
-   "total_routes", "complete", "mean_ds", "mean_rc", "mean_is", "num_routes", "wall_seconds",
+  {"agent", "route_set", "seed", "preset", "work_dir", "agent_options" (ours: its options away
+   from the defaults), "total_routes", "complete", "mean_ds", "mean_rc", "mean_is",
+   "num_routes", "wall_seconds",
    "routes": [{"route_id", "town", "ds", "rc", "is", "infractions", "ending", "route_xy",
                "trajectory_xy", + the scorer's fields (sim/scoring.py)}, ...]}  (in set order)
 Beside it, `town_map_<town>.json` per town (`{"lanes": [[[x, y], ...], ...]}`: lane centre
@@ -69,16 +70,23 @@ def out_dir(config) -> str:
 
 def identity(config) -> dict:
   """What an out dir's results must match to be resumed (for our agent also its options, so that
-  a rerun with, say, another `max_frames` does not mix its routes with the earlier ones')."""
+  a rerun with, say, another `max_frames` does not mix its routes with the earlier ones'). Only
+  options set away from their defaults count (`agent_options`), so that results stay resumable
+  when the agent gains an option."""
   found = dict(agent=config.agent.kind, route_set=config.route_set, seed=int(config.seed),
                preset=config.preset,
                work_dir=os.path.abspath(config.agent.work_dir) if config.agent.work_dir else "")
   if config.agent.kind in ("lmgendrive", "blank_instruction"):
-    from lmgendrive_jax.agent.lmgendrive_agent import AGENT_DEFAULTS
-    options = {k: config.agent[k] for k in AGENT_DEFAULTS
-               if k in config.agent and k != "work_dir"}
-    found["agent_options"] = json.loads(json.dumps(options))  # tuples as JSON reads them back
+    found["agent_options"] = agent_options({k: config.agent[k] for k in config.agent})
   return found
+
+
+def agent_options(options: dict) -> dict:
+  """Our agent's options (but work_dir) that differ from `AGENT_DEFAULTS`, as JSON reads them."""
+  from lmgendrive_jax.agent.lmgendrive_agent import AGENT_DEFAULTS
+  as_json = lambda value: json.loads(json.dumps(value))  # noqa: E731 (tuples -> lists)
+  return {k: as_json(v) for k, v in options.items()
+          if k in AGENT_DEFAULTS and k != "work_dir" and as_json(v) != as_json(AGENT_DEFAULTS[k])}
 
 
 def read_finished(path: str, expected: dict) -> dict[str, dict]:
@@ -91,6 +99,9 @@ def read_finished(path: str, expected: dict) -> dict[str, dict]:
     except json.JSONDecodeError as e:
       raise ConfigError(f"{path} is not valid JSON ({e}); delete it to start over") from e
   found = {k: previous.get(k) for k in expected}
+  if isinstance(found.get("agent_options"), dict):
+    # Written before only non-default options were recorded: the same options, spelt in full.
+    found["agent_options"] = agent_options(found["agent_options"])
   if found != expected:
     raise ConfigError(f"{path} holds another evaluation {found}, not {expected}; use another "
                       "--config.out_dir or delete it")

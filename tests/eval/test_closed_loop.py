@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from lmgendrive_jax.agent import lmgendrive_agent
 from lmgendrive_jax.errors import ConfigError
 from lmgendrive_jax.eval import closed_loop, report
 
@@ -66,3 +67,10 @@ def test_our_agent_with_other_options_is_another_evaluation(tmp_path):
   config.agent.max_frames = 3
   with pytest.raises(ConfigError, match="another evaluation"):
     closed_loop.read_finished(path, closed_loop.identity(config))
+  # Results that spell every option out (as written before) resume when those are the defaults.
+  config.agent.max_frames = 0
+  spelt_out = {**closed_loop.identity(config), "routes": [{"route_id": "tiny_00"}]}
+  spelt_out["agent_options"] = {k: v for k, v in lmgendrive_agent.AGENT_DEFAULTS.items()
+                                if k not in ("work_dir", "light_detector")}
+  closed_loop.write_json_atomic(path, spelt_out)
+  assert list(closed_loop.read_finished(path, closed_loop.identity(config))) == ["tiny_00"]
