@@ -68,10 +68,14 @@ def rig_from_config(cfg, sensors: list[dict] | None = None) -> render_lib.Camera
     if len(sizes) > 1:
       raise SimulatorError(f"agent cameras differ in size {sorted(sizes)}; the embedded "
                            "simulator renders every view at one size: give them one width/height")
-    bad_fov = [s["id"] for s in cameras if abs(float(s.get("fov", 100)) - 100) > 1e-3]
+    bad_fov = {s["id"]: float(s.get("fov", render_lib.FOV_DEG)) for s in cameras
+               if abs(float(s.get("fov", render_lib.FOV_DEG))
+                      - render_lib.view_fov_deg(CAMERA_IDS[s["id"]])) > 1e-3}
     if bad_fov:
-      raise SimulatorError(f"cameras {bad_fov} ask for a FOV other than 100 degrees (LMDrive's "
-                           "rig), which the embedded simulator does not render")
+      expected = {i: round(render_lib.view_fov_deg(CAMERA_IDS[i]), 3) for i in bad_fov}
+      raise SimulatorError(f"cameras ask for FOVs {bad_fov} (degrees); the embedded simulator "
+                           f"renders these at {expected} (LMDrive's rig: 100; the telephoto focus "
+                           f"camera: sim/render.py view_fov_deg)")
     width, height = sizes.pop()
     views = tuple(CAMERA_IDS[s["id"]] for s in cameras)
   return render_lib.CameraRig(views=views, width=width, height=height,

@@ -111,3 +111,17 @@ def test_render_is_deterministic_and_sized_at_any_resolution(scene):
   np.testing.assert_array_equal(np.asarray(images), np.asarray(again))
   crop = render.focus_crop(np.zeros((600, 800, 3), np.uint8))
   assert crop.shape == (128, 128, 3)
+
+
+def test_agent_cameras_set_the_rig_with_each_views_own_fov():
+  """The agent's sensors (sim/host.py: rig_from_config) pick views and size; the telephoto focus
+  camera at its own FOV is rendered, any other FOV is refused naming the camera."""
+  from lmgendrive_jax.agent.lmgendrive_agent import camera_sensor
+  cfg = sim_preset("tiny")
+  sensors = [camera_sensor(f"rgb_{v}", 40, 30) for v in ("front", "left", "focus")]
+  rig = host.rig_from_config(cfg, sensors)
+  assert rig.views == ("front", "left", "focus") and (rig.width, rig.height) == (40, 30)
+  assert sensors[2]["fov"] == pytest.approx(render.view_fov_deg("focus")) and sensors[2]["fov"] < 30
+  sensors[1] = {**sensors[1], "fov": 90.0}
+  with pytest.raises(Exception, match="rgb_left"):
+    host.rig_from_config(cfg, sensors)
