@@ -27,8 +27,10 @@ instruction-ablation baseline), `use_notice`, `max_frames`, `frame_stride`,
 `completed_threshold`, `brake_ticks`, `model_every`, `camera_size` (W, H; default the dataset
 build's), `focus_fraction` (default the build's), `tokenizer` (default the run's),
 `light_detector` (a red-light detector run, `configs/light_detector.py`; "" = none: the waypoints
-alone, LMDrive's rule) and `red_light_threshold` (brake while its probability is above;
-`red_light.py` says why).
+alone, LMDrive's rule), `red_light_threshold` (brake while its probability is above;
+`red_light.py` says why), `red_light_max_wait` and `red_light_release` (seconds: after the rule
+has held the car standing this long, longer than any red phase, it is a false alarm on a scene
+that no longer changes, and the rule is off for `red_light_release` seconds).
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ from lmgendrive_jax.sim import render as render_lib
 AGENT_DEFAULTS = dict(
     work_dir="", blank_instruction=False, use_notice=True, max_frames=0, frame_stride=0,
     completed_threshold=0.5, brake_ticks=20, model_every=2, camera_size=(0, 0),
-    focus_fraction=0.0, tokenizer="", light_detector="", red_light_threshold=0.5)
+    focus_fraction=0.0, tokenizer="", light_detector="", red_light_threshold=0.5,
+    red_light_max_wait=20.0, red_light_release=5.0)
 
 
 def agent_config(config: Any) -> dict:
@@ -136,6 +139,8 @@ class LMGenDriveAgent:
     self.last_completed_prob = 0.0
     self.last_views: np.ndarray | None = None
     self.last_red_light_prob = 0.0
+    self.red_light_wait = red_light_lib.WaitLimit(float(self.config["red_light_max_wait"]),
+                                                  float(self.config["red_light_release"]))
 
   def sensors(self) -> list[dict]:
     width, height = self.camera_size
@@ -149,7 +154,6 @@ class LMGenDriveAgent:
         {"type": "sensor.speedometer", "id": "speed", "reading_frequency": 20}]
 
   def run_step(self, input_data: dict, timestamp: float) -> pid_lib.Control:
-    del timestamp
     self.step += 1
     if self.step < int(self.config["brake_ticks"]):
       return pid_lib.Control(steer=0.0, throttle=0.0, brake=1.0)
@@ -181,7 +185,8 @@ class LMGenDriveAgent:
     control = self.controller.control(waypoints, speed)
     if self.red_light is not None:
       self.last_red_light_prob = self.red_light.probability(cameras)
-      if self.last_red_light_prob > float(self.config["red_light_threshold"]):
+      red = self.last_red_light_prob > float(self.config["red_light_threshold"])
+      if self.red_light_wait.brake(red, speed, float(timestamp)):
         control = pid_lib.Control(steer=control.steer, throttle=0.0, brake=1.0)
         self.red_light_brakes += 1
     if prob > float(self.config["completed_threshold"]):

@@ -8,6 +8,11 @@ default: in closed loop the planner ran 11 lights on 40 held-out routes, and LMD
 head, read the same way, had learnt the ego speed rather than the lamp (README). InterFuser, whose
 controller LMDrive's follows, brakes on its light head likewise.
 
+A false alarm on a car that stands never clears (the scene does not change), so `WaitLimit`
+lets the rule hold a standing car at most `max_wait` seconds, longer than any red phase (the
+embedded default's lights are red for at most ~14 s; CARLA's for about as long), then stays
+off for `release` seconds: InterFuser's controller has the same kind of stuck detector.
+
 The detector is preprocessed as its training data was (`preprocess.ViewPreprocessor` with its
 own build's settings: a telephoto focus camera, or the front camera's centre crop), whatever the
 planner's views are. One rule per detector run is shared by all agents of an evaluation
@@ -64,6 +69,35 @@ class RedLightRule:
   def probability(self, cameras: dict) -> float:
     """cameras {view: uint8[h, w, 3]} (at least `camera_views`) -> P(the route's light is red)."""
     return float(np.asarray(self._probability(self.preprocess(cameras)))[0])
+
+
+STANDING_MPS = 0.5
+
+
+class WaitLimit:
+  """When the rule may brake: `brake(red, speed, t)` is `red`, unless the rule has held the car
+  standing (< STANDING_MPS) for `max_wait` seconds; then False for `release` seconds (sim time
+  `t`), after which the count starts again. max_wait <= 0: no limit."""
+
+  def __init__(self, max_wait: float, release: float):
+    self.max_wait, self.release = float(max_wait), float(release)
+    self.standing_since: float | None = None
+    self.released_until = -float("inf")
+    self.releases = 0
+
+  def brake(self, red: bool, speed: float, t: float) -> bool:
+    if t < self.released_until:
+      return False
+    if not red or speed >= STANDING_MPS:
+      self.standing_since = None
+      return red
+    if self.standing_since is None:
+      self.standing_since = t
+    if self.max_wait > 0 and t - self.standing_since >= self.max_wait:
+      self.standing_since, self.released_until = None, t + self.release
+      self.releases += 1
+      return False
+    return True
 
 
 @functools.lru_cache(maxsize=4)

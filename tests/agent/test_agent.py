@@ -211,3 +211,20 @@ def test_light_rule_refuses_a_detector_of_other_cameras(monkeypatch):
   agent = LMGenDriveAgent(StraightPlanner())
   with pytest.raises(ConfigError, match=r"\(64, 64\)"):
     agent.setup(dict(camera_size=(32, 24), light_detector="some/run"))
+
+
+def test_light_rule_gives_up_a_standing_car_after_its_max_wait():
+  wait = red_light.WaitLimit(max_wait=20.0, release=5.0)
+  times = np.arange(0.0, 60.0, 0.1)
+  said = [wait.brake(True, 0.0, t) for t in times]  # a red it never stops seeing, standing
+  brake_at = lambda t: said[int(round(t * 10))]  # noqa: E731
+  assert brake_at(0.0) and brake_at(19.9) and not brake_at(20.0) and not brake_at(24.9)
+  assert brake_at(25.0) and brake_at(44.9) and not brake_at(45.0) and wait.releases == 2
+  # Moving, or the light seen green, restarts the count.
+  wait = red_light.WaitLimit(max_wait=20.0, release=5.0)
+  assert wait.brake(True, 0.0, 0.0) and not wait.brake(False, 0.0, 15.0)
+  assert wait.brake(True, 0.0, 16.0) and wait.brake(True, 0.0, 35.0)
+  assert wait.brake(True, 3.0, 36.5) and wait.brake(True, 0.0, 37.0) and wait.brake(True, 0, 56.0)
+  assert not wait.brake(True, 0.0, 57.0)
+  # No limit.
+  assert red_light.WaitLimit(0.0, 5.0).brake(True, 0.0, 1e6)
