@@ -176,8 +176,11 @@ def view_boxes(boxes: dict, cam_pos, cam_yaw, tan_half_fov: float, max_boxes: in
 
 
 def _shade_box(material, colour, colour2, light_state, z_frac, z_abs, half_z, lambert,
-               ambient):
-  """Colour of a box surface point: f32[..., 3] (lamps are emissive)."""
+               ambient, front_face):
+  """Colour of a box surface point: f32[..., 3] (lamps are emissive). A light head shows its
+  lamps only on its front face (`front_face`: the box's +length side, which `town.py` turns
+  towards the traffic the light controls); seen from the side or behind it is a plain housing,
+  as in CARLA, so a camera sees only the lights that face its own approach."""
   lit = ambient + lambert
   base = colour * lit[..., None]
   # Buildings: darker window bands every 3 m above the ground floor.
@@ -187,9 +190,10 @@ def _shade_box(material, colour, colour2, light_state, z_frac, z_abs, half_z, la
   pedestrian = jnp.where((z_frac > 0.85)[..., None], jnp.asarray(SKIN) * lit[..., None],
                          jnp.where((z_frac > 0.45)[..., None], base, colour2 * lit[..., None]))
   lamp = jnp.clip(2 - jnp.floor(z_frac * 3), 0, 2).astype(jnp.int32)  # top red, bottom green
-  on = lamp == light_state
+  on = (lamp == light_state) & front_face
   lamp_colour = jnp.asarray(LAMP_COLOURS)[lamp]
-  head = jnp.where(on[..., None], lamp_colour, lamp_colour * 0.12 + colour * lit[..., None])
+  head = jnp.where(on[..., None], lamp_colour,
+                   jnp.where(front_face[..., None], lamp_colour * 0.12, 0.0) + base)
   return jnp.select(
       [material[..., None] == town_lib.MAT_VEHICLE, material[..., None] == town_lib.MAT_LIGHT,
        material[..., None] == town_lib.MAT_PEDESTRIAN], [vehicle, head, pedestrian], plain)
@@ -273,12 +277,13 @@ def _render_view(town, boxes, light_states, weather, cam_pos, cam_yaw, cam_z, a,
   b_height = jnp.maximum(z_top[which] - b_bot, 1e-3)
   z_frac = jnp.clip((z_hit - b_bot) / b_height, 0.0, 0.999)
   side_l = side_lambert[cols, which]
+  front_face = side_is_l[cols, which] & (n_l[cols, which] > 0) & ~hit_on_top
   lambert = jnp.where(hit_on_top, diffuse * jnp.maximum(sun[2], 0.0) + 0.1, side_l)
   light_index = boxes["light"][which]
   light_state = jnp.where(light_index >= 0, light_states[jnp.maximum(light_index, 0)], -1)
   box_colour = _shade_box(boxes["material"][which], boxes["colour"][which],
                           boxes["colour2"][which], light_state, z_frac, z_hit,
-                          boxes["half"][which, 2], lambert, ambient)
+                          boxes["half"][which, 2], lambert, ambient, front_face)
 
   use_box = box_depth < ground_depth
   depth = jnp.minimum(box_depth, ground_depth)

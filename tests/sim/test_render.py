@@ -18,12 +18,12 @@ EGO_POS, EGO_YAW = np.array([-20.0, -20.0]), 0.3  # off the road network, on ope
 
 
 def arrays_with_box(centre, half, colour=(1.0, 0.0, 1.0), material=town_lib.MAT_PLAIN,
-                    light=-1):
+                    light=-1, yaw=0.0):
   """The town's arrays with every static box removed except one at `centre` (x, y, z)."""
   a = TOWN.arrays()
   a["box_centre"][:] = 1e5
   a["box_centre"][0], a["box_half"][0] = centre, half
-  a["box_yaw"][0], a["box_material"][0], a["box_light"][0] = 0.0, material, light
+  a["box_yaw"][0], a["box_material"][0], a["box_light"][0] = yaw, material, light
   a["box_colour"][0] = a["box_colour2"][0] = colour
   return jax.tree.map(jnp.asarray, a)
 
@@ -82,12 +82,17 @@ def test_object_at_camera_yaw_is_centred_in_that_view(scene, view, angle):
   assert cols.mean() + 0.5 == pytest.approx(32.0, abs=0.75)
 
 
-def test_traffic_light_lamp_glows_in_its_state(scene):
+@pytest.mark.parametrize("facing", ["ego", "away", "across"])
+def test_traffic_light_lamp_glows_in_its_state_towards_its_traffic(scene, facing):
+  """The head's front face (+length, turned towards the traffic it controls) shows the lamp of
+  the light's state; from behind or the side the head is a dark housing (as in CARLA)."""
   state, _ = scene
   light = 0
   centre = ego_frame_point(12.0, 0.0)
+  yaw = EGO_YAW + {"ego": math.pi, "away": 0.0, "across": math.pi / 2}[facing]
   arrays = arrays_with_box((centre[0], centre[1], 2.3), (0.3, 0.6, 1.5), colour=(0.1, 0.1, 0.1),
-                           material=town_lib.MAT_LIGHT, light=light)
+                           material=town_lib.MAT_LIGHT, light=light, yaw=yaw)
+  seen = set()
   for t in np.arange(0.0, 30.0, 0.5):
     lamp = int(world.light_states(arrays, jnp.float32(t))[light])
     image = np.asarray(RENDER(arrays, dict(state, t=jnp.float32(t))))[0].astype(int)
@@ -95,10 +100,16 @@ def test_traffic_light_lamp_glows_in_its_state(scene):
     column = image[:, 32]
     reddest = int(np.argmax(column[:, 0] - column[:, 1]))
     greenest = int(np.argmax(column[:, 1] - column[:, 0] - column[:, 2]))
-    if lamp == world.RED:
+    seen.add(lamp)
+    if facing != "ego":
+      lamp_like = ((column[:, 0] > 200) & (column[:, 1] < 80)) | (
+          (column[:, 1] > 200) & (column[:, 0] < 100))
+      assert not lamp_like.any(), (t, lamp)  # no lamp lit, whatever its state
+    elif lamp == world.RED:
       assert column[reddest, 0] > 200 and reddest < 32
-    if lamp == world.GREEN:
+    elif lamp == world.GREEN:
       assert column[greenest, 1] > 200 and greenest > 32
+  assert {world.RED, world.GREEN} <= seen
 
 
 def test_render_is_deterministic_and_sized_at_any_resolution(scene):
