@@ -42,47 +42,47 @@ HEADS = (("traffic_light", "light_logits"), ("red_light_ahead", "red_ahead_logit
          ("red_light_ahead", "detector"))
 
 
-def collect_probabilities(model, variables, batches, num_batches: int) -> dict:
-  """{"speed": f32[N], label: int[N], f"{logits}@{speed input}": P(red) f32[N]} over frames."""
+def collect_over_frames(batches, num_batches: int, predict) -> dict:
+  """{"speed": f32[N], label: int[N] (the HEADS labels the batches hold), and each key of
+  `predict(batch)` (P(red) f32[N])} over the frames of `num_batches` batches."""
+  labels = sorted({label for label, _ in HEADS})
+  out: dict[str, list] = {}
+  for step in range(num_batches):
+    try:
+      batch = batches.batch(step)
+    except StopIteration:
+      break
+    out.setdefault("speed", []).append(np.asarray(batch["speed"]))
+    for label in labels:
+      if label in batch:
+        out.setdefault(label, []).append(np.asarray(batch[label]))
+    for key, value in predict(batch).items():
+      out.setdefault(key, []).append(np.asarray(value))
+  return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def perception_predictor(model, variables):
+  """batch -> {f"{logits}@{speed input}": P(red)}: a stage-1 model's light heads, with the
+  recorded and the zeroed speed."""
   @jax.jit
-  def probabilities(variables, images, speed):
+  def probabilities(images, speed):
     predictions, _ = model.apply(variables, images[:, None], speed[:, None],
                                  jax.numpy.zeros(speed.shape + (1, 2)))
     return {k: jax.nn.softmax(predictions[k][:, 0])[..., 1] for _, k in HEADS
             if k in predictions}
 
-  out: dict[str, list] = {}
-  for step in range(num_batches):
-    try:
-      batch = batches.batch(step)
-    except StopIteration:
-      break
-    out.setdefault("speed", []).append(np.asarray(batch["speed"]))
-    for label, _ in HEADS:
-      if label in batch:
-        out.setdefault(label, []).append(np.asarray(batch[label]))
-    for name, speed in (("recorded", batch["speed"]), ("zeroed", np.zeros_like(batch["speed"]))):
-      for key, value in probabilities(variables, batch["images"], speed).items():
-        out.setdefault(f"{key}@{name}", []).append(np.asarray(value))
-  return {k: np.concatenate(v) for k, v in out.items()}
+  def predict(batch):
+    return {f"{key}@{name}": value
+            for name, speed in (("recorded", batch["speed"]),
+                                ("zeroed", np.zeros_like(batch["speed"])))
+            for key, value in probabilities(batch["images"], speed).items()}
+  return predict
 
 
-def collect_detector_probabilities(model, variables, view: int, batches,
-                                   num_batches: int) -> dict:
-  """{"speed", "red_light_ahead", "detector@none"} like `collect_probabilities`, for a
-  red-light detector reading view `view` of each frame."""
+def detector_predictor(model, variables, view: int):
+  """batch -> {"detector@none": P(red)}: a red-light detector on view `view` of each frame."""
   probabilities = jax.jit(lambda images: jax.nn.sigmoid(model.apply(variables, images)))
-  out: dict[str, list] = {}
-  for step in range(num_batches):
-    try:
-      batch = batches.batch(step)
-    except StopIteration:
-      break
-    out.setdefault("speed", []).append(np.asarray(batch["speed"]))
-    out.setdefault("red_light_ahead", []).append(np.asarray(batch["red_light_ahead"]))
-    out.setdefault("detector@none", []).append(
-        np.asarray(probabilities(batch["images"][:, view])))
-  return {k: np.concatenate(v) for k, v in out.items()}
+  return lambda batch: {"detector@none": probabilities(batch["images"][:, view])}
 
 
 def rows_by_speed(values: dict, threshold: float) -> list[list]:
@@ -114,11 +114,9 @@ def main(argv=None) -> int:
   data.random_crop, data.colour_jitter = False, 0.0
   # A seeded shuffle: in record order the first batches are one route's first seconds.
   batches = pipeline.make_iterator(data, 1, train=True, num_epochs=1)
-  if is_detector:
-    values = collect_detector_probabilities(
-        model, variables, light_detector.focus_index(data.views), batches, args.batches)
-  else:
-    values = collect_probabilities(model, variables, batches, args.batches)
+  predict = (detector_predictor(model, variables, light_detector.focus_index(data.views))
+             if is_detector else perception_predictor(model, variables))
+  values = collect_over_frames(batches, args.batches, predict)
   print_table(f"Red-light heads of {args.work_dir} on {len(values['speed'])} "
               f"{data.split} frames (P(red) > {args.threshold})",
               ["label", "speed input", "speed (m/s)", "frames", "label rate", "said red",
