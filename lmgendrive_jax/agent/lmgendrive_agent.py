@@ -30,7 +30,9 @@ build's), `focus_fraction` (default the build's), `tokenizer` (default the run's
 alone, LMDrive's rule), `red_light_threshold` (brake while its probability is above;
 `red_light.py` says why), `red_light_max_wait` and `red_light_release` (seconds: after the rule
 has held the car standing this long, longer than any red phase, it is a false alarm on a scene
-that no longer changes, and the rule is off for `red_light_release` seconds).
+that no longer changes, and the rule is off for `red_light_release` seconds), `stuck_seconds`
+and `forced_forward_seconds` (`stuck.py`: standing this long with no light rule braking, drive
+forward that long; 0 = off).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import numpy as np
 from lmgendrive_jax.agent import planner as planner_lib
 from lmgendrive_jax.agent import preprocess
 from lmgendrive_jax.agent import red_light as red_light_lib
+from lmgendrive_jax.agent import stuck as stuck_lib
 from lmgendrive_jax.errors import ConfigError
 from lmgendrive_jax.sim import pid as pid_lib
 from lmgendrive_jax.sim import render as render_lib
@@ -50,7 +53,8 @@ AGENT_DEFAULTS = dict(
     work_dir="", blank_instruction=False, use_notice=True, max_frames=0, frame_stride=0,
     completed_threshold=0.5, brake_ticks=20, model_every=2, camera_size=(0, 0),
     focus_fraction=0.0, tokenizer="", light_detector="", red_light_threshold=0.5,
-    red_light_max_wait=20.0, red_light_release=5.0)
+    red_light_max_wait=20.0, red_light_release=5.0, stuck_seconds=0.0,
+    forced_forward_seconds=0.6)
 
 
 def agent_config(config: Any) -> dict:
@@ -141,6 +145,8 @@ class LMGenDriveAgent:
     self.last_red_light_prob = 0.0
     self.red_light_wait = red_light_lib.WaitLimit(float(self.config["red_light_max_wait"]),
                                                   float(self.config["red_light_release"]))
+    self.stuck = stuck_lib.StuckRule(float(self.config["stuck_seconds"]),
+                                     float(self.config["forced_forward_seconds"]))
 
   def sensors(self) -> list[dict]:
     width, height = self.camera_size
@@ -183,12 +189,17 @@ class LMGenDriveAgent:
     self.model_steps += 1
     self.last_waypoints, self.last_completed_prob, self.last_views = waypoints, prob, views
     control = self.controller.control(waypoints, speed)
+    braking_for_light = False
     if self.red_light is not None:
       self.last_red_light_prob = self.red_light.probability(cameras)
       red = self.last_red_light_prob > float(self.config["red_light_threshold"])
-      if self.red_light_wait.brake(red, speed, float(timestamp)):
+      braking_for_light = self.red_light_wait.brake(red, speed, float(timestamp))
+      if braking_for_light:
         control = pid_lib.Control(steer=control.steer, throttle=0.0, brake=1.0)
         self.red_light_brakes += 1
+    forced = self.stuck.forced_throttle(speed, float(timestamp), may_push=not braking_for_light)
+    if forced is not None:
+      control = pid_lib.Control(steer=control.steer, throttle=forced, brake=0.0)
     if prob > float(self.config["completed_threshold"]):
       self.state = None  # completed: the next model step starts from the prefix again
     self.prev_control = control

@@ -228,3 +228,28 @@ def test_light_rule_gives_up_a_standing_car_after_its_max_wait():
   assert not wait.brake(True, 0.0, 57.0)
   # No limit.
   assert red_light.WaitLimit(0.0, 5.0).brake(True, 0.0, 1e6)
+
+
+class StandingPlanner(ScriptedPlanner):
+  """Waypoints that ask the car to stand (behaviour cloning's inertia), whatever it sees."""
+
+  def step(self, state, views, speed, commit, input_data):
+    self.calls.append((commit, state.frames, views.shape))
+    return np.zeros((5, 2), np.float32), 0.0, PlanState(None)
+
+
+def test_stuck_rule_pushes_a_car_that_stands_too_long():
+  agent = LMGenDriveAgent(StandingPlanner(max_frames=8))
+  agent.setup(dict(camera_size=(32, 24), stuck_seconds=2.0, forced_forward_seconds=0.6))
+  data = {f"rgb_{v}": (0, np.zeros((24, 32, 3), np.uint8)) for v in ("front", "left")}
+  data.update(speed=(0, {"speed": 0.0}), instruction=(0, "follow the road"))
+  pushed = [agent.run_step(data, tick * 0.05).throttle > 0 for tick in range(20 + 2 * 60)]
+  # Braking ticks, then the model from t = 1 s: standing 2 s, a 0.6 s push, standing 2 s, ...
+  first = pushed.index(True)
+  assert first * 0.05 == pytest.approx(3.0, abs=0.11)
+  assert all(pushed[first:first + 12]) and not any(pushed[first + 13:first + 13 + 36])
+  assert agent.stuck.pushes == 2
+  # Off by default: the planner's standing is kept.
+  agent = LMGenDriveAgent(StandingPlanner(max_frames=8))
+  agent.setup(dict(camera_size=(32, 24)))
+  assert not any(agent.run_step(data, tick * 0.05).throttle > 0 for tick in range(120))

@@ -1,0 +1,46 @@
+"""The agent's stuck rule: after standing too long, drive forward for a moment.
+
+Behaviour cloning learns that a standing car stays standing (the expert stands in ~27% of its
+frames, and pulls away in ~1.5%): on the embedded default, once our planner has stopped (for a
+light, by the light rule, or for a car ahead) it often asks ~0 m/s long after the reason has gone,
+until the route times out. InterFuser's controller, which LMDrive's follows, has the same rule:
+after 60 s standing (1200 ticks) it forces throttle 0.8 for 12 ticks; LangAuto's short routes
+time out after 0.8 s per route metre, so the default here waits `stuck_seconds` (agent option;
+0 = off) and pushes for `forced_forward_seconds` at throttle `FORCED_THROTTLE`.
+
+  rule = StuckRule(stuck_seconds=8.0, forced_forward_seconds=0.6)
+  throttle = rule.forced_throttle(speed, t, may_push=not braking_for_a_light)  # None: no override
+"""
+
+from __future__ import annotations
+
+STANDING_MPS = 0.2
+FORCED_THROTTLE = 0.8
+
+
+class StuckRule:
+  """See the module docstring; `t` is simulation time in seconds."""
+
+  def __init__(self, stuck_seconds: float, forced_forward_seconds: float):
+    self.stuck_seconds = float(stuck_seconds)
+    self.forced_forward_seconds = float(forced_forward_seconds)
+    self.standing_since: float | None = None
+    self.forcing_until = -float("inf")
+    self.pushes = 0
+
+  def forced_throttle(self, speed: float, t: float, may_push: bool = True) -> float | None:
+    """The throttle to apply instead of the controller's, or None to keep the controller's."""
+    if self.stuck_seconds <= 0:
+      return None
+    if t < self.forcing_until:
+      return FORCED_THROTTLE
+    if speed >= STANDING_MPS or not may_push:
+      self.standing_since = None
+      return None
+    if self.standing_since is None:
+      self.standing_since = t
+    if t - self.standing_since >= self.stuck_seconds:
+      self.standing_since, self.forcing_until = None, t + self.forced_forward_seconds
+      self.pushes += 1
+      return FORCED_THROTTLE
+    return None
