@@ -19,8 +19,10 @@ following (of the junctions an agent drove through, the share it left the way it
 its instruction, said: sim/following.py), and the targets: ours >= 70% of the expert's DS and
 above both baselines, instruction following >= 90%. The pooled summary goes to
 `<out>/<set>_s<seeds>.json`. With `--light_detector` (a `configs/light_detector.py` run), ours
-and ours blanked drive with the agent's light rule (`agent/red_light.py`); their results go to
-`<agent>+light_rule/` beside the others, so the expert's and lane keeping's routes are reused.
+and ours blanked drive with the agent's light rule (`agent/red_light.py`), with
+`--stuck_seconds` with its stuck rule (`agent/stuck.py`); their results go to
+`<agent>+light_rule[+stuck]/` beside the others, so the expert's and lane keeping's routes are
+reused.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ def evaluate_agent(args, agent: str, seed: int) -> dict:
     overrides.update({"agent.light_detector": args.light_detector,
                       "agent.red_light_threshold": args.red_light_threshold})
     folder += "+light_rule"
+  if ours and args.stuck_seconds > 0:
+    overrides["agent.stuck_seconds"] = args.stuck_seconds
+    folder += "+stuck"
   overrides["out_dir"] = os.path.join(args.out, f"{args.route_set}_s{seed}", folder)
   config = config_lib.load_config(
       os.path.join(_REPO, "configs", "eval.py") + f":preset={args.preset},agent={agent}",
@@ -93,6 +98,8 @@ def main(argv=None) -> int:
   parser.add_argument("--light_detector", default="",
                       help="a red-light detector run: ours brakes on it (agent/red_light.py)")
   parser.add_argument("--red_light_threshold", type=float, default=0.5)
+  parser.add_argument("--stuck_seconds", type=float, default=0.0,
+                      help="> 0: ours pushes forward after standing this long (agent/stuck.py)")
   args = parser.parse_args(argv)
   args.out = args.out or os.path.join(args.work_dir, "drive_quality")
   summaries = {agent: pooled([evaluate_agent(args, agent, seed) for seed in args.seed])

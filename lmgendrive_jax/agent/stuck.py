@@ -9,7 +9,7 @@ time out after 0.8 s per route metre, so the default here waits `stuck_seconds` 
 0 = off) and pushes for `forced_forward_seconds` at throttle `FORCED_THROTTLE`.
 
   rule = StuckRule(stuck_seconds=8.0, forced_forward_seconds=0.6)
-  throttle = rule.forced_throttle(speed, t, may_push=not braking_for_a_light)  # None: no override
+  throttle = rule.forced_throttle(speed, t, may_push=not braking_for_a_light)  # None: keep
 """
 
 from __future__ import annotations
@@ -29,17 +29,23 @@ class StuckRule:
     self.pushes = 0
 
   def forced_throttle(self, speed: float, t: float, may_push: bool = True) -> float | None:
-    """The throttle to apply instead of the controller's, or None to keep the controller's."""
+    """The throttle to apply instead of the controller's, or None to keep the controller's.
+
+    The standing time counts while another rule holds the car (`may_push` False: the light
+    rule braking); the push waits until that rule lets go, then comes at once if the car has
+    stood `stuck_seconds` by then: a car the light rule held through a red, or through a false
+    alarm until its wait limit, is pushed off when the planner would go on standing.
+    """
     if self.stuck_seconds <= 0:
       return None
     if t < self.forcing_until:
       return FORCED_THROTTLE
-    if speed >= STANDING_MPS or not may_push:
+    if speed >= STANDING_MPS:
       self.standing_since = None
       return None
     if self.standing_since is None:
       self.standing_since = t
-    if t - self.standing_since >= self.stuck_seconds:
+    if may_push and t - self.standing_since >= self.stuck_seconds:
       self.standing_since, self.forcing_until = None, t + self.forced_forward_seconds
       self.pushes += 1
       return FORCED_THROTTLE

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lmgendrive_jax.agent import lmgendrive_agent, preprocess, red_light
+from lmgendrive_jax.agent import lmgendrive_agent, preprocess, red_light, stuck
 from lmgendrive_jax.agent.lmgendrive_agent import LMGenDriveAgent
 from lmgendrive_jax.agent.planner import PlanState
 from lmgendrive_jax.agent.red_light import RedLightRule
@@ -253,3 +253,11 @@ def test_stuck_rule_pushes_a_car_that_stands_too_long():
   agent = LMGenDriveAgent(StandingPlanner(max_frames=8))
   agent.setup(dict(camera_size=(32, 24)))
   assert not any(agent.run_step(data, tick * 0.05).throttle > 0 for tick in range(120))
+
+
+def test_stuck_rule_counts_standing_while_the_light_rule_holds_and_pushes_when_it_lets_go():
+  rule = stuck.StuckRule(stuck_seconds=8.0, forced_forward_seconds=0.6)
+  assert all(rule.forced_throttle(0.0, t, may_push=False) is None for t in np.arange(0, 20, 0.1))
+  assert rule.forced_throttle(0.0, 20.0, may_push=True) == stuck.FORCED_THROTTLE  # at once
+  assert rule.forced_throttle(0.0, 20.5) == stuck.FORCED_THROTTLE
+  assert rule.forced_throttle(3.0, 21.0) is None and rule.pushes == 1
