@@ -38,7 +38,8 @@ def get_config(arg=None):
   config.data.batch_size = {"tiny": 8, "small": 64, "paper": 256}[arg.preset]
   config.train = config_lib.ConfigDict(dict(
       steps={"tiny": 10, "small": 3000, "paper": 20000}[arg.preset],
-      log_every={"tiny": 5, "small": 50, "paper": 100}[arg.preset], eval_every=10 ** 9, checkpoint_every=500, keep_checkpoints=2,
+      log_every={"tiny": 5, "small": 50, "paper": 100}[arg.preset], eval_every=10 ** 9,
+      checkpoint_every=500, keep_checkpoints=2,
       max_skipped_in_a_row=5))
   config.optim = config_lib.optim_config(
       lr=1e-3, warmup_steps=100, total_steps=config.train.steps, weight_decay=0.01)
