@@ -6,6 +6,7 @@ Where it sits: hosted by the embedded simulator (`sim/host.py: run_routes`, via
   raw cameras --preprocess.ViewPreprocessor--> uint8[V, H, W, 3]
      --planner.CachedPlanner.step (encode frame, extend the KV cache)--> waypoints f32[5, 2]
      --sim/pid.WaypointController (LMDrive's PID)--> Control(steer, throttle, brake)
+     [--red_light.RedLightRule / stuck.StuckRule (options, off by default)--> braked / pushed]
 
 LMDrive's timing rules (its lmdriver_agent.py): the simulator ticks at 20 Hz; the agent brakes
 for the first `brake_ticks` (20) ticks, then runs the model every `model_every` (2) ticks (10 Hz)
@@ -31,8 +32,8 @@ alone, LMDrive's rule), `red_light_threshold` (brake while its probability is ab
 `red_light.py` says why), `red_light_max_wait` and `red_light_release` (seconds: after the rule
 has held the car standing this long, longer than any red phase, it is a false alarm on a scene
 that no longer changes, and the rule is off for `red_light_release` seconds), `stuck_seconds`
-and `forced_forward_seconds` (`stuck.py`: standing this long with no light rule braking, drive
-forward that long; 0 = off).
+and `forced_forward_seconds` (`stuck.py`: after standing this long, drive forward that long as
+soon as no light rule holds the car; 0 = off).
 """
 
 from __future__ import annotations
