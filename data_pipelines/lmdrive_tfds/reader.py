@@ -343,4 +343,5 @@ def red_light_ahead(m: dict) -> int:
   trained on it reads the speed, not the lamp. This one holds on 13% of the frames above 3 m/s.
   """
   light = m["actors_data"].get(str(m.get("affected_light_id", -1)))
-  return int(light is not None and light.get("tpe") == geometry.TRAFFIC_LIGHT_TYPE and light.get("sta") == RED)
+  return int(light is not None and light.get("tpe") == geometry.TRAFFIC_LIGHT_TYPE
+             and light.get("sta") == RED)

@@ -106,12 +106,8 @@ class LMGenDriveAgent:
                                                  int(self.config["max_frames"]),
                                                  self.config["tokenizer"])
     data = self.planner.data
-    build = preprocess.read_build_config(data.get("data_dir", ""))
-    self.preprocess = preprocess.ViewPreprocessor(
-        data.views, data.view_size, data.crop_scale,
-        float(self.config["focus_fraction"]) or float(build.get(
-            "focus_fraction", preprocess.DEFAULT_FOCUS_FRACTION)),
-        stored_size=build.get("view_size"), focus_camera=bool(build.get("focus_camera", False)))
+    self.preprocess, build = preprocess.for_run_data(
+        data, data.get("data_dir", ""), focus_fraction=float(self.config["focus_fraction"]))
     width, height = (int(s) for s in self.config["camera_size"])
     if not width:
       width, height = build.get("camera_size") or [round(s / float(data.crop_scale))

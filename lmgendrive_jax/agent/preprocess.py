@@ -44,6 +44,19 @@ def read_build_config(data_dir: str) -> dict:
   return {}
 
 
+def for_run_data(data, data_dir: str, views=None,
+                 focus_fraction: float = 0.0) -> tuple["ViewPreprocessor", dict]:
+  """(the ViewPreprocessor that makes a run's views as its data pipeline did, the build config of
+  `data_dir`, {} if unreadable). data: the run's data config (view_size, crop_scale, views);
+  views: instead of data.views; focus_fraction > 0: instead of the build's."""
+  build = read_build_config(data_dir)
+  preprocessor = ViewPreprocessor(
+      tuple(views or data.views), data.view_size, data.crop_scale,
+      float(focus_fraction) or float(build.get("focus_fraction", DEFAULT_FOCUS_FRACTION)),
+      stored_size=build.get("view_size"), focus_camera=bool(build.get("focus_camera", False)))
+  return preprocessor, build
+
+
 class ViewPreprocessor:
   """Raw camera images {view: uint8[h, w, 3]} -> uint8[V, H, W, 3] in the model's view order.
 

@@ -56,12 +56,8 @@ class RedLightRule:
   def from_run(cls, work_dir: str) -> "RedLightRule":
     from lmgendrive_jax.train import trained  # Local: keeps the agent module import light.
     model, variables, config = trained.load_light_detector(work_dir)
-    data = config.data
-    build = preprocess.read_build_config(resolve_path(data.get("data_dir", "")))
-    view_preprocess = preprocess.ViewPreprocessor(
-        ("focus",), data.view_size, data.crop_scale,
-        float(build.get("focus_fraction", preprocess.DEFAULT_FOCUS_FRACTION)),
-        stored_size=build.get("view_size"), focus_camera=bool(build.get("focus_camera", False)))
+    view_preprocess, build = preprocess.for_run_data(
+        config.data, resolve_path(config.data.get("data_dir", "")), views=("focus",))
     return cls(model, variables, view_preprocess, build.get("camera_size"))
 
   @property
