@@ -31,4 +31,12 @@ def get_config(arg=None):
   config.expert_noise = {"tiny": 0.0, "small": 0.1, "paper": 0.05}[arg.preset]
   config.max_routes = -1  # -1: every route of the sets
   config.actor_radius = 60.0  # actors_data lists actors within this many metres of the ego
+  # On-policy collection (DAgger, lmgendrive_jax/agent/takeover.py): a trained stage-2/3 run
+  # drives and the expert takes over when the car is `offset_m` off the route, when the expert
+  # brakes and the learner does not, or when the car has stood `stand_seconds` while the expert
+  # would drive; it keeps the wheel `hold_seconds`. "" = the expert drives (the default).
+  # `agent`: the learner's agent options (agent/lmgendrive_agent.py: AGENT_DEFAULTS).
+  config.learner = config_lib.ConfigDict(dict(
+      work_dir="", offset_m=1.0, stand_seconds=1.5, hold_seconds=3.0,
+      agent=config_lib.ConfigDict()))
   return config

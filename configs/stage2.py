@@ -11,9 +11,16 @@ LLM (`stage_config` says why).
 from lmgendrive_jax import config as config_lib
 
 
+def whole_model_from(run: str) -> list[dict]:
+  """init_from entries restoring all of a stage-2/3 run's parameters and batch statistics."""
+  where = dict(run="", run_dir=run) if "/" in run else dict(run=run, run_dir="")
+  return [dict(where, root="params", subtrees={"": ""}, skip=""),
+          dict(where, root="model_state/batch_stats", subtrees={"vision": "vision"}, skip="")]
+
+
 def stage_config(stage: int, arg) -> config_lib.ConfigDict:
   """The shared body of stages 2 and 3."""
-  arg = config_lib.parse_arg(arg, preset="small", runlocal=False, qformer=True)
+  arg = config_lib.parse_arg(arg, preset="small", runlocal=False, qformer=True, from_run="")
   preset = arg.preset
   arg.qformer = arg.qformer and preset != "paper"  # paper: BLIP-2's pretrained Q-Former
   config = config_lib.ConfigDict()
@@ -78,12 +85,12 @@ def stage_config(stage: int, arg) -> config_lib.ConfigDict:
       config.init_from.append(dict(run=f"qformer_{preset}", run_dir="", root="params",
                                    subtrees={"qformer": "qformer", **probes}, skip=""))
   else:
-    previous = f"stage2_{preset}"
-    config.init_from = [
-        dict(run=previous, run_dir="", root="params", subtrees={"": ""}, skip=""),
-        dict(run=previous, run_dir="", root="model_state/batch_stats",
-             subtrees={"vision": "vision"}, skip=""),
-    ]
+    config.init_from = whole_model_from(f"stage2_{preset}")
+  # from_run: start from every weight of a trained stage-2/3 run instead (a run name under
+  # runs_root, or a run directory): fine-tuning it on new data, e.g. a DAgger round's
+  # (data_pipelines/collect.py: learner) mixed with the data it was trained on.
+  if arg.from_run:
+    config.init_from = whole_model_from(arg.from_run)
   config.train = config_lib.ConfigDict(dict(
       steps={"tiny": 6, "small": 600, "paper": 50000}[preset] // (1 if stage == 2 else 2),
       log_every=10, eval_every=10 ** 9, checkpoint_every=200, keep_checkpoints=2,

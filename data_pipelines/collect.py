@@ -19,6 +19,11 @@ from the finished routes after each route: `dataset_index.txt`,
 
 Resumable: routes with a `done` marker are skipped; a folder without one (an interrupted route) is
 deleted and driven again.
+
+On-policy collection (DAgger): with `learner.work_dir` set (a trained stage-2/3 run), that model
+drives and the expert takes over where it goes wrong (`lmgendrive_jax/agent/takeover.py`); the
+measurements flag the learner's frames (`learner_control`) and the TFDS reader keeps only the
+expert's futures as waypoint targets. Use route seeds the evaluation does not (it uses 1-5).
 """
 
 from __future__ import annotations
@@ -77,6 +82,8 @@ def measurement(episode, state: dict, control: np.ndarray, labels: dict) -> dict
       # The steering noise added to the expert's on this tick (0: clean); the TFDS reader masks
       # out the waypoints that lie after it (lmdrive_tfds/reader.py: frame_labels).
       "steer_noise": float(labels.get("steer_noise", 0.0)),
+      # On-policy collection: the learner, not the expert, drove this tick (masked like noise).
+      "learner_control": bool(labels.get("learner_control", False)),
       "weather": weather.name, "weather_id": int(episode.spec.weather_id),
       "near_node_x": _gps(route.nodes[near])[0], "near_node_y": _gps(route.nodes[near])[1],
       "far_node_x": _gps(route.nodes[far])[0], "far_node_y": _gps(route.nodes[far])[1],
@@ -259,6 +266,33 @@ def write_index(out_dir: str) -> None:
   _write_json(os.path.join(out_dir, "notice_instruction_list.json"), notices)
 
 
+def agent_factory(config, expert_cfg):
+  """(make_agent, agent_config): the expert, or with `config.learner.work_dir` the learner driving
+  under the expert's takeover (the learner's options: `config.learner.agent`)."""
+  from lmgendrive_jax.sim import expert
+  learner = config.get("learner")
+  if learner is None or not learner.work_dir:
+    return (lambda: expert.ExpertAgent(expert_cfg)), None
+  from lmgendrive_jax.agent import lmgendrive_agent, takeover
+
+  def make_agent():
+    rule = takeover.TakeoverRule(learner.offset_m, learner.stand_seconds, learner.hold_seconds)
+    return takeover.TakeoverAgent(lmgendrive_agent.LMGenDriveAgent(),
+                                  expert.ExpertAgent(expert_cfg), rule, extra_views=VIEWS)
+  return make_agent, dict(learner.agent.to_dict(), work_dir=learner.work_dir)
+
+
+def _probe_sensors(make_agent, agent_config) -> list[dict]:
+  """The cameras a learner asks for (its size and views, plus LMDrive's four); none for the
+  expert, which writes the config's rig. The learner's model loads once per run
+  (agent/planner.py: planner_for_run), so this probe's load is the one the routes share."""
+  if agent_config is None:
+    return []
+  agent = make_agent()
+  agent.setup(agent_config)
+  return agent.sensors()
+
+
 def collect(config, collector=None) -> list[dict]:
   """Drives the expert over `config.route_sets`; returns the scores of the routes driven now.
   `collector(out_dir, config, views)` builds the writer (default `Collector`)."""
@@ -275,7 +309,8 @@ def collect(config, collector=None) -> list[dict]:
   expert_cfg = sim.expert.copy_and_resolve_references()
   with expert_cfg.unlocked():
     expert_cfg.noise_prob = float(config.expert_noise)
-  rig = host.rig_from_config(sim)
+  make_agent, agent_config = agent_factory(config, expert_cfg)
+  rig = host.rig_from_config(sim, _probe_sensors(make_agent, agent_config))
   collector = (collector or Collector)(config.out_dir, config, rig.views)
   missing = [v for v in VIEWS if v not in rig.views]
   if missing:
@@ -283,7 +318,7 @@ def collect(config, collector=None) -> list[dict]:
     raise ConfigError(f"sim.camera.views {tuple(rig.views)} lacks {missing}; the LMDrive format "
                       "needs front, left, right and rear")
   with tqdm(total=len(specs), initial=len(specs) - len(todo), desc="collect", unit="route") as bar:
-    results = host.run_routes(todo, lambda: expert.ExpertAgent(expert_cfg), sim,
+    results = host.run_routes(todo, make_agent, sim, agent_config=agent_config,
                               batch_size=int(config.batch_size), render_every=2,
                               on_tick=collector.on_tick, on_end=collector.on_end, progress=bar)
   write_index(config.out_dir)

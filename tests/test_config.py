@@ -65,3 +65,16 @@ def test_launcher_rejects_a_typo_with_the_key_name():
       env={**os.environ, "PYTHONPATH": REPO})
   assert result.returncode != 0
   assert "stepz" in result.stderr
+
+
+@pytest.mark.parametrize("from_run,run_dir", [
+    ("stage2_small_v1", os.path.join("runs", "stage2_small_v1")),   # a run name under runs_root
+    ("work_dirs/big/stage2_small", "work_dirs/big/stage2_small"),   # a run directory
+])
+def test_stage2_from_run_restores_the_whole_model(from_run, run_dir):
+  config = config_lib.load_config(
+      os.path.join(REPO, "configs", f"stage2.py:preset=small,from_run={from_run}"),
+      ["--config.runs_root=runs"])
+  config = config_lib.resolve_run_dirs(config)
+  assert [(e["run_dir"], e["root"], dict(e["subtrees"])) for e in config.init_from] == [
+      (run_dir, "params", {"": ""}), (run_dir, "model_state/batch_stats", {"vision": "vision"})]

@@ -295,14 +295,21 @@ def blocked_flags(measurements: dict[int, dict], frames: list[int], min_run: int
   return flags
 
 
+def expert_drove(measurement: dict) -> bool:
+  """False when a frame's control was not the clean expert's (noise or the learner). Frames
+  missing from `measurements` read as clean here; their waypoints are masked anyway."""
+  return not (measurement.get("steer_noise") or measurement.get("learner_control"))
+
+
 def frame_labels(measurements: dict[int, dict], frame: int, config: BuildConfig) -> dict:
   """Stage-1 labels of `frame` from its own and its future measurements (ego frame).
 
   Waypoint k is the ego's position (k + 1) * waypoint_step_frames later; it is masked out when
-  that frame is missing or when the expert drove with steering noise (`steer_noise`, written by
-  data_pipelines/collect.py) on any frame from this one up to it: such a future shows the noise,
-  not the expert. The frames after a noise episode keep their waypoints: they are the expert's
-  recovery to the lane, which a clean expert never shows.
+  that frame is missing or when, on any frame from this one up to it, the expert drove with
+  steering noise (`steer_noise`, written by data_pipelines/collect.py) or the learner drove
+  (`learner_control`: on-policy collection): such a future shows the noise or the learner, not
+  the expert. The frames after them keep their waypoints: they are the expert's recovery, which
+  a clean expert never shows.
   """
   m = measurements[frame]
   ego_gps = np.array([m["gps_x"], m["gps_y"]])
@@ -313,7 +320,7 @@ def frame_labels(measurements: dict[int, dict], frame: int, config: BuildConfig)
   clean_until = frame  # every frame in [frame, clean_until) was driven without noise
   for k in range(NUM_WAYPOINTS):
     target = frame + (k + 1) * config.waypoint_step_frames
-    while clean_until < target and not measurements.get(clean_until, {}).get("steer_noise"):
+    while clean_until < target and expert_drove(measurements.get(clean_until, {})):
       clean_until += 1
     future = measurements.get(target)
     if future is not None:

@@ -98,3 +98,17 @@ def test_waypoints_driven_with_steering_noise_are_masked():
   assert frame_labels(clean, 0, config)["waypoint_mask"].all()
   np.testing.assert_array_equal(frame_labels(clean, 40, config)["waypoint_mask"],
                                 [True, True, True, False, False])
+
+
+def test_waypoints_the_learner_drove_are_masked():
+  """On-policy collection (agent/takeover.py): the learner's frames are masked like noise; the
+  expert's takeover after them keeps its whole future."""
+  config = BuildConfig()
+  step = config.waypoint_step_frames
+  learner = set(range(0, 2 * step + 1))  # the learner drives up to frame 2 * step, then the expert
+  measurements = {f: dict(_measurement(f, 0.0), learner_control=f in learner) for f in range(60)}
+  np.testing.assert_array_equal(frame_labels(measurements, 0, config)["waypoint_mask"],
+                                [False] * 5)
+  np.testing.assert_array_equal(frame_labels(measurements, step, config)["waypoint_mask"],
+                                [False] * 5)
+  assert frame_labels(measurements, max(learner) + 1, config)["waypoint_mask"].all()
