@@ -52,6 +52,22 @@ def junction_start_weights(road_option: np.ndarray, window: int, stride: int, lo
   return 1.0 + boost * window_holds_event(junction, window, stride, lookahead)
 
 
+def labelled_start_weights(waypoint_mask: np.ndarray, window: int, stride: int) -> np.ndarray:
+  """f64[max_start + 1]: the share of unmasked waypoints in the window starting at each start
+  (0 for a window whose every target is masked). waypoint_mask: bool[n, W] per clip frame.
+
+  On-policy data (agent/takeover.py) masks the frames the learner drove, often most of a clip;
+  a window drawn there trains the planner on nothing.
+  """
+  labelled = np.asarray(waypoint_mask, bool).mean(axis=-1)
+  n = len(labelled)
+  span = (window - 1) * stride + 1
+  starts = np.arange(max(0, n - span) + 1)
+  positions = starts[:, None] + stride * np.arange(window)[None, :]
+  valid = positions < n
+  return np.where(valid, labelled[np.minimum(positions, n - 1)], 0.0).sum(1) / window
+
+
 def pull_away_frames(waypoints: np.ndarray, still_m: float = 0.5,
                      moving_m: float = 2.0) -> np.ndarray:
   """bool[n]: frames where the car stands and is about to pull away: its first waypoint (0.5 s)

@@ -57,3 +57,14 @@ def test_sample_window_draws_starts_in_proportion_to_the_weights():
   a = clips.sample_window(30, 4, 2, (1,), np.random.default_rng(7))
   b = np.random.default_rng(7).integers(0, 30 - 7 + 1)
   assert a.positions[0] == b
+
+
+def test_labelled_start_weights_are_the_share_of_unmasked_targets_per_window():
+  # 8 frames of 5 waypoints: the learner drove frames 0-3 (all masked), frame 4 keeps 2 of 5.
+  mask = np.ones((8, 5), bool)
+  mask[:4] = False
+  mask[4, 2:] = False
+  weights = clips.labelled_start_weights(mask, window=2, stride=2)  # windows span 3 frames
+  np.testing.assert_allclose(weights, [0.0, 0.0, 0.2, 0.5, 0.7, 1.0])
+  # A clip shorter than the window: padded slots count as unlabelled.
+  np.testing.assert_allclose(clips.labelled_start_weights(np.ones((1, 5), bool), 2, 1), [0.5])

@@ -242,3 +242,19 @@ def _overlap(image, dy, dx, which):
   rows = slice(max(0, sign * dy), h + min(0, sign * dy))
   cols = slice(max(0, sign * dx), w + min(0, sign * dx))
   return image[rows, cols]
+
+
+@pytest.mark.parametrize("labelled_windows", [False, True])
+def test_labelled_windows_are_not_drawn_where_every_target_is_masked(built, labelled_windows):
+  """On-policy data masks the learner's frames; with `labelled_windows` no window is drawn
+  where all of its targets are masked (clips.labelled_start_weights), without it some are."""
+  cfg = config(built, 2, batch_size=1, window_frames=2, labelled_windows=labelled_windows)
+  frames = sources.frame_source(built, "train")
+  transform = examples.ClipExample(cfg, frames, train=True)
+  record = dict(sources.clip_source(built, "train")[0])
+  mask = np.array(record["waypoint_mask"], bool)
+  mask[:len(mask) - 2] = False  # only the last two frames keep targets
+  record["waypoint_mask"] = mask
+  rng = np.random.default_rng(0)
+  labelled = [transform.random_map(record, rng)["waypoint_mask"].any() for _ in range(40)]
+  assert all(labelled) if labelled_windows else not all(labelled)
