@@ -20,7 +20,8 @@ MEASUREMENT_KEYS = (
     "throttle brake weather weather_id near_node_x near_node_y far_node_x far_node_y is_junction "
     "is_vehicle_present is_bike_present is_lane_vehicle_present is_junction_vehicle_present "
     "is_pedestrian_present is_red_light_present is_stop_sign_present should_slow should_brake "
-    "future_waypoints affected_light_id steer_noise").split()  # steer_noise: ours (collect.py)
+    "future_waypoints affected_light_id steer_noise learner_control").split()
+# steer_noise, learner_control: ours (collect.py)
 
 
 class Spy(collect.Collector):
