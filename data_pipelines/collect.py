@@ -294,11 +294,12 @@ def _probe_sensors(make_agent, agent_config) -> list[dict]:
 
 
 def collect(config, collector=None) -> list[dict]:
-  """Drives the expert over `config.route_sets`; returns the scores of the routes driven now.
+  """Drives the expert (or `config.learner` under the expert's takeover) over
+  `config.route_sets`; returns the scores of the routes driven now.
   `collector(out_dir, config, views)` builds the writer (default `Collector`)."""
   from tqdm import tqdm
 
-  from lmgendrive_jax.sim import expert, host
+  from lmgendrive_jax.sim import host
   sim = config.sim
   specs = [spec for name in config.route_sets for spec in routes_lib.route_set(name, config.seed)]
   if config.max_routes >= 0:
