@@ -130,9 +130,9 @@ class TakeoverAgent:
     labels = dict(self.expert.last_labels)
     _, priv = input_data["privileged"]
     state = priv["state"]
-    expert = self.expert.expert
-    pos = np.asarray(state["ego_pos"], np.float64)
-    offset = float(np.linalg.norm(expert.route.points[expert.index] - pos))
+    # The expert's progress is its nearest route point to the car: the offset from the route.
+    nearest = priv["route"].point_at(float(labels["progress"]))
+    offset = float(np.linalg.norm(nearest - np.asarray(state["ego_pos"], np.float64)))
     expert_drives = self.rule.update(
         float(timestamp), may_switch=self.step % 2 == 0, offset=offset,
         speed=float(state["ego_speed"]), expert_brakes=bool(labels.get("should_brake")),
