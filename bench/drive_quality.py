@@ -16,13 +16,14 @@ resumes where it stopped and a later run with more seeds reuses the seeds alread
 
 Prints DS (with its standard error over the pooled routes) / RC / IS per agent, instruction
 following (of the junctions an agent drove through, the share it left the way its route, and so
-its instruction, said: sim/following.py), and the targets: ours >= 70% of the expert's DS and
-above both baselines, instruction following >= 90%. The pooled summary goes to
-`<out>/<set>_s<seeds>.json`. With `--light_detector` (a `configs/light_detector.py` run), ours
-and ours blanked drive with the agent's light rule (`agent/red_light.py`), with
-`--stuck_seconds` with its stuck rule (`agent/stuck.py`); their results go to
-`<agent>+light_rule[+stuck]/` beside the others, so the expert's and lane keeping's routes are
-reused.
+its instruction, said: sim/following.py), how the routes ended, the DS each agent lost by cause
+(`eval/ds_loss.py`: the route not driven, charged to its ending, and each penalty), and the
+targets: ours >= 70% of the expert's DS and above both baselines, instruction following >= 90%.
+The pooled summary goes to `<out>/<set>_s<seeds>.json`. With `--light_detector` (a
+`configs/light_detector.py` run), ours and ours blanked drive with the agent's light rule
+(`agent/red_light.py`), with `--stuck_seconds` with its stuck rule (`agent/stuck.py`); their
+results go to `<agent>+light_rule[+stuck]/` beside the others, so the expert's and lane
+keeping's routes are reused.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ sys.path.insert(0, _REPO)
 from bench.common import print_table, route_bench_parser  # noqa: E402
 from lmgendrive_jax import config as config_lib  # noqa: E402
 from lmgendrive_jax.eval import closed_loop  # noqa: E402
+from lmgendrive_jax.eval.ds_loss import ds_lost_by_cause  # noqa: E402
 from lmgendrive_jax.sim import scoring  # noqa: E402
 
 AGENTS = ("lmgendrive", "expert", "lane_keeping", "blank_instruction")
@@ -92,6 +94,17 @@ def print_endings(summaries: dict, names: dict) -> None:
               ["agent"] + ending_names + infraction_names, rows)
 
 
+def print_ds_lost(summaries: dict, names: dict) -> None:
+  """The DS points each agent lost, by cause (eval/ds_loss.py): what each ending and infraction
+  cost, which the counts above do not say. Causes ordered by what ours lost."""
+  lost = {a: ds_lost_by_cause(s["routes"]) for a, s in summaries.items()}
+  causes = list(lost["lmgendrive"]) + sorted(set().union(*lost.values()) - set(lost["lmgendrive"]))
+  rows = [[cause] + [f"{lost[a].get(cause, 0.0):.1f}" for a in AGENTS] for cause in causes]
+  rows.append(["total (100 - DS)"] + [f"{sum(lost[a].values()):.1f}" for a in AGENTS])
+  print_table("DS lost by cause (points, mean over routes)", ["cause"] + [names[a] for a in AGENTS],
+              rows)
+
+
 def main(argv=None) -> int:
   parser = route_bench_parser(__doc__, several_seeds=True)
   parser.add_argument("--out", default="", help="default: <work_dir>/drive_quality")
@@ -124,6 +137,7 @@ def main(argv=None) -> int:
               f"run {args.work_dir}", ["agent", "DS +- stderr", "DS per seed", "RC", "IS",
                                        "DS / expert DS", "instruction following", "routes"], rows)
   print_endings(summaries, names)
+  print_ds_lost(summaries, names)
   ours = summaries["lmgendrive"]
   following = ours.get("instruction_following") or 0.0
   checks = {
