@@ -29,6 +29,7 @@ EXTRAS = {
     # torchvision 0.28.0 is the release paired with torch 2.13.0 (timm imports it).
     "test": [
         "pytest>=8",
+        "pytest-xdist>=3.5",
         "torch==2.13.0",
         "torchvision==0.28.0",
         "transformers>=5.0",

@@ -27,7 +27,8 @@ def _command(work_dir):
 
 def _env():
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env.update(PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+  # One device per process; LLVM -O0 as in conftest (compiling is most of this test's time).
+  env.update(PYTHONPATH=REPO, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_backend_optimization_level=0")
   return env
 
 
