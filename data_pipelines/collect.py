@@ -22,7 +22,8 @@ deleted and driven again.
 
 On-policy collection (DAgger): with `learner.work_dir` set (a trained stage-2/3 run), that model
 drives and the expert takes over where it goes wrong (`lmgendrive_jax/agent/takeover.py`); the
-measurements flag the learner's frames (`learner_control`) and the TFDS reader keeps only the
+measurements flag the learner's frames (`learner_control`), `route_meta.json` has the route's
+`takeover` summary (takeovers by trigger, ticks each drove), and the TFDS reader keeps only the
 expert's futures as waypoint targets. Use route seeds the evaluation does not (it uses 1-5).
 """
 
@@ -34,6 +35,7 @@ import math
 import os
 import shutil
 import sys
+from typing import Any
 
 import numpy as np
 from absl import app, flags
@@ -174,6 +176,7 @@ class Collector:
   def __init__(self, out_dir: str, config, views: tuple[str, ...]):
     self.out_dir, self.config, self.views = out_dir, config, views
     self.frames: dict[int, int] = {}
+    self.agents: dict[int, Any] = {}  # per episode: its agent, for on_end's takeover summary
 
   def _written_views(self) -> tuple[str, ...]:
     """LMDrive's four cameras, plus `rgb_focus` when the rig renders the telephoto focus camera
@@ -196,6 +199,7 @@ class Collector:
                                                                      "actors_data", "topdown"]:
         os.makedirs(os.path.join(route_dir, folder))
       self.frames[key] = 0
+      self.agents[key] = agent
     frame = episode.tick // 2
     name = f"{frame:04d}"
     for view in self._written_views():
@@ -212,6 +216,7 @@ class Collector:
 
   def on_end(self, episode, result) -> None:
     n_frames = self.frames.pop(id(episode), 0)
+    agent = self.agents.pop(id(episode), None)
     route_dir = self._dir(episode)
     if n_frames == 0:
       return
@@ -226,7 +231,9 @@ class Collector:
     notices = [dict(n, frame_id=min(n["frame_id"], last)) for n in episode.notices.notices]
     _write_json(os.path.join(route_dir, META), dict(
         route=route_dir_name(episode.spec), n_frames=n_frames, town_id=episode.spec.town_id,
-        weather_id=episode.spec.weather_id, clips=clips, notices=notices, result=result))
+        weather_id=episode.spec.weather_id, clips=clips, notices=notices, result=result,
+        # On-policy routes (agent/takeover.py): takeovers by trigger, ticks each driver drove.
+        **({"takeover": agent.summary()} if hasattr(agent, "summary") else {})))
     with open(os.path.join(route_dir, DONE), "w") as f:
       f.write("ok\n")
     write_index(self.out_dir)

@@ -146,6 +146,12 @@ class TakeoverAgent:
     self.learner_ticks += 1
     return learner_control
 
+  def summary(self) -> dict:
+    """Who drove this route: takeovers by trigger and ticks driven by each (collect.py writes it
+    to the route's meta as `takeover`)."""
+    return {"takeovers": dict(self.rule.takeovers), "learner_ticks": self.learner_ticks,
+            "expert_ticks": self.expert_ticks}
+
   def destroy(self) -> None:
     self.learner.destroy()
     self.expert.destroy()

@@ -99,3 +99,34 @@ def test_expert_takes_over_a_bad_learner_and_completes_the_route(name, control, 
   # Modes change only on even ticks, so each written (even) frame's flag covers the odd tick after.
   changes = [s for s, a, b in zip(steps[1:], flags, flags[1:]) if a != b]
   assert changes and all(s % 2 == 0 for s in changes)
+
+
+def test_the_collector_writes_the_takeover_summary_to_the_route_meta(tmp_path):
+  """collect.Collector.on_end: an on-policy route's meta holds its agent's takeover summary; an
+  expert route's meta has none."""
+  import json
+  import types
+
+  from data_pipelines import collect
+
+  agent = TakeoverAgent(FixedLearner((0.0, 0.0, 1.0)), expert.ExpertAgent(CFG.expert),
+                        TakeoverRule())
+  agent.rule.takeovers.update(offset=2, stand=1)
+  agent.learner_ticks, agent.expert_ticks = 30, 12
+  collector = collect.Collector(str(tmp_path), None, collect.VIEWS)
+  result = {"infractions": [], "ds": 100.0}
+  metas = []
+  for seed, route_agent in ((1, agent), (2, expert.ExpertAgent(CFG.expert))):
+    spec = types.SimpleNamespace(town_id=1, track="tiny", weather_id=0, route_seed=seed)
+    episode = types.SimpleNamespace(
+        spec=spec, instructions=types.SimpleNamespace(finish=lambda: []),
+        notices=types.SimpleNamespace(notices=[]))
+    # What on_tick leaves after an episode's third written frame: its folder, count and agent.
+    (tmp_path / collect.route_dir_name(spec)).mkdir()
+    collector.frames[id(episode)], collector.agents[id(episode)] = 3, route_agent
+    collector.on_end(episode, result)
+    with open(tmp_path / collect.route_dir_name(spec) / collect.META) as f:
+      metas.append(json.load(f))
+  assert metas[0]["takeover"] == {"takeovers": {"offset": 2, "brake": 0, "stand": 1},
+                                  "learner_ticks": 30, "expert_ticks": 12}
+  assert "takeover" not in metas[1] and metas[1]["n_frames"] == 3
