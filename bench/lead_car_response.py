@@ -1,0 +1,181 @@
+"""Does a trained planner slow for a car standing ahead in its lane? Measured in a minute without
+driving a route.
+
+  python bench/lead_car_response.py --work_dir work_dirs/dagger/stage2_dagger2 \
+      [--route_set tiny_8] [--seed 1] [--poses 16] [--stage1_dir work_dirs/.../stage1_small]
+
+Closed loop, most of the DS our planner loses goes to collisions, and the vehicle ones happen on
+its route at cruising speed, with no braking in the seconds before (docs/experiments.md,
+2026-12-05 3rd session). This bench asks the question directly. At `--poses` places on straight,
+junction-free stretches of held-out routes (bench/lane_response.py's places), the ego is put on
+its lane centre at 5 m/s, with one car standing in the same lane `GAPS_M` metres ahead (bumper
+to bumper), or none, and no other traffic; its cameras are rendered and the run's planner takes
+one fresh step with the instruction "Follow the road." Per gap it prints the speed the planner
+asks for (LMDrive's PID target: twice the distance between its first two waypoints), the
+distance it plans to cover in 2.5 s (the last waypoint's forward coordinate), and the share of
+places where the PID would brake (`sim/pid.py`: target below 0.1 m/s or the speed above 1.1x it).
+At 5 m/s the expert (`sim/expert.py`) brakes for a standing car closer than ~12 m and slows below
+15 m; a planner that does not see the car asks the same at every gap. The second block of rows,
+every image zeroed, is that reference.
+
+With `--stage1_dir` (the stage-1 run whose encoder the planner reads), a last column gives the
+stage-1 detection head's P(object) at the standing car (the most confident of the cells within
+one of its centre's; at the 15-m place when there is no car): whether the encoder sees the car at
+all, which the planner cannot do better than.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _REPO)
+
+from bench.common import print_table, route_bench_parser  # noqa: E402
+from bench.lane_response import INSTRUCTION, SPEED, lane_pose, straight_places  # noqa: E402
+from lmgendrive_jax import config as config_lib  # noqa: E402
+from lmgendrive_jax.agent.lmgendrive_agent import LMGenDriveAgent  # noqa: E402
+from lmgendrive_jax.sim import host  # noqa: E402
+from lmgendrive_jax.sim import pid as pid_lib  # noqa: E402
+from lmgendrive_jax.sim import render as render_lib  # noqa: E402
+from lmgendrive_jax.sim import routes as routes_lib  # noqa: E402
+from lmgendrive_jax.sim import town as town_lib  # noqa: E402
+from lmgendrive_jax.train import trained  # noqa: E402
+
+GAPS_M = (None, 25.0, 15.0, 10.0, 6.0, 3.0)  # None: no car ahead
+EGO_HALF_LENGTH_M = 2.4
+
+
+def lane_position(route: routes_lib.Route, s: float) -> tuple[int, float]:
+  """Route arc length s -> (lane, arc length along that lane) of the piece driven there."""
+  start = 0.0
+  for lane, s_from, s_to, _ in route.pieces:
+    length = float(s_to) - float(s_from)
+    if s <= start + length:
+      return int(lane), float(s_from) + (s - start)
+    start += length
+  raise ValueError(f"arc length {s:.1f} m is beyond route {route.spec.name} "
+                   f"({route.length:.1f} m)")
+
+
+def placed_state(initial: dict, route: routes_lib.Route, s: float, gap: float | None) -> dict:
+  """The episode's initial state with the ego on its lane centre at route arc s, at SPEED, and
+  one car standing `gap` m ahead of its front bumper in the same lane (None: no car); no other
+  vehicles or pedestrians."""
+  centre, lane_yaw = lane_pose(route, s)
+  state = dict(initial)
+  state["ego_pos"] = centre.astype(np.float32)
+  state["ego_yaw"] = np.float32(lane_yaw)
+  state["ego_speed"] = np.float32(SPEED)
+  active = np.zeros_like(initial["npc_active"])
+  state["ped_active"] = np.zeros_like(initial["ped_active"])
+  if gap is not None:
+    half_length = float(initial["npc_half"][0, 0])
+    lane, lane_s = lane_position(route, s + EGO_HALF_LENGTH_M + gap + half_length)
+    state["npc_lane"] = np.array(initial["npc_lane"]).copy()
+    state["npc_s"] = np.array(initial["npc_s"]).copy()
+    state["npc_speed"] = np.array(initial["npc_speed"]).copy()
+    state["npc_lane"][0], state["npc_s"][0], state["npc_speed"][0] = lane, lane_s, 0.0
+    active[0] = True
+  state["npc_active"] = active
+  return state
+
+
+def detector_at_car(stage1_dir: str):
+  """A function (views uint8[V, H, W, 3], car ahead in m from the ego's centre) -> the stage-1
+  detection head's P(object) near that point (max over the cell holding it and its neighbours)."""
+  model, variables, config = trained.load_perception(stage1_dir)
+  data = config.data
+  ahead, behind, side = float(data.bev_ahead), float(data.bev_behind), float(data.bev_side)
+  rows, cols = int(data.bev_rows), int(data.bev_cols)
+  objectness = jax.jit(lambda views: jax.nn.sigmoid(model.apply(
+      variables, views[None, None], jnp.full((1, 1), SPEED, jnp.float32),
+      jnp.array([[[0.0, 20.0]]], jnp.float32))[0]["detection"][0, 0, ..., 0]))
+
+  def at_car(views: np.ndarray, forward_m: float) -> float:
+    row = int((ahead - forward_m) // ((ahead + behind) / rows))
+    col = int(side // (2 * side / cols))
+    grid = np.asarray(objectness(jnp.asarray(views)))
+    return float(grid[max(row - 1, 0):row + 2, max(col - 1, 0):col + 2].max())
+  return at_car
+
+
+def main(argv=None) -> int:
+  parser = route_bench_parser(__doc__, "simulator preset")
+  parser.add_argument("--poses", type=int, default=16, help="places on the routes")
+  parser.add_argument("--stage1_dir", default="",
+                      help="the stage-1 run of the planner's encoder: its detector's P(object) "
+                           "at the car")
+  args = parser.parse_args(argv)
+
+  sim = config_lib.sim_preset(args.preset)
+  agent = LMGenDriveAgent()
+  agent.setup({"work_dir": args.work_dir})
+  rig = host.rig_from_config(sim, agent.sensors())
+  render = jax.jit(render_lib.render_views, static_argnames="rig")
+  controller = pid_lib.WaypointController()
+  at_car = detector_at_car(args.stage1_dir) if args.stage1_dir else None
+  specs = routes_lib.route_set(args.route_set, args.seed)
+  per_route = max(1, math.ceil(args.poses / len(specs)))
+  # One padding for every town and actor count, so the renderer compiles once.
+  shapes = town_lib.max_shapes(host.get_town(spec.town_seed, sim) for spec in specs)
+  pad_vehicles = int(sim.traffic.num_vehicles) + host.EXTRA_ACTORS
+  pad_pedestrians = int(sim.traffic.num_pedestrians) + host.EXTRA_ACTORS
+
+  # results[(kind, gap)]: rows of (asked speed, planned distance in 2.5 s, PID brakes);
+  # detected[gap]: the stage-1 detector's P(object) at the car.
+  results: dict = {}
+  detected: dict = {}
+  places = 0
+  for spec in specs:
+    episode = host.Episode(spec, sim, pad_vehicles, pad_pedestrians)
+    town = jax.tree.map(jnp.asarray, episode.town.arrays(shapes))
+    # straight_places keeps 30 m of lane follow ahead: the farthest car (25 m) stands on it.
+    half_length = float(episode.initial_state["npc_half"][0, 0])
+    for s in straight_places(episode.route, per_route):
+      if places >= args.poses:
+        break
+      places += 1
+      for gap in GAPS_M:
+        state = placed_state(episode.initial_state, episode.route, s, gap)
+        images = np.asarray(render(town, jax.tree.map(jnp.asarray, state), rig=rig))
+        views = agent.preprocess({v: images[rig.views.index(v)]
+                                  for v in agent.preprocess.camera_views})
+        if at_car is not None:
+          forward = EGO_HALF_LENGTH_M + (15.0 if gap is None else gap) + half_length
+          detected.setdefault(gap, []).append(at_car(views, forward))
+        for kind, shown in (("recorded", views), ("zeroed", np.zeros_like(views))):
+          waypoints, _, _ = agent.planner.step(agent.planner.start(INSTRUCTION), shown, SPEED)
+          waypoints = np.asarray(waypoints, np.float64)
+          asked = float(np.linalg.norm(waypoints[0] - waypoints[1]) * 2.0)
+          brakes = controller.control(waypoints, SPEED).brake > 0.0
+          results.setdefault((kind, gap), []).append((asked, waypoints[-1][1], brakes))
+  if not places:
+    print(f"no straight lane-follow stretch on {args.route_set} (seed {args.seed})")
+    return 1
+  rows = []
+  for kind, name in (("recorded", "cameras as rendered"), ("zeroed", "every image zeroed")):
+    for gap in GAPS_M:
+      got = np.asarray(results[(kind, gap)], np.float64)
+      rows.append([name, "none" if gap is None else f"{gap:.0f}",
+                   f"{got[:, 0].mean():.2f} +- {got[:, 0].std():.2f}",
+                   f"{got[:, 1].mean():.1f}", f"{100 * got[:, 2].mean():.0f}%"]
+                  + ([f"{np.mean(detected[gap]):.2f}" if kind == "recorded" else ""]
+                     if detected else []))
+  print_table(
+      f"Lead-car response of {args.work_dir}: {places} places on {args.route_set} "
+      f"(seed {args.seed}), ego at {SPEED:.0f} m/s",
+      ["planner input", "car ahead (m, standing)", "asked speed (m/s)",
+       "planned distance in 2.5 s (m)", "PID brakes"]
+      + (["stage-1 detector P(object) at the car"] if detected else []), rows)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

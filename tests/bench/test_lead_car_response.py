@@ -1,0 +1,39 @@
+"""bench/lead_car_response.py places the standing car where it says: in the ego's lane, the gap
+ahead of its front bumper, facing the same way, and no other actor."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bench.lane_response import straight_places
+from bench.lead_car_response import EGO_HALF_LENGTH_M, lane_position, placed_state
+from lmgendrive_jax.config import sim_preset
+from lmgendrive_jax.sim import host, routes, world
+
+
+@pytest.mark.parametrize("gap", [3.0, 15.0])
+def test_the_car_stands_the_gap_ahead_in_the_egos_lane(gap):
+  sim = sim_preset("tiny")
+  for spec in routes.route_set("tiny_8", 1):  # the first route with a straight stretch
+    episode = host.Episode(spec, sim, int(sim.traffic.num_vehicles) + host.EXTRA_ACTORS,
+                           int(sim.traffic.num_pedestrians) + host.EXTRA_ACTORS)
+    places = straight_places(episode.route, 1)
+    if places:
+      break
+  s = places[0]
+  state = placed_state(episode.initial_state, episode.route, s, gap)
+  assert state["npc_active"].sum() == 1 and state["npc_active"][0]
+  assert not state["ped_active"].any() and state["ego_speed"] == pytest.approx(5.0)
+  ahead = s + EGO_HALF_LENGTH_M + gap
+  assert lane_position(episode.route, ahead)[0] == episode.route.lane[
+      np.searchsorted(episode.route.s, ahead)]
+  town = {k: jnp.asarray(v) for k, v in episode.town.arrays().items()}
+  pos, yaw = world.npc_poses(town, {k: jnp.asarray(v) for k, v in state.items()})
+  centre_gap = float(np.linalg.norm(np.asarray(pos[0]) - state["ego_pos"]))
+  assert centre_gap == pytest.approx(EGO_HALF_LENGTH_M + gap + float(state["npc_half"][0, 0]),
+                                     abs=0.3)
+  turn = (float(yaw[0]) - float(state["ego_yaw"]) + np.pi) % (2 * np.pi) - np.pi
+  assert turn == pytest.approx(0.0, abs=0.05)
+  assert not placed_state(episode.initial_state, episode.route, s, None)["npc_active"].any()
+  with pytest.raises(ValueError, match="beyond route"):
+    lane_position(episode.route, episode.route.length + 5.0)
