@@ -35,10 +35,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 
 from bench.common import print_table, route_bench_parser  # noqa: E402
-from lmgendrive_jax import config as config_lib  # noqa: E402
-from lmgendrive_jax.agent.lmgendrive_agent import LMGenDriveAgent  # noqa: E402
-from lmgendrive_jax.sim import host  # noqa: E402
-from lmgendrive_jax.sim import render as render_lib  # noqa: E402
+from bench.placed_scenes import PlacedScenes  # noqa: E402
 from lmgendrive_jax.sim import routes as routes_lib  # noqa: E402
 from lmgendrive_jax.sim import town as town_lib  # noqa: E402
 
@@ -96,17 +93,9 @@ def main(argv=None) -> int:
   parser.add_argument("--poses", type=int, default=24, help="places on the routes")
   args = parser.parse_args(argv)
 
-  sim = config_lib.sim_preset(args.preset)
-  agent = LMGenDriveAgent()
-  agent.setup({"work_dir": args.work_dir})
-  rig = host.rig_from_config(sim, agent.sensors())
-  render = jax.jit(render_lib.render_views, static_argnames="rig")
-  specs = routes_lib.route_set(args.route_set, args.seed)
-  per_route = max(1, math.ceil(args.poses / len(specs)))
-  # One padding for every town and actor count, so the renderer compiles once.
-  shapes = town_lib.max_shapes(host.get_town(spec.town_seed, sim) for spec in specs)
-  pad_vehicles = int(sim.traffic.num_vehicles) + host.EXTRA_ACTORS
-  pad_pedestrians = int(sim.traffic.num_pedestrians) + host.EXTRA_ACTORS
+  scenes = PlacedScenes(args)
+  agent = scenes.agent
+  per_route = max(1, math.ceil(args.poses / len(scenes.specs)))
 
   # results[kind]: rows of (offset, heading, lateral of the 2.5 s waypoint in the lane frame).
   results = {"recorded": [], "zeroed": [], "probe": []}
@@ -116,9 +105,7 @@ def main(argv=None) -> int:
     probe = jax.jit(lambda variables, images, speed: model.apply(
         variables, images, speed, method=lambda m, i, v: m.probe(m.encode_frames(i, v))[0]))
   places = 0
-  for spec in specs:
-    episode = host.Episode(spec, sim, pad_vehicles, pad_pedestrians)
-    town = jax.tree.map(jnp.asarray, episode.town.arrays(shapes))
+  for episode, town in scenes.episodes():
     for s in straight_places(episode.route, per_route):
       if places >= args.poses:
         break
@@ -127,9 +114,7 @@ def main(argv=None) -> int:
       poses = [(o, 0.0) for o in OFFSETS_M] + [(0.0, h) for h in HEADINGS_DEG]
       for offset, heading in poses:
         state = placed_state(episode.initial_state, centre, lane_yaw, offset, heading)
-        images = np.asarray(render(town, jax.tree.map(jnp.asarray, state), rig=rig))
-        views = agent.preprocess({v: images[rig.views.index(v)]
-                                  for v in agent.preprocess.camera_views})
+        views = scenes.views(town, state)
         for kind, shown in (("recorded", views), ("zeroed", np.zeros_like(views))):
           waypoints, _, _ = agent.planner.step(agent.planner.start(INSTRUCTION), shown, SPEED)
           results[kind].append((offset, heading, lane_lateral(np.asarray(waypoints)[-1], offset,

@@ -39,13 +39,9 @@ sys.path.insert(0, _REPO)
 
 from bench.common import print_table, route_bench_parser  # noqa: E402
 from bench.lane_response import INSTRUCTION, SPEED, lane_pose, straight_places  # noqa: E402
-from lmgendrive_jax import config as config_lib  # noqa: E402
-from lmgendrive_jax.agent.lmgendrive_agent import LMGenDriveAgent  # noqa: E402
-from lmgendrive_jax.sim import host  # noqa: E402
+from bench.placed_scenes import PlacedScenes  # noqa: E402
 from lmgendrive_jax.sim import pid as pid_lib  # noqa: E402
-from lmgendrive_jax.sim import render as render_lib  # noqa: E402
 from lmgendrive_jax.sim import routes as routes_lib  # noqa: E402
-from lmgendrive_jax.sim import town as town_lib  # noqa: E402
 from lmgendrive_jax.train import trained  # noqa: E402
 
 GAPS_M = (None, 25.0, 15.0, 10.0, 6.0, 3.0)  # None: no car ahead
@@ -114,28 +110,18 @@ def main(argv=None) -> int:
                            "at the car")
   args = parser.parse_args(argv)
 
-  sim = config_lib.sim_preset(args.preset)
-  agent = LMGenDriveAgent()
-  agent.setup({"work_dir": args.work_dir})
-  rig = host.rig_from_config(sim, agent.sensors())
-  render = jax.jit(render_lib.render_views, static_argnames="rig")
+  scenes = PlacedScenes(args)
+  agent = scenes.agent
   controller = pid_lib.WaypointController()
   at_car = detector_at_car(args.stage1_dir) if args.stage1_dir else None
-  specs = routes_lib.route_set(args.route_set, args.seed)
-  per_route = max(1, math.ceil(args.poses / len(specs)))
-  # One padding for every town and actor count, so the renderer compiles once.
-  shapes = town_lib.max_shapes(host.get_town(spec.town_seed, sim) for spec in specs)
-  pad_vehicles = int(sim.traffic.num_vehicles) + host.EXTRA_ACTORS
-  pad_pedestrians = int(sim.traffic.num_pedestrians) + host.EXTRA_ACTORS
+  per_route = max(1, math.ceil(args.poses / len(scenes.specs)))
 
   # results[(kind, gap)]: rows of (asked speed, planned distance in 2.5 s, PID brakes);
   # detected[gap]: the stage-1 detector's P(object) at the car.
   results: dict = {}
   detected: dict = {}
   places = 0
-  for spec in specs:
-    episode = host.Episode(spec, sim, pad_vehicles, pad_pedestrians)
-    town = jax.tree.map(jnp.asarray, episode.town.arrays(shapes))
+  for episode, town in scenes.episodes():
     # straight_places keeps 30 m of lane follow ahead: the farthest car (25 m) stands on it.
     half_length = float(episode.initial_state["npc_half"][0, 0])
     for s in straight_places(episode.route, per_route):
@@ -144,9 +130,7 @@ def main(argv=None) -> int:
       places += 1
       for gap in GAPS_M:
         state = placed_state(episode.initial_state, episode.route, s, gap)
-        images = np.asarray(render(town, jax.tree.map(jnp.asarray, state), rig=rig))
-        views = agent.preprocess({v: images[rig.views.index(v)]
-                                  for v in agent.preprocess.camera_views})
+        views = scenes.views(town, state)
         if at_car is not None:
           forward = EGO_HALF_LENGTH_M + (15.0 if gap is None else gap) + half_length
           detected.setdefault(gap, []).append(at_car(views, forward))
