@@ -39,7 +39,9 @@ sys.path.insert(0, _REPO)
 
 from bench.common import print_table, route_bench_parser  # noqa: E402
 from bench.lane_response import INSTRUCTION, SPEED, lane_pose, straight_places  # noqa: E402
+from bench.lane_response import placed_state as lane_placed_state  # noqa: E402
 from bench.placed_scenes import PlacedScenes  # noqa: E402
+from lmgendrive_jax.data import geometry  # noqa: E402
 from lmgendrive_jax.sim import pid as pid_lib  # noqa: E402
 from lmgendrive_jax.sim import routes as routes_lib  # noqa: E402
 from lmgendrive_jax.train import trained  # noqa: E402
@@ -64,22 +66,14 @@ def placed_state(initial: dict, route: routes_lib.Route, s: float, gap: float | 
   """The episode's initial state with the ego on its lane centre at route arc s, at SPEED, and
   one car standing `gap` m ahead of its front bumper in the same lane (None: no car); no other
   vehicles or pedestrians."""
-  centre, lane_yaw = lane_pose(route, s)
-  state = dict(initial)
-  state["ego_pos"] = centre.astype(np.float32)
-  state["ego_yaw"] = np.float32(lane_yaw)
-  state["ego_speed"] = np.float32(SPEED)
-  active = np.zeros_like(initial["npc_active"])
-  state["ped_active"] = np.zeros_like(initial["ped_active"])
+  state = lane_placed_state(initial, *lane_pose(route, s), offset=0.0, heading_deg=0.0)
   if gap is not None:
     half_length = float(initial["npc_half"][0, 0])
     lane, lane_s = lane_position(route, s + EGO_HALF_LENGTH_M + gap + half_length)
-    state["npc_lane"] = np.array(initial["npc_lane"]).copy()
-    state["npc_s"] = np.array(initial["npc_s"]).copy()
-    state["npc_speed"] = np.array(initial["npc_speed"]).copy()
-    state["npc_lane"][0], state["npc_s"][0], state["npc_speed"][0] = lane, lane_s, 0.0
-    active[0] = True
-  state["npc_active"] = active
+    for key, value in (("npc_lane", lane), ("npc_s", lane_s), ("npc_speed", 0.0),
+                       ("npc_active", True)):
+      state[key] = np.array(state[key]).copy()
+      state[key][0] = value
   return state
 
 
@@ -88,17 +82,18 @@ def detector_at_car(stage1_dir: str):
   detection head's P(object) near that point (max over the cell holding it and its neighbours)."""
   model, variables, config = trained.load_perception(stage1_dir)
   data = config.data
-  ahead, behind, side = float(data.bev_ahead), float(data.bev_behind), float(data.bev_side)
-  rows, cols = int(data.bev_rows), int(data.bev_cols)
+  grid = geometry.BevGrid(int(data.bev_rows), int(data.bev_cols), float(data.bev_ahead),
+                          float(data.bev_behind), float(data.bev_side))
   objectness = jax.jit(lambda views: jax.nn.sigmoid(model.apply(
       variables, views[None, None], jnp.full((1, 1), SPEED, jnp.float32),
       jnp.array([[[0.0, 20.0]]], jnp.float32))[0]["detection"][0, 0, ..., 0]))
 
   def at_car(views: np.ndarray, forward_m: float) -> float:
-    row = int((ahead - forward_m) // ((ahead + behind) / rows))
-    col = int(side // (2 * side / cols))
-    grid = np.asarray(objectness(jnp.asarray(views)))
-    return float(grid[max(row - 1, 0):row + 2, max(col - 1, 0):col + 2].max())
+    # The cell of an ego-frame point (0 m right, forward_m ahead), as geometry.bev_targets finds it.
+    row = int((grid.ahead - forward_m) // grid.cell_forward)
+    col = int(grid.side // grid.cell_lateral)
+    probability = np.asarray(objectness(jnp.asarray(views)))
+    return float(probability[max(row - 1, 0):row + 2, max(col - 1, 0):col + 2].max())
   return at_car
 
 
