@@ -18,10 +18,11 @@ At 5 m/s the expert (`sim/expert.py`) brakes for a standing car closer than ~12 
 15 m; a planner that does not see the car asks the same at every gap. The second block of rows,
 every image zeroed, is that reference.
 
-With `--stage1_dir` (the stage-1 run whose encoder the planner reads), a last column gives the
+With `--stage1_dir` (the stage-1 run whose encoder the planner reads), two last columns give the
 stage-1 detection head's P(object) at the standing car (the most confident of the cells within
-one of its centre's; at the 15-m place when there is no car): whether the encoder sees the car at
-all, which the planner cannot do better than.
+one of its centre's) and, for runs whose view-layout head has the `object` class, that head's
+mean P(object) over the front view's cells the car covers (at the 15-m place when there is no
+car): whether the encoder sees the car at all, which the planner cannot do better than.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from bench.common import print_table, route_bench_parser  # noqa: E402
 from bench.lane_response import INSTRUCTION, SPEED, lane_pose, straight_places  # noqa: E402
 from bench.lane_response import placed_state as lane_placed_state  # noqa: E402
 from bench.placed_scenes import PlacedScenes  # noqa: E402
-from lmgendrive_jax.data import geometry  # noqa: E402
+from lmgendrive_jax.data import augment, geometry, topdown, view_layout  # noqa: E402
 from lmgendrive_jax.sim import pid as pid_lib  # noqa: E402
 from lmgendrive_jax.sim import routes as routes_lib  # noqa: E402
 from lmgendrive_jax.train import trained  # noqa: E402
@@ -77,23 +78,50 @@ def placed_state(initial: dict, route: routes_lib.Route, s: float, gap: float | 
   return state
 
 
-def detector_at_car(stage1_dir: str):
-  """A function (views uint8[V, H, W, 3], car ahead in m from the ego's centre) -> the stage-1
-  detection head's P(object) near that point (max over the cell holding it and its neighbours)."""
+def perception_at_car(stage1_dir: str, camera_size: tuple[int, int]):
+  """A function (views uint8[V, H, W, 3], the car's centre forward_m ahead of the ego's, its
+  full length and width) -> (the stage-1 detection head's P(object) near the car: max over the
+  cell holding its centre and the neighbours; the view-layout head's mean P(object) over the
+  front view's cells the car covers, `data/view_layout.py`; None without that class).
+
+  camera_size: the rendered cameras' (width, height); the front view is their centre crop at the
+  run's `data.crop_scale`, as the agent preprocesses it.
+  """
   model, variables, config = trained.load_perception(stage1_dir)
   data = config.data
   grid = geometry.BevGrid(int(data.bev_rows), int(data.bev_cols), float(data.bev_ahead),
                           float(data.bev_behind), float(data.bev_side))
-  objectness = jax.jit(lambda views: jax.nn.sigmoid(model.apply(
-      variables, views[None, None], jnp.full((1, 1), SPEED, jnp.float32),
-      jnp.array([[[0.0, 20.0]]], jnp.float32))[0]["detection"][0, 0, ..., 0]))
+  has_objects = model.view_layout_classes == len(view_layout.VIEW_LAYOUT_CLASSES)
+  front = tuple(data.views).index("front")
 
-  def at_car(views: np.ndarray, forward_m: float) -> float:
+  @jax.jit
+  def heads(views):
+    predictions = model.apply(variables, views[None, None], jnp.full((1, 1), SPEED, jnp.float32),
+                              jnp.array([[[0.0, 20.0]]], jnp.float32))[0]
+    objectness = jax.nn.sigmoid(predictions["detection"][0, 0, ..., 0])
+    if not has_objects:
+      return objectness, None
+    layout = jax.nn.softmax(predictions["view_layout_logits"][0, 0, front].astype(jnp.float32))
+    return objectness, layout[..., view_layout.OBJECT]
+
+  height, width = (int(x) for x in data.view_size)
+  new_w, new_h, left, top = augment.crop_box(*camera_size, height, width, float(data.crop_scale))
+  window = (left / new_w, (left + width) / new_w, top / new_h, (top + height) / new_h)
+  rows, cols = (int(x) for x in model.view_layout_size)
+  empty_map = np.zeros((topdown.TOPDOWN_GRID.rows, topdown.TOPDOWN_GRID.cols), np.uint8)
+
+  def at_car(views: np.ndarray, forward_m: float, length: float, width_m: float):
     # The cell of an ego-frame point (0 m right, forward_m ahead), as geometry.bev_targets finds it.
     row = int((grid.ahead - forward_m) // grid.cell_forward)
     col = int(grid.side // grid.cell_lateral)
-    probability = np.asarray(objectness(jnp.asarray(views)))
-    return float(probability[max(row - 1, 0):row + 2, max(col - 1, 0):col + 2].max())
+    objectness, layout = (None if x is None else np.asarray(x) for x in heads(jnp.asarray(views)))
+    detected = float(objectness[max(row - 1, 0):row + 2, max(col - 1, 0):col + 2].max())
+    if layout is None:
+      return detected, None
+    car = np.array([[0.0, forward_m, 0.0, length, width_m, 0.0, 0.0]], np.float32)
+    covered = view_layout.view_layout(empty_map, "front", window, camera_size[1] / camera_size[0],
+                                      rows, cols, objects=car)[..., view_layout.OBJECT] > 0.5
+    return detected, float(layout[covered].mean()) if covered.any() else float("nan")
   return at_car
 
 
@@ -108,17 +136,18 @@ def main(argv=None) -> int:
   scenes = PlacedScenes(args)
   agent = scenes.agent
   controller = pid_lib.WaypointController()
-  at_car = detector_at_car(args.stage1_dir) if args.stage1_dir else None
+  at_car = (perception_at_car(args.stage1_dir, (scenes.rig.width, scenes.rig.height))
+            if args.stage1_dir else None)
   per_route = max(1, math.ceil(args.poses / len(scenes.specs)))
 
   # results[(kind, gap)]: rows of (asked speed, planned distance in 2.5 s, PID brakes);
-  # detected[gap]: the stage-1 detector's P(object) at the car.
+  # detected[gap]: (the stage-1 detector's, its view-layout head's) P(object) at the car.
   results: dict = {}
   detected: dict = {}
   places = 0
   for episode, town in scenes.episodes():
     # straight_places keeps 30 m of lane follow ahead: the farthest car (25 m) stands on it.
-    half_length = float(episode.initial_state["npc_half"][0, 0])
+    half_length, half_width = (float(x) for x in episode.initial_state["npc_half"][0])
     for s in straight_places(episode.route, per_route):
       if places >= args.poses:
         break
@@ -128,7 +157,8 @@ def main(argv=None) -> int:
         views = scenes.views(town, state)
         if at_car is not None:
           forward = EGO_HALF_LENGTH_M + (15.0 if gap is None else gap) + half_length
-          detected.setdefault(gap, []).append(at_car(views, forward))
+          detected.setdefault(gap, []).append(at_car(views, forward, 2 * half_length,
+                                                     2 * half_width))
         for kind, shown in (("recorded", views), ("zeroed", np.zeros_like(views))):
           waypoints, _, _ = agent.planner.step(agent.planner.start(INSTRUCTION), shown, SPEED)
           waypoints = np.asarray(waypoints, np.float64)
@@ -145,15 +175,22 @@ def main(argv=None) -> int:
       rows.append([name, "none" if gap is None else f"{gap:.0f}",
                    f"{got[:, 0].mean():.2f} +- {got[:, 0].std():.2f}",
                    f"{got[:, 1].mean():.1f}", f"{100 * got[:, 2].mean():.0f}%"]
-                  + ([f"{np.mean(detected[gap]):.2f}" if kind == "recorded" else ""]
+                  + ((_perception_columns(detected[gap]) if kind == "recorded" else ["", ""])
                      if detected else []))
   print_table(
       f"Lead-car response of {args.work_dir}: {places} places on {args.route_set} "
       f"(seed {args.seed}), ego at {SPEED:.0f} m/s",
       ["planner input", "car ahead (m, standing)", "asked speed (m/s)",
        "planned distance in 2.5 s (m)", "PID brakes"]
-      + (["stage-1 detector P(object) at the car"] if detected else []), rows)
+      + (["stage-1 detector P(object) at the car", "stage-1 view layout P(object) on the car"]
+         if detected else []), rows)
   return 0
+
+
+def _perception_columns(readings: list[tuple]) -> list[str]:
+  detector = np.mean([d for d, _ in readings])
+  layout = [v for _, v in readings if v is not None]
+  return [f"{detector:.2f}", f"{np.nanmean(layout):.2f}" if layout else "n/a"]
 
 
 if __name__ == "__main__":

@@ -363,8 +363,8 @@ def vision_preset(name: str) -> ConfigDict:
   # From scratch the waypoint head reads the target point in units of 20 m (models/
   # perception_heads.py says why), and a road-layout head asks the BEV cells where the lanes are
   # (data/topdown.py says why); `paper` keeps LMDrive's heads (metres, no road layout).
-  # They also decode each view's road layout in image space from its feature map (data/
-  # view_layout.py says why), at a quarter of the view's resolution.
+  # They also decode each view's road layout and the cars and pedestrians on it in image space
+  # from its feature map (data/view_layout.py says why), at a quarter of the view's resolution.
   # The red-light-ahead head stays off for the small presets: their 64x64 front camera shows a
   # light ~30 m ahead well under a pixel wide, and even with the telephoto focus camera a 400-step
   # stage 1 did not learn it (`bench/light_heads.py`; README); paper's views come from 800x600.

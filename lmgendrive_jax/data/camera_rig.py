@@ -22,14 +22,14 @@ CAMERA_POSES = {
 FOV_DEG = 100.0
 
 
-def ground_points(camera: str, u: np.ndarray, v: np.ndarray, aspect: float
-                  ) -> tuple[np.ndarray, np.ndarray]:
-  """Where the rays of image points meet the flat ground.
+def rays(camera: str, u: np.ndarray, v: np.ndarray, aspect: float
+         ) -> tuple[np.ndarray, np.ndarray]:
+  """The rays of image points, in the ego frame.
 
   camera: a `CAMERA_POSES` name; u, v: f[...] positions in the camera image as fractions of its
   width and height (0 = left / top edge, 1 = right / bottom edge); aspect: the camera image's
-  height / width. -> (points f32[..., 2] as (right, forward) metres in the ego frame, hits
-  bool[...]: False for rays at or above the horizon, which never meet the ground).
+  height / width. -> (origin f64[3], directions f64[..., 3]), both as (right, forward, up)
+  metres; a direction is scaled to one metre of depth along the camera's axis.
   """
   if camera not in CAMERA_POSES:
     raise ValueError(f"unknown camera {camera!r}; known: {sorted(CAMERA_POSES)}")
@@ -37,9 +37,24 @@ def ground_points(camera: str, u: np.ndarray, v: np.ndarray, aspect: float
   tan_half = math.tan(math.radians(FOV_DEG / 2))
   right_per_depth = (np.asarray(u, np.float64) - 0.5) * 2 * tan_half
   down_per_depth = (np.asarray(v, np.float64) - 0.5) * 2 * tan_half * aspect
-  hits = down_per_depth > 1e-6
-  depth = np.where(hits, z / np.maximum(down_per_depth, 1e-6), 0.0)
+  right_per_depth, down_per_depth = np.broadcast_arrays(right_per_depth, down_per_depth)
   yaw = math.radians(yaw_deg)
-  forward = x + depth * (math.cos(yaw) - right_per_depth * math.sin(yaw))
-  right = y + depth * (math.sin(yaw) + right_per_depth * math.cos(yaw))
-  return np.stack([right, forward], axis=-1).astype(np.float32), hits
+  directions = np.stack([math.sin(yaw) + right_per_depth * math.cos(yaw),
+                         math.cos(yaw) - right_per_depth * math.sin(yaw),
+                         -down_per_depth], axis=-1)
+  return np.asarray((y, x, z), np.float64), directions
+
+
+def ground_points(camera: str, u: np.ndarray, v: np.ndarray, aspect: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """Where the rays of image points meet the flat ground.
+
+  Arguments as `rays`. -> (points f32[..., 2] as (right, forward) metres in the ego frame, hits
+  bool[...]: False for rays at or above the horizon, which never meet the ground).
+  """
+  origin, directions = rays(camera, u, v, aspect)
+  down = -directions[..., 2]
+  hits = down > 1e-6
+  depth = np.where(hits, origin[2] / np.maximum(down, 1e-6), 0.0)
+  points = origin[:2] + depth[..., None] * directions[..., :2]
+  return points.astype(np.float32), hits

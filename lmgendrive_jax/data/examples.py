@@ -108,11 +108,12 @@ class _ViewLayouts:
     has_map = bool(record.get("has_road_map", False))
     if has_map:
       road_map = np.asarray(record["road_map"], np.uint8)
+      objects = np.asarray(record["objects"], np.float32).reshape(-1, 7)
       for i, (view, window) in enumerate(zip(self.cameras, windows)):
         camera, camera_part = self.cameras[view]
         layouts[i] = view_layout.view_layout(
             road_map, camera, view_layout.sub_window(camera_part, window), self.aspect,
-            self.rows, self.cols)
+            self.rows, self.cols, objects=objects)
     return {"view_layout": layouts, "view_layout_mask": np.bool_(has_map)}
 
 

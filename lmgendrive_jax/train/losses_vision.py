@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lmgendrive_jax.data import view_layout
+
 LMDRIVE_WEIGHTS = {"detection": 0.5, "waypoints": 0.5, "detection_speed": 0.05,
                    "traffic_light": 0.1, "stop_sign": 0.01}
 DETECTION_TERM_WEIGHTS = {"objectness": 0.4, "offset": 0.2, "box": 0.2, "orientation": 0.2}
@@ -75,6 +77,20 @@ def layout_kl(logits: jax.Array, target: jax.Array, has_map: jax.Array) -> jax.A
   entropy = -jnp.sum(target * jnp.log(jnp.maximum(target, 1e-12)), axis=-1)
   kl = optax.softmax_cross_entropy(logits, target) - entropy
   return _masked_mean(kl, has_map.reshape(has_map.shape + (1,) * (kl.ndim - 2)))
+
+
+def object_confidence(logits: jax.Array, target: jax.Array, has_map: jax.Array
+                      ) -> dict[str, jax.Array]:
+  """View-layout logits and target f32[B, T, V, r, c, C], has_map bool[B, T] -> the predicted
+  P(object) averaged over the cells the objects cover ("view_layout/object_p", weighted by their
+  share) and over the rest ("view_layout/object_p_elsewhere"): whether the encoder sees the cars
+  (a head at its loss's best constant reads the same on both). Metrics only."""
+  p = jax.lax.stop_gradient(jax.nn.softmax(logits.astype(jnp.float32))[..., view_layout.OBJECT])
+  share = target[..., view_layout.OBJECT].astype(jnp.float32)
+  frames = has_map.reshape(has_map.shape + (1,) * (share.ndim - 2)).astype(jnp.float32)
+  on, off = share * frames, (1.0 - share) * frames
+  return {"view_layout/object_p": jnp.sum(p * on) / jnp.maximum(jnp.sum(on), 1e-6),
+          "view_layout/object_p_elsewhere": jnp.sum(p * off) / jnp.maximum(jnp.sum(off), 1e-6)}
 
 
 def _labelled_layout_kl(logits: jax.Array, labels: Mapping[str, jax.Array], frame_mask: jax.Array,
@@ -169,6 +185,10 @@ def stage1_loss(predictions: Mapping[str, jax.Array], labels: Mapping[str, jax.A
   if "view_layout_logits" in predictions:
     metrics["view_layout"] = view_layout_loss(predictions["view_layout_logits"], labels,
                                               frame_mask)
+    if predictions["view_layout_logits"].shape[-1] == len(view_layout.VIEW_LAYOUT_CLASSES):
+      metrics.update(object_confidence(predictions["view_layout_logits"], labels["view_layout"],
+                                       frame_mask & labels.get("view_layout_mask", frame_mask)
+                                       .astype(bool)))
   missing = [k for k in weights if k not in metrics]
   if missing:
     raise KeyError(f"stage-1 loss weights {missing} have no term: the road- and view-layout "

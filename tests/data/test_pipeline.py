@@ -13,7 +13,7 @@ import lmdrive_fixture as fx
 from data_pipelines.lmdrive_tfds import BuildConfig, build
 from lmgendrive_jax import parallel
 from lmgendrive_jax.config import data_preset, logical_axis_rules, mesh_config
-from lmgendrive_jax.data import examples, pipeline, sources
+from lmgendrive_jax.data import examples, pipeline, sources, view_layout
 from lmgendrive_jax.data.tokenizer import load_tokenizer
 from lmgendrive_jax.errors import DataError
 from lmgendrive_jax.sim.instructions import render
@@ -213,7 +213,7 @@ def test_view_layouts_follow_each_views_crop(built):
   eval_map = examples.FrameExample(cfg, grid, False, source.build_config)
   record = source[3]
   centred = eval_map.random_map(record, np.random.default_rng(0))
-  assert centred["view_layout"].shape == (5, 32, 32, 7) and centred["view_layout_mask"]
+  assert centred["view_layout"].shape == (5, 32, 32, len(view_layout.VIEW_LAYOUT_CLASSES)) and centred["view_layout_mask"]
   np.testing.assert_allclose(centred["view_layout"].sum(-1), 1.0, rtol=1e-5)
   # The fixture's road map has bands ahead of the ego: the front label changes down the image.
   assert len(np.unique(centred["view_layout"][0].argmax(-1))) > 2

@@ -1,6 +1,7 @@
 """Per-view road layout (data/view_layout.py): rays of LMDrive's pinhole rig meet the flat ground
 where the geometry says, the road map's classes land on the image columns a lane marking takes,
-and a crop's label is the matching block of the whole view's."""
+a crop's label is the matching block of the whole view's, and the `object` class covers the
+pixels where the renderer draws a car."""
 
 import math
 
@@ -89,3 +90,94 @@ def test_the_focus_view_is_the_centre_of_the_front_camera():
   # A window of a window: the inner fractions are of the outer window's image.
   np.testing.assert_allclose(view_layout.sub_window((0.2, 0.6, 0.0, 0.5), (0.5, 1.0, 0.5, 1.0)),
                              (0.4, 0.6, 0.25, 0.5))
+
+
+def _car(right_m: float, forward_m: float, yaw: float = 0.0, kind: int = 0) -> np.ndarray:
+  """One ego-frame box in geometry.OBJECT_FIELDS order: 4.6 x 2.0 m."""
+  return np.array([[right_m, forward_m, yaw, 4.6, 2.0, 0.0, kind]], np.float32)
+
+
+def test_a_car_ahead_covers_its_near_face_in_the_front_view():
+  size = 64
+  road_map = _marking_at(1.75)
+  near = 10.0 - 2.3 - 1.3  # its rear face, metres ahead of the front camera
+  label = view_layout.view_layout(road_map, "front", view_layout.FULL_IMAGE, 1.0, size, size,
+                                  samples=1, objects=_car(0.0, 10.0))
+  np.testing.assert_allclose(label.sum(-1), 1.0)
+  covered = label[..., view_layout.OBJECT] > 0.5
+  centre = (np.arange(size) + 0.5) / size - 0.5  # a cell centre's offset from the image centre
+  per_depth = centre * 2 * TAN_HALF
+  # Its rear face spans 1 m either side and from the ground (2.3 m below the camera) up to its
+  # 1.5 m roof (0.8 m below), which the camera sees from above over its 4.6 m length.
+  cols = np.abs(per_depth * near) < 1.0
+  rows = (per_depth * near > 0.8) & (per_depth * near < 2.3)
+  roof_depth = 0.8 / np.where(per_depth > 0, per_depth, np.nan)
+  with np.errstate(invalid="ignore"):
+    roof = ((roof_depth > near) & (roof_depth < near + 4.6))[:, None] & (
+        np.abs(per_depth[None, :] * roof_depth[:, None]) < 1.0)
+  np.testing.assert_array_equal(covered, (rows[:, None] & cols[None, :]) | roof)
+  assert roof.any() and (rows[:, None] & cols[None, :]).any()
+  # Elsewhere the road map's classes stay; the rear camera does not see it.
+  assert (label[~covered].argmax(-1) != view_layout.OBJECT).all()
+  assert not (view_layout.view_layout(road_map, "rear", view_layout.FULL_IMAGE, 1.0, size, size,
+                                      objects=_car(0.0, 10.0))[..., view_layout.OBJECT] > 0).any()
+
+
+def test_a_turned_car_is_wider_and_the_ego_is_no_object():
+  ahead = view_layout.view_layout(_marking_at(1.75), "front", view_layout.FULL_IMAGE, 1.0, 32, 32,
+                                  objects=_car(0.0, 12.0))
+  crossing = view_layout.view_layout(_marking_at(1.75), "front", view_layout.FULL_IMAGE, 1.0, 32,
+                                     32, objects=_car(0.0, 12.0, yaw=math.pi / 2))
+  assert crossing[..., view_layout.OBJECT].sum() > 1.5 * ahead[..., view_layout.OBJECT].sum()
+  # CARLA's actor lists may hold the ego itself: a box over the ego's centre is skipped, else
+  # every ray of every camera (inside it) would meet it.
+  for camera in ("front", "rear"):
+    own = view_layout.view_layout(_marking_at(1.75), camera, view_layout.FULL_IMAGE, 1.0, 16, 16,
+                                  objects=_car(0.0, 0.0))
+    assert not own[..., view_layout.OBJECT].any()
+  with pytest.raises(ValueError, match="type 2"):
+    view_layout.view_layout(_marking_at(1.75), "front", view_layout.FULL_IMAGE, 1.0, 8, 8,
+                            objects=_car(0.0, 12.0, kind=2))
+
+
+def test_the_object_class_is_where_the_renderer_draws_the_car():
+  """A car placed ahead in the embedded simulator, converted to an ego-frame box the way the
+  collector and the TFDS reader do (actors_data -> geometry.actors_to_objects), covers exactly
+  the pixels the renderer changes in the front and side views."""
+  import jax
+  import jax.numpy as jnp
+
+  from bench.lane_response import straight_places
+  from bench.lead_car_response import placed_state
+  from data_pipelines.collect import actors_data
+  from lmgendrive_jax.config import sim_preset
+  from lmgendrive_jax.data import geometry
+  from lmgendrive_jax.sim import host, render, routes
+
+  sim = sim_preset("tiny")
+  for spec in routes.route_set("tiny_8", 1):
+    episode = host.Episode(spec, sim, int(sim.traffic.num_vehicles) + host.EXTRA_ACTORS,
+                           int(sim.traffic.num_pedestrians) + host.EXTRA_ACTORS)
+    places = straight_places(episode.route, 1)
+    if places:
+      break
+  rig = render.CameraRig(views=("front", "left", "right"), width=64, height=64, max_boxes=64,
+                         draw_distance=120.0)
+  town = jax.tree.map(jnp.asarray, episode.town.arrays())
+  with_car, without = (placed_state(episode.initial_state, episode.route, places[0], gap)
+                       for gap in (2.0, None))
+  images = [np.asarray(render.render_views(town, jax.tree.map(jnp.asarray, s), rig), np.int32)
+            for s in (with_car, without)]
+  drawn = np.abs(images[0] - images[1]).sum(-1) > 0
+  theta = (float(with_car["ego_yaw"]) + math.pi / 2) % (2 * math.pi)  # as the collector writes
+  lights = np.zeros(len(episode.town.light_pos), np.int32)
+  objects = geometry.actors_to_objects(actors_data(episode, with_car, lights, 60.0),
+                                       np.asarray(with_car["ego_pos"], np.float64), theta)
+  assert len(objects) == 1
+  for i, camera in enumerate(rig.views):
+    label = view_layout.view_layout(np.zeros((200, 200), np.uint8), camera,
+                                    view_layout.FULL_IMAGE, 1.0, 64, 64, samples=1,
+                                    objects=objects)[..., view_layout.OBJECT] > 0.5
+    assert drawn[i].any(), camera
+    iou = (label & drawn[i]).sum() / (label | drawn[i]).sum()
+    assert iou > 0.95, (camera, iou)

@@ -22,7 +22,7 @@ import lmdrive_fixture as fx  # noqa: E402
 from data_pipelines.lmdrive_tfds import BuildConfig, build  # noqa: E402
 from lmgendrive_jax import config as config_lib  # noqa: E402
 from lmgendrive_jax import parallel  # noqa: E402
-from lmgendrive_jax.data import pipeline  # noqa: E402
+from lmgendrive_jax.data import pipeline, view_layout  # noqa: E402
 from lmgendrive_jax.errors import CheckpointError  # noqa: E402
 from lmgendrive_jax.train import llm_text, loop, qformer_align, stage1, stage2, trained  # noqa: E402
 from lmgendrive_jax.train import state as train_state  # noqa: E402
@@ -286,7 +286,7 @@ def test_layout_probe_draws_every_views_layout_from_the_qformer_tokens(stage2_ti
   assert size == (4, 4) and tuple(config.data.view_layout_size) == size
   assert config.loss.layout_probe_weight == 1.0
   b, t = batch["frame_mask"].shape
-  assert batch["view_layout"].shape == (b, t, 5, 4, 4, 7)
+  assert batch["view_layout"].shape == (b, t, 5, 4, 4, len(view_layout.VIEW_LAYOUT_CLASSES))
   np.testing.assert_array_equal(batch["view_layout_mask"], batch["frame_mask"])
   forward = jax.jit(lambda b: model.apply({"params": params, **variables},
                                           *stage2.model_inputs(b))[1]["probe_layout_logits"])

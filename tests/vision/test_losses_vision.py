@@ -4,6 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lmgendrive_jax.data import view_layout
+from lmgendrive_jax.train import losses_vision
 from lmgendrive_jax.train.losses_vision import LMDRIVE_WEIGHTS, stage1_loss
 
 
@@ -122,9 +124,10 @@ def test_road_layout_needs_its_labels_and_its_head():
 def test_view_layout_term_is_the_kl_per_view_pixel_over_frames_with_a_road_map():
   rng = np.random.default_rng(6)
   pred, labels = _example(rng)
-  shape = (2, 3, 5, 4, 4, 7)  # [B, T, V, rows, cols, classes]
+  classes = len(view_layout.VIEW_LAYOUT_CLASSES)
+  shape = (2, 3, 5, 4, 4, classes)  # [B, T, V, rows, cols, classes]
   pred["view_layout_logits"] = rng.normal(size=shape).astype(np.float32)
-  labels["view_layout"] = rng.dirichlet(np.full(7, 0.5), size=shape[:-1]).astype(np.float32)
+  labels["view_layout"] = rng.dirichlet(np.full(classes, 0.5), size=shape[:-1]).astype(np.float32)
   has_map = np.array([[True, True, False], [False, True, True]])
   labels["view_layout_mask"] = has_map
   frames = np.array([[True, False, True], [True, True, True]])
@@ -160,3 +163,22 @@ def test_red_light_ahead_term_is_a_cross_entropy_added_with_its_weight():
   del labels["red_light_ahead"]
   with pytest.raises(KeyError, match="red_light_ahead"):
     stage1_loss(pred, labels, weights={**LMDRIVE_WEIGHTS, "red_light_ahead": 0.5})
+
+
+def test_object_confidence_reads_p_object_on_and_off_the_objects():
+  """The view-layout metrics say whether the head finds the objects: the predicted P(object)
+  averaged over the cells they cover, by share, and over the rest; frames without a map out."""
+  classes, obj = len(view_layout.VIEW_LAYOUT_CLASSES), view_layout.OBJECT
+  target = np.zeros((1, 2, 1, 2, 1, classes), np.float32)
+  target[..., 0] = 1.0
+  target[0, 0, 0, 0, 0] = np.eye(classes)[obj]            # a cell all object
+  target[0, 0, 0, 1, 0, [0, obj]] = 0.5                    # a cell half object
+  logits = np.zeros_like(target)
+  logits[0, 0, 0, 0, 0, obj] = 5.0
+  logits[0, 1, ..., obj] = 9.0                             # the frame without a map
+  p = np.exp(logits[0, 0, 0, :, 0]) / np.exp(logits[0, 0, 0, :, 0]).sum(-1, keepdims=True)
+  got = losses_vision.object_confidence(jnp.asarray(logits), jnp.asarray(target),
+                                        jnp.array([[True, False]]))
+  np.testing.assert_allclose(got["view_layout/object_p"], (p[0, obj] + 0.5 * p[1, obj]) / 1.5,
+                             rtol=1e-5)
+  np.testing.assert_allclose(got["view_layout/object_p_elsewhere"], p[1, obj], rtol=1e-5)

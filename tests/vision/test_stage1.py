@@ -10,12 +10,14 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from lmgendrive_jax import config as config_lib
 from lmgendrive_jax import parallel
+from lmgendrive_jax.data.view_layout import VIEW_LAYOUT_CLASSES
 from lmgendrive_jax.models.perception_heads import PerceptionHeads, decode_detections
 from lmgendrive_jax.models.vision import PerceptionModel
 from lmgendrive_jax.train.losses_vision import LMDRIVE_WEIGHTS, stage1_loss
 
 GRID = 8
 VIEWS = 5
+NUM_VIEW_CLASSES = len(VIEW_LAYOUT_CLASSES)  # the road classes, beyond_map, object
 SIZE = 32
 
 
@@ -43,7 +45,7 @@ def _batch(rng, batch, num_objects=2):
       "road_layout": np.random.default_rng(batch).dirichlet(
           np.full(6, 0.3), size=(batch, 1, GRID, GRID)).astype(np.float32),
       "view_layout": np.random.default_rng(batch + 1).dirichlet(
-          np.full(7, 0.3), size=(batch, 1, VIEWS, 8, 8)).astype(np.float32),
+          np.full(NUM_VIEW_CLASSES, 0.3), size=(batch, 1, VIEWS, 8, 8)).astype(np.float32),
       "red_light_ahead": np.random.default_rng(batch + 2).integers(0, 2, (batch, 1)),
   }
   inputs = {"images": images, "speed": rng.uniform(0, 8, (batch, 1)).astype(np.float32),
@@ -264,7 +266,7 @@ def test_view_layout_head_decodes_each_views_own_feature_map():
   """tiny/small decode every view's road layout in image space from that view's projected
   feature map (data/view_layout.py says why); paper, LMDrive's heads, does not. The term's
   gradient reaches the backbone and the projection, and nothing of the BEV decoder."""
-  assert config_lib.vision_preset("small").view_layout_classes == 7
+  assert config_lib.vision_preset("small").view_layout_classes == NUM_VIEW_CLASSES
   assert tuple(config_lib.vision_preset("small").view_layout_size) == (16, 16)
   assert config_lib.vision_preset("paper").view_layout_classes == 0
   inputs, labels = _batch(np.random.default_rng(3), batch=2)
@@ -273,7 +275,7 @@ def test_view_layout_head_decodes_each_views_own_feature_map():
   layout = jax.jit(lambda images: model.apply(variables, **dict(inputs, images=images))[0][
       "view_layout_logits"])
   logits = layout(inputs["images"])
-  assert logits.shape == (2, 1, VIEWS, 8, 8, 7)
+  assert logits.shape == (2, 1, VIEWS, 8, 8, NUM_VIEW_CLASSES)
   # Each view's logits depend on that view's image only.
   changed_images = inputs["images"].copy()
   changed_images[:, :, 2] = 255 - changed_images[:, :, 2]
