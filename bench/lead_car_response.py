@@ -21,8 +21,9 @@ every image zeroed, is that reference.
 With `--stage1_dir` (the stage-1 run whose encoder the planner reads), two last columns give the
 stage-1 detection head's P(object) at the standing car (the most confident of the cells within
 one of its centre's) and, for runs whose view-layout head has the `object` class, that head's
-mean P(object) over the front view's cells the car covers (at the 15-m place when there is no
-car): whether the encoder sees the car at all, which the planner cannot do better than.
+P(object) over the front view's cells the car covers, by share; each with the car and, in
+brackets, at the same place without it (the "none" row: at the 15-m place): whether the encoder
+sees the car at all, which the planner cannot do better than.
 """
 
 from __future__ import annotations
@@ -81,8 +82,9 @@ def placed_state(initial: dict, route: routes_lib.Route, s: float, gap: float | 
 def perception_at_car(stage1_dir: str, camera_size: tuple[int, int]):
   """A function (views uint8[V, H, W, 3], the car's centre forward_m ahead of the ego's, its
   full length and width) -> (the stage-1 detection head's P(object) near the car: max over the
-  cell holding its centre and the neighbours; the view-layout head's mean P(object) over the
-  front view's cells the car covers, `data/view_layout.py`; None without that class).
+  cell holding its centre and the neighbours; the view-layout head's P(object) over the front
+  view's cells the car covers, weighted by how much of each it covers (`data/view_layout.py`);
+  None without that class).
 
   camera_size: the rendered cameras' (width, height); the front view is their centre crop at the
   run's `data.crop_scale`, as the agent preprocesses it.
@@ -119,9 +121,9 @@ def perception_at_car(stage1_dir: str, camera_size: tuple[int, int]):
     if layout is None:
       return detected, None
     car = np.array([[0.0, forward_m, 0.0, length, width_m, 0.0, 0.0]], np.float32)
-    covered = view_layout.view_layout(empty_map, "front", window, camera_size[1] / camera_size[0],
-                                      rows, cols, objects=car)[..., view_layout.OBJECT] > 0.5
-    return detected, float(layout[covered].mean()) if covered.any() else float("nan")
+    share = view_layout.view_layout(empty_map, "front", window, camera_size[1] / camera_size[0],
+                                    rows, cols, objects=car)[..., view_layout.OBJECT]
+    return detected, float((layout * share).sum() / share.sum()) if share.any() else float("nan")
   return at_car
 
 
@@ -141,7 +143,8 @@ def main(argv=None) -> int:
   per_route = max(1, math.ceil(args.poses / len(scenes.specs)))
 
   # results[(kind, gap)]: rows of (asked speed, planned distance in 2.5 s, PID brakes);
-  # detected[gap]: (the stage-1 detector's, its view-layout head's) P(object) at the car.
+  # detected[gap]: per place, [(the stage-1 detector's, its view-layout head's) P(object) at the
+  # car, the same without the car].
   results: dict = {}
   detected: dict = {}
   places = 0
@@ -152,13 +155,17 @@ def main(argv=None) -> int:
       if places >= args.poses:
         break
       places += 1
+      no_car = None
       for gap in GAPS_M:
         state = placed_state(episode.initial_state, episode.route, s, gap)
         views = scenes.views(town, state)
+        no_car = views if gap is None else no_car  # GAPS_M starts with None
         if at_car is not None:
+          # The readings where the car stands, with it and without it (the same cells empty).
           forward = EGO_HALF_LENGTH_M + (15.0 if gap is None else gap) + half_length
-          detected.setdefault(gap, []).append(at_car(views, forward, 2 * half_length,
-                                                     2 * half_width))
+          size = (2 * half_length, 2 * half_width)
+          detected.setdefault(gap, []).append(
+              [at_car(shown, forward, *size) for shown in (views, no_car)])
         for kind, shown in (("recorded", views), ("zeroed", np.zeros_like(views))):
           waypoints, _, _ = agent.planner.step(agent.planner.start(INSTRUCTION), shown, SPEED)
           waypoints = np.asarray(waypoints, np.float64)
@@ -182,15 +189,20 @@ def main(argv=None) -> int:
       f"(seed {args.seed}), ego at {SPEED:.0f} m/s",
       ["planner input", "car ahead (m, standing)", "asked speed (m/s)",
        "planned distance in 2.5 s (m)", "PID brakes"]
-      + (["stage-1 detector P(object) at the car", "stage-1 view layout P(object) on the car"]
+      + (["stage-1 detector P(object) at the car (no car)",
+          "stage-1 view layout P(object) on the car (no car)"]
          if detected else []), rows)
   return 0
 
 
-def _perception_columns(readings: list[tuple]) -> list[str]:
-  detector = np.mean([d for d, _ in readings])
-  layout = [v for _, v in readings if v is not None]
-  return [f"{detector:.2f}", f"{np.nanmean(layout):.2f}" if layout else "n/a"]
+def _perception_columns(readings: list[list[tuple]]) -> list[str]:
+  """Per place [(detector, layout) with the car, the same without it] -> 'with (without)' means."""
+  detector = np.asarray([[d for d, _ in place] for place in readings], np.float64)
+  columns = [f"{detector[:, 0].mean():.2f} ({detector[:, 1].mean():.2f})"]
+  if any(v is None for place in readings for _, v in place):
+    return columns + ["n/a"]
+  layout = np.asarray([[v for _, v in place] for place in readings], np.float64)
+  return columns + [f"{np.nanmean(layout[:, 0]):.2f} ({np.nanmean(layout[:, 1]):.2f})"]
 
 
 if __name__ == "__main__":

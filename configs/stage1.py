@@ -34,6 +34,9 @@ def get_config(arg=None):
       # The per-view road layout in image space (data/view_layout.py), for models with that head
       # (model.vision.view_layout_classes > 0: tiny and small).
       view_layout_weight=1.0,
+      # Its cells weigh 1 + this x their share of vehicles and pedestrians, ~0.3% of the cells
+      # (train/losses_vision.py: view_layout_loss says why).
+      view_object_boost={"tiny": 30.0, "small": 30.0, "paper": 0.0}[arg.preset],
       # The speed-independent red-light head on the focus view's feature map (data label
       # `red_light_ahead`; models/perception_heads.py says why LMDrive's light label is not
       # enough), for models with it (model.vision.red_ahead_head: paper; config.py says why not

@@ -55,11 +55,14 @@ def stage_config(stage: int, arg) -> config_lib.ConfigDict:
       visual_probe_weight={"tiny": 1.0, "small": 1.0, "paper": 0.0}[preset],
       waypoint_lateral_weight={"tiny": 1.0, "small": 5.0, "paper": 1.0}[preset],
       layout_probe_weight={"tiny": 1.0, "small": 1.0, "paper": 0.0}[preset],
+      layout_probe_object_boost={"tiny": 30.0, "small": 30.0, "paper": 0.0}[preset],
       instruction_probe_weight=0.0))
   config.model.lmgendrive.visual_probe = config.loss.visual_probe_weight > 0
   config.data = config_lib.data_preset(preset, stage=stage)
   # layout_probe_weight: the KL of a head drawing every view's road layout (data/view_layout.py)
-  # at layout_probe_size from the Q-Former's tokens alone (models/layout_probe.py says why).
+  # at layout_probe_size from the Q-Former's tokens alone (models/layout_probe.py says why);
+  # layout_probe_object_boost weighs its cells as stage 1's view_object_boost does, so the
+  # tokens must carry where the cars are (train/losses_vision.py: view_layout_loss says why).
   if config.loss.layout_probe_weight > 0:
     size = {"tiny": (4, 4), "small": (8, 8)}[preset]
     config.model.lmgendrive.layout_probe_size = size

@@ -110,7 +110,8 @@ def build_task(config) -> tuple[Task, PerceptionModel]:
         variables, batch["images"][:, None], batch["speed"][:, None], target_point[:, None],
         train=True, mutable=["batch_stats"])
     labels = {k: batch[k][:, None] for k in LABEL_KEYS if k in batch}
-    loss, metrics = stage1_loss(predictions, labels, weights=weights)
+    loss, metrics = stage1_loss(predictions, labels, weights=weights,
+                                view_object_boost=float(config.loss.get("view_object_boost", 0.0)))
     metrics = {f"perception/{k}": v for k, v in metrics.items()}
     if vae is not None:
       view_key, noise_key = jax.random.split(rng)

@@ -31,10 +31,12 @@ import optax
 
 from lmgendrive_jax import diffusion
 from lmgendrive_jax.data import pipeline
+from lmgendrive_jax.errors import ConfigError
 from lmgendrive_jax.models.lmgendrive import LMGenDrive, WorldView
 from lmgendrive_jax.models.vae import unit_to_images
+from lmgendrive_jax.train import trained
 from lmgendrive_jax.train.checkpoints import restore_subtrees
-from lmgendrive_jax.train.losses_vision import layout_kl
+from lmgendrive_jax.train.losses_vision import layout_kl, object_cell_weights
 from lmgendrive_jax.train.loop import Task
 
 MODEL_INPUTS = ("images", "speed", "instruction_tokens", "instruction_mask", "notice_tokens",
@@ -177,8 +179,10 @@ def make_loss_fn(model: LMGenDrive, config):
       metrics["visual_probe_lateral_l1"] = probe_l1[0]
     if config.loss.layout_probe_weight > 0:
       has_map = batch["frame_mask"] & batch["view_layout_mask"]
+      boost = float(config.loss.get("layout_probe_object_boost", 0.0))
       metrics["layout_probe_kl"] = layout_kl(out["probe_layout_logits"], batch["view_layout"],
-                                             has_map)
+                                             has_map, object_cell_weights(batch["view_layout"],
+                                                                          boost))
       loss = loss + config.loss.layout_probe_weight * metrics["layout_probe_kl"]
     if instruction_weight > 0:
       metrics["instruction_ce"], metrics["instruction_accuracy"] = instruction_probe_loss(
@@ -238,8 +242,43 @@ def make_sample_fn(model: LMGenDrive, config):
   return sample
 
 
+def _flat(tree: dict, prefix: str = "") -> dict:
+  """Nested config dict -> {"a.b": leaf}, lists as tuples (a config read back from JSON has
+  lists where the built one has tuples)."""
+  def hashable(value):
+    return tuple(hashable(v) for v in value) if isinstance(value, (list, tuple)) else value
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = hashable(value)
+  return out
+
+
+def check_restored_encoder(config) -> None:
+  """Raises ConfigError when an init_from entry restores `vision` from a run whose encoder was
+  built differently from ours (`model.lmgendrive.vision`). Why: settings such as the backbone's
+  output_stride change no parameter shape, so the weights would load and silently compute other
+  features than those they were trained on."""
+  ours = _flat(config.model.lmgendrive.vision.to_dict())
+  for entry in config.init_from:
+    if "vision" not in dict(entry["subtrees"]) or entry["root"] != "params":
+      continue
+    theirs = _flat(trained.encoder_config(entry["run_dir"]))
+    differ = {k: (theirs.get(k), ours.get(k)) for k in sorted(set(ours) | set(theirs))
+              if theirs.get(k) != ours.get(k)}
+    if differ:
+      listed = ", ".join(f"{k}: {a!r} there, {b!r} here" for k, (a, b) in differ.items())
+      raise ConfigError(f"init_from restores the vision encoder from {entry['run_dir']}, built "
+                        f"with other settings ({listed}); set model.lmgendrive.vision.<key> to "
+                        f"that run's values")
+
+
 def make_init_from(config):
   """Fresh TrainState -> with the previous stage's weights (`config.init_from` entries)."""
+  check_restored_encoder(config)
+
   def init_from(state):
     params, model_state = state.params, state.model_state
     for entry in config.init_from:

@@ -45,6 +45,18 @@ def load_run_config(work_dir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(meta["config"])
 
 
+def encoder_config(work_dir: str) -> dict:
+  """The vision encoder config (`config.vision_preset(...).encoder`) a stage-1, -2 or -3 run
+  trained with, as a dict."""
+  model = load_run_config(work_dir).get("model", {})
+  if "lmgendrive" in model:
+    return model["lmgendrive"]["vision"].to_dict()
+  if "vision" in model and "encoder" in model["vision"]:
+    return model["vision"]["encoder"].to_dict()
+  raise CheckpointError(f"{work_dir}'s config has no vision encoder (model.vision.encoder or "
+                        f"model.lmgendrive.vision)")
+
+
 def _restore_state(work_dir: str) -> dict:
   state = ocp.PyTreeCheckpointer().restore(os.path.join(latest_step_dir(work_dir), "state"))
   return jax.tree.map(lambda x: jax.numpy.asarray(np.asarray(x)), state)

@@ -182,3 +182,20 @@ def test_object_confidence_reads_p_object_on_and_off_the_objects():
   np.testing.assert_allclose(got["view_layout/object_p"], (p[0, obj] + 0.5 * p[1, obj]) / 1.5,
                              rtol=1e-5)
   np.testing.assert_allclose(got["view_layout/object_p_elsewhere"], p[1, obj], rtol=1e-5)
+
+
+def test_view_object_boost_weighs_cells_by_their_object_share():
+  """loss.view_object_boost: each cell's KL weighs 1 + boost x its object share, so a head that
+  paints the road under a car loses more the larger the boost; 0 is the plain mean."""
+  classes, obj = len(view_layout.VIEW_LAYOUT_CLASSES), view_layout.OBJECT
+  target = np.zeros((1, 1, 1, 1, 2, classes), np.float32)
+  target[..., 0, 0] = 1.0                                  # road
+  target[..., 1, obj] = 1.0                                # a car
+  logits = np.zeros_like(target)
+  logits[..., 0] = 4.0                                     # road predicted everywhere
+  labels = {"view_layout": jnp.asarray(target), "view_layout_mask": jnp.array([[True]])}
+  frames = jnp.array([[True]])
+  kl = np.log(np.exp(logits[0, 0, 0, 0]).sum(-1)) - logits[0, 0, 0, 0, [0, 1], [0, obj]]
+  for boost in (0.0, 30.0):
+    got = losses_vision.view_layout_loss(jnp.asarray(logits), labels, frames, boost)
+    np.testing.assert_allclose(got, (kl[0] + (1 + boost) * kl[1]) / (2 + boost), rtol=1e-5)
