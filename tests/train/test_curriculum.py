@@ -308,7 +308,12 @@ def test_layout_probe_draws_every_views_layout_from_the_qformer_tokens(stage2_ti
   target = np.asarray(batch["view_layout"])
   kl = (target * (np.log(np.maximum(target, 1e-12)) - log_q)).sum(-1)
   used = np.asarray(batch["frame_mask"] & batch["view_layout_mask"])
-  np.testing.assert_allclose(float(metrics["layout_probe_kl"]), kl[used].mean(), rtol=1e-4)
+  # Each cell weighs 1 + loss.layout_probe_object_boost x its object share.
+  boost = config.loss.layout_probe_object_boost
+  assert boost > 0
+  weights = 1.0 + boost * target[..., view_layout.OBJECT]
+  np.testing.assert_allclose(float(metrics["layout_probe_kl"]),
+                             (weights * kl)[used].sum() / weights[used].sum(), rtol=1e-4)
   np.testing.assert_allclose(float(loss), float(
       metrics["waypoint_l1"] + config.loss.completed_weight * metrics["completed_ce"]
       + metrics["layout_probe_kl"]), rtol=1e-5)
