@@ -18,12 +18,13 @@ At 5 m/s the expert (`sim/expert.py`) brakes for a standing car closer than ~12 
 15 m; a planner that does not see the car asks the same at every gap. The second block of rows,
 every image zeroed, is that reference.
 
-With `--stage1_dir` (the stage-1 run whose encoder the planner reads), two last columns give the
-stage-1 detection head's P(object) at the standing car (the most confident of the cells within
-one of its centre's) and, for runs whose view-layout head has the `object` class, that head's
-P(object) over the front view's cells the car covers, by share; each with the car and, in
-brackets, at the same place without it (the "none" row: at the 15-m place): whether the encoder
-sees the car at all, which the planner cannot do better than.
+Where the car stands, later columns read P(object), with the car and, in brackets, at the same
+place without it (the "none" row: at the 15-m place), from what the planner reads: with
+`--stage1_dir` (the stage-1 run of its encoder), the stage-1 detection head (the most confident
+of the cells within one of the car's centre's) and, when its view layout has the `object` class,
+the view-layout head on the front-view cells the car covers (by share); and, when the planner
+has a layout probe with that class, the probe on its Q-Former's tokens. Whether the encoder sees
+the car at all, and whether the Q-Former passes it on: the planner cannot do better.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from bench.lane_response import INSTRUCTION, SPEED, lane_pose, straight_places  
 from bench.lane_response import placed_state as lane_placed_state  # noqa: E402
 from bench.placed_scenes import PlacedScenes  # noqa: E402
 from lmgendrive_jax.data import augment, geometry, topdown, view_layout  # noqa: E402
+from lmgendrive_jax.models.lmgendrive import LMGenDrive  # noqa: E402
 from lmgendrive_jax.sim import pid as pid_lib  # noqa: E402
 from lmgendrive_jax.sim import routes as routes_lib  # noqa: E402
 from lmgendrive_jax.train import trained  # noqa: E402
@@ -79,22 +81,36 @@ def placed_state(initial: dict, route: routes_lib.Route, s: float, gap: float | 
   return state
 
 
-def perception_at_car(stage1_dir: str, camera_size: tuple[int, int]):
-  """A function (views uint8[V, H, W, 3], the car's centre forward_m ahead of the ego's, its
-  full length and width) -> (the stage-1 detection head's P(object) near the car: max over the
-  cell holding its centre and the neighbours; the view-layout head's P(object) over the front
-  view's cells the car covers, weighted by how much of each it covers (`data/view_layout.py`);
-  None without that class).
+def _front_window(camera_size: tuple[int, int], data) -> view_layout.Window:
+  """The part of the front camera's image the model's front view shows: its centre crop at the
+  run's `data.crop_scale`, as the agent preprocesses it. camera_size: (width, height)."""
+  height, width = (int(x) for x in data.view_size)
+  new_w, new_h, left, top = augment.crop_box(*camera_size, height, width, float(data.crop_scale))
+  return left / new_w, (left + width) / new_w, top / new_h, (top + height) / new_h
 
-  camera_size: the rendered cameras' (width, height); the front view is their centre crop at the
-  run's `data.crop_scale`, as the agent preprocesses it.
-  """
+
+def _on_car(p_object: np.ndarray, window: view_layout.Window, aspect: float, car: np.ndarray
+            ) -> float:
+  """A head's P(object) f32[rows, cols] over the front view -> its mean over the cells the car
+  (one ego-frame box, `geometry.OBJECT_FIELDS`) covers, weighted by how much of each it covers."""
+  empty_map = np.zeros((topdown.TOPDOWN_GRID.rows, topdown.TOPDOWN_GRID.cols), np.uint8)
+  share = view_layout.view_layout(empty_map, "front", window, aspect, *p_object.shape,
+                                  objects=car)[..., view_layout.OBJECT]
+  return float((p_object * share).sum() / share.sum()) if share.any() else float("nan")
+
+
+def perception_at_car(stage1_dir: str, camera_size: tuple[int, int]):
+  """A function (views uint8[V, H, W, 3], the car as one ego-frame box f32[1, 7]) -> {column:
+  value}: the stage-1 detection head's P(object) near the car (max over the cell holding its
+  centre and the neighbours) and, with the view layout's `object` class, that head's P(object)
+  on the car's front-view cells (`_on_car`). camera_size: the cameras' (width, height)."""
   model, variables, config = trained.load_perception(stage1_dir)
   data = config.data
   grid = geometry.BevGrid(int(data.bev_rows), int(data.bev_cols), float(data.bev_ahead),
                           float(data.bev_behind), float(data.bev_side))
   has_objects = model.view_layout_classes == len(view_layout.VIEW_LAYOUT_CLASSES)
   front = tuple(data.views).index("front")
+  window, aspect = _front_window(camera_size, data), camera_size[1] / camera_size[0]
 
   @jax.jit
   def heads(views):
@@ -106,24 +122,41 @@ def perception_at_car(stage1_dir: str, camera_size: tuple[int, int]):
     layout = jax.nn.softmax(predictions["view_layout_logits"][0, 0, front].astype(jnp.float32))
     return objectness, layout[..., view_layout.OBJECT]
 
-  height, width = (int(x) for x in data.view_size)
-  new_w, new_h, left, top = augment.crop_box(*camera_size, height, width, float(data.crop_scale))
-  window = (left / new_w, (left + width) / new_w, top / new_h, (top + height) / new_h)
-  rows, cols = (int(x) for x in model.view_layout_size)
-  empty_map = np.zeros((topdown.TOPDOWN_GRID.rows, topdown.TOPDOWN_GRID.cols), np.uint8)
-
-  def at_car(views: np.ndarray, forward_m: float, length: float, width_m: float):
-    # The cell of an ego-frame point (0 m right, forward_m ahead), as geometry.bev_targets finds it.
-    row = int((grid.ahead - forward_m) // grid.cell_forward)
-    col = int(grid.side // grid.cell_lateral)
+  def at_car(views: np.ndarray, car: np.ndarray) -> dict:
+    # The cell of the car's centre, as geometry.bev_targets finds it.
+    row = int((grid.ahead - float(car[0, 1])) // grid.cell_forward)
+    col = int((float(car[0, 0]) + grid.side) // grid.cell_lateral)
     objectness, layout = (None if x is None else np.asarray(x) for x in heads(jnp.asarray(views)))
-    detected = float(objectness[max(row - 1, 0):row + 2, max(col - 1, 0):col + 2].max())
-    if layout is None:
-      return detected, None
-    car = np.array([[0.0, forward_m, 0.0, length, width_m, 0.0, 0.0]], np.float32)
-    share = view_layout.view_layout(empty_map, "front", window, camera_size[1] / camera_size[0],
-                                    rows, cols, objects=car)[..., view_layout.OBJECT]
-    return detected, float((layout * share).sum() / share.sum()) if share.any() else float("nan")
+    out = {"stage-1 detector P(object) at the car":
+           float(objectness[max(row - 1, 0):row + 2, max(col - 1, 0):col + 2].max())}
+    if layout is not None:
+      out["stage-1 view layout P(object) on the car"] = _on_car(layout, window, aspect, car)
+    return out
+  return at_car
+
+
+def probe_at_car(agent, camera_size: tuple[int, int]):
+  """For a planner with a layout probe on its Q-Former's tokens (`models/layout_probe.py`) whose
+  classes include `object`: a function (views, car box f32[1, 7]) -> {column: the probe's
+  P(object) on the car's front-view cells}: whether the Q-Former passes the car on. Else None."""
+  model, variables, data = agent.planner.model, agent.planner.variables, agent.planner.data
+  if (tuple(model.layout_probe_size) == (0, 0)
+      or model.layout_probe_classes != len(view_layout.VIEW_LAYOUT_CLASSES)):
+    return None
+  front = tuple(data.views).index("front")
+  window, aspect = _front_window(camera_size, data), camera_size[1] / camera_size[0]
+
+  @jax.jit
+  def probe(views):
+    tokens = model.apply(variables, views[None, None], jnp.full((1, 1), SPEED, jnp.float32),
+                         method=lambda m, images, speed: m.vision_encoder(images, speed)[0])
+    logits = model.apply(variables, tokens, method=LMGenDrive.probe_outputs)[
+        "probe_layout_logits"][0, 0, front]
+    return jax.nn.softmax(logits.astype(jnp.float32))[..., view_layout.OBJECT]
+
+  def at_car(views: np.ndarray, car: np.ndarray) -> dict:
+    return {"Q-Former layout probe P(object) on the car":
+            _on_car(np.asarray(probe(jnp.asarray(views))), window, aspect, car)}
   return at_car
 
 
@@ -138,15 +171,16 @@ def main(argv=None) -> int:
   scenes = PlacedScenes(args)
   agent = scenes.agent
   controller = pid_lib.WaypointController()
-  at_car = (perception_at_car(args.stage1_dir, (scenes.rig.width, scenes.rig.height))
-            if args.stage1_dir else None)
+  camera_size = (scenes.rig.width, scenes.rig.height)
+  readers = [reader for reader in (
+      perception_at_car(args.stage1_dir, camera_size) if args.stage1_dir else None,
+      probe_at_car(agent, camera_size)) if reader is not None]
   per_route = max(1, math.ceil(args.poses / len(scenes.specs)))
 
   # results[(kind, gap)]: rows of (asked speed, planned distance in 2.5 s, PID brakes);
-  # detected[gap]: per place, [(the stage-1 detector's, its view-layout head's) P(object) at the
-  # car, the same without the car].
+  # readings[gap]: per place, ({column: P(object)} with the car, the same cells without it).
   results: dict = {}
-  detected: dict = {}
+  readings: dict = {}
   places = 0
   for episode, town in scenes.episodes():
     # straight_places keeps 30 m of lane follow ahead: the farthest car (25 m) stands on it.
@@ -160,12 +194,14 @@ def main(argv=None) -> int:
         state = placed_state(episode.initial_state, episode.route, s, gap)
         views = scenes.views(town, state)
         no_car = views if gap is None else no_car  # GAPS_M starts with None
-        if at_car is not None:
-          # The readings where the car stands, with it and without it (the same cells empty).
+        if readers:
+          # Where the car stands (at 15 m with none), with it and without it (the cells empty).
           forward = EGO_HALF_LENGTH_M + (15.0 if gap is None else gap) + half_length
-          size = (2 * half_length, 2 * half_width)
-          detected.setdefault(gap, []).append(
-              [at_car(shown, forward, *size) for shown in (views, no_car)])
+          car = np.array([[0.0, forward, 0.0, 2 * half_length, 2 * half_width, 0.0, 0.0]],
+                         np.float32)
+          readings.setdefault(gap, []).append(tuple(
+              {k: v for reader in readers for k, v in reader(shown, car).items()}
+              for shown in (views, no_car)))
         for kind, shown in (("recorded", views), ("zeroed", np.zeros_like(views))):
           waypoints, _, _ = agent.planner.step(agent.planner.start(INSTRUCTION), shown, SPEED)
           waypoints = np.asarray(waypoints, np.float64)
@@ -175,6 +211,7 @@ def main(argv=None) -> int:
   if not places:
     print(f"no straight lane-follow stretch on {args.route_set} (seed {args.seed})")
     return 1
+  columns = list(readings[GAPS_M[0]][0][0]) if readings else []
   rows = []
   for kind, name in (("recorded", "cameras as rendered"), ("zeroed", "every image zeroed")):
     for gap in GAPS_M:
@@ -182,27 +219,21 @@ def main(argv=None) -> int:
       rows.append([name, "none" if gap is None else f"{gap:.0f}",
                    f"{got[:, 0].mean():.2f} +- {got[:, 0].std():.2f}",
                    f"{got[:, 1].mean():.1f}", f"{100 * got[:, 2].mean():.0f}%"]
-                  + ((_perception_columns(detected[gap]) if kind == "recorded" else ["", ""])
-                     if detected else []))
+                  + [_with_without(readings[gap], column) if kind == "recorded" else ""
+                     for column in columns])
   print_table(
       f"Lead-car response of {args.work_dir}: {places} places on {args.route_set} "
       f"(seed {args.seed}), ego at {SPEED:.0f} m/s",
       ["planner input", "car ahead (m, standing)", "asked speed (m/s)",
        "planned distance in 2.5 s (m)", "PID brakes"]
-      + (["stage-1 detector P(object) at the car (no car)",
-          "stage-1 view layout P(object) on the car (no car)"]
-         if detected else []), rows)
+      + [f"{column} (no car)" for column in columns], rows)
   return 0
 
 
-def _perception_columns(readings: list[list[tuple]]) -> list[str]:
-  """Per place [(detector, layout) with the car, the same without it] -> 'with (without)' means."""
-  detector = np.asarray([[d for d, _ in place] for place in readings], np.float64)
-  columns = [f"{detector[:, 0].mean():.2f} ({detector[:, 1].mean():.2f})"]
-  if any(v is None for place in readings for _, v in place):
-    return columns + ["n/a"]
-  layout = np.asarray([[v for _, v in place] for place in readings], np.float64)
-  return columns + [f"{np.nanmean(layout[:, 0]):.2f} ({np.nanmean(layout[:, 1]):.2f})"]
+def _with_without(places: list[tuple[dict, dict]], column: str) -> str:
+  """Per place ({column: value} with the car, the same without it) -> 'with (without)' means."""
+  values = np.asarray([[with_car[column], without[column]] for with_car, without in places])
+  return f"{np.nanmean(values[:, 0]):.2f} ({np.nanmean(values[:, 1]):.2f})"
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ class LMGenDrive(nn.Module):
   # (rows, cols) > 0: a layout probe (`models/layout_probe.py`) draws every view's road layout
   # from the frame's Q-Former tokens alone -> out["probe_layout_logits"]. Training-only.
   layout_probe_size: tuple[int, int] = (0, 0)
-  layout_probe_classes: int = 7
+  layout_probe_classes: int = 8  # len(data/view_layout.py's VIEW_LAYOUT_CLASSES)
   # > 0: an instruction probe, a linear head on each frame's action states (mean over the action
   # queries) -> out["instruction_logits"] f32[B, T, C], trained to name the instruction's
   # vocabulary id (sim/instructions.py). The branch at a junction is in the words alone; the
