@@ -37,3 +37,17 @@ def test_the_car_stands_the_gap_ahead_in_the_egos_lane(gap):
   assert not placed_state(episode.initial_state, episode.route, s, None)["npc_active"].any()
   with pytest.raises(ValueError, match="beyond route"):
     lane_position(episode.route, episode.route.length + 5.0)
+
+
+def test_on_car_averages_a_head_over_the_cells_the_car_covers():
+  from bench.lead_car_response import _on_car
+  from lmgendrive_jax.data import view_layout
+
+  window, car = view_layout.FULL_IMAGE, np.array([[0.0, 8.0, 0.0, 4.6, 2.0, 0.0, 0.0]], np.float32)
+  share = view_layout.view_layout(np.zeros((200, 200), np.uint8), "front", window, 1.0, 8, 8,
+                                  objects=car)[..., view_layout.OBJECT]
+  assert _on_car(np.full((8, 8), 0.3), window, 1.0, car) == pytest.approx(0.3)
+  assert _on_car(share, window, 1.0, car) == pytest.approx((share ** 2).sum() / share.sum())
+  behind = car.copy()
+  behind[0, 1] = -8.0  # behind the front camera: no cell
+  assert np.isnan(_on_car(np.full((8, 8), 0.3), window, 1.0, behind))
