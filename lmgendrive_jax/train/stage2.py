@@ -263,8 +263,8 @@ def check_restored_encoder(config) -> None:
   features than those they were trained on."""
   ours = _flat(config.model.lmgendrive.vision.to_dict())
   for entry in config.init_from:
-    if "vision" not in dict(entry["subtrees"]) or entry["root"] != "params":
-      continue
+    if entry["root"] != "params" or not {"vision", ""} & set(dict(entry["subtrees"])):
+      continue  # "": the whole model (configs/stage2.py: from_run)
     theirs = _flat(trained.encoder_config(entry["run_dir"]))
     differ = {k: (theirs.get(k), ours.get(k)) for k in sorted(set(ours) | set(theirs))
               if theirs.get(k) != ours.get(k)}

@@ -29,3 +29,14 @@ def test_a_restored_encoder_built_otherwise_is_refused(monkeypatch):
   stage2.check_restored_encoder(_config("same"))
   with pytest.raises(ConfigError, match=r"backbone.output_stride: 8 there, 32 here"):
     stage2.check_restored_encoder(_config("strided"))
+
+
+def test_a_whole_model_restore_is_checked_too(monkeypatch):
+  """configs/stage2.py's from_run restores every weight (subtree ""), the encoder among them."""
+  ours = config_lib.vision_preset("tiny").encoder.to_dict()
+  strided = {**ours, "backbone": {**ours["backbone"], "output_stride": 16}}
+  monkeypatch.setattr(trained, "encoder_config", lambda run_dir: strided)
+  config = _config("whole")
+  config.init_from = [dict(run_dir="whole", root="params", subtrees={"": ""}, skip="")]
+  with pytest.raises(ConfigError, match="output_stride: 16 there"):
+    stage2.check_restored_encoder(config)
