@@ -36,7 +36,6 @@ from lmgendrive_jax.errors import ConfigError, DataError
 from lmgendrive_jax.models.lmgendrive import LMGenDrive
 from lmgendrive_jax.models.vision import VisionEncoder
 from lmgendrive_jax.train import stage2, trained
-from lmgendrive_jax.train.losses_vision import layout_kl, object_cell_weights
 from lmgendrive_jax.train.loop import Task
 
 LABELS = ("waypoints", "waypoint_mask", "view_layout", "view_layout_mask")
@@ -150,11 +149,8 @@ def make_loss_fn(model: LMGenDrive, config):
       metrics.update(visual_probe_l1=stage2.weighted_l1(lateral, forward),
                      visual_probe_lateral_l1=lateral)
     if weights.layout_probe_weight > 0:
-      has_map = batch["frame_mask"] & batch["view_layout_mask"]
-      boost = float(weights.get("layout_probe_object_boost", 0.0))
-      metrics["layout_probe_kl"] = layout_kl(out["probe_layout_logits"], batch["view_layout"],
-                                             has_map, object_cell_weights(batch["view_layout"],
-                                                                          boost))
+      metrics["layout_probe_kl"] = stage2.layout_probe_kl(out["probe_layout_logits"], batch,
+                                                          weights)
       loss = loss + weights.layout_probe_weight * metrics["layout_probe_kl"]
     return loss, metrics
 

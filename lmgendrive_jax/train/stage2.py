@@ -73,6 +73,16 @@ def weighted_l1(lateral, forward, lateral_weight: float = 1.0):
   return (lateral_weight * lateral + forward) / 2
 
 
+def layout_probe_kl(logits: jax.Array, batch, loss_config) -> jax.Array:
+  """The layout probe's logits f32[B, T, V, r, c, C] vs the batch's per-view layouts: the KL
+  over valid frames with a road map, each cell weighing 1 + `loss.layout_probe_object_boost` x
+  its object share (stage 2 and the Q-Former alignment alike)."""
+  has_map = batch["frame_mask"] & batch["view_layout_mask"]
+  boost = float(loss_config.get("layout_probe_object_boost", 0.0))
+  return layout_kl(logits, batch["view_layout"], has_map,
+                   object_cell_weights(batch["view_layout"], boost))
+
+
 def waypoint_l1(waypoints, batch, lateral_weight: float = 1.0):
   """Mean L1 (metres) of waypoints f32[B, T, W, 2] over the batch's known waypoints, the lateral
   (x) errors counted `lateral_weight` times."""
@@ -178,11 +188,8 @@ def make_loss_fn(model: LMGenDrive, config):
       metrics["visual_probe_l1"] = weighted_l1(*probe_l1)
       metrics["visual_probe_lateral_l1"] = probe_l1[0]
     if config.loss.layout_probe_weight > 0:
-      has_map = batch["frame_mask"] & batch["view_layout_mask"]
-      boost = float(config.loss.get("layout_probe_object_boost", 0.0))
-      metrics["layout_probe_kl"] = layout_kl(out["probe_layout_logits"], batch["view_layout"],
-                                             has_map, object_cell_weights(batch["view_layout"],
-                                                                          boost))
+      metrics["layout_probe_kl"] = layout_probe_kl(out["probe_layout_logits"], batch,
+                                                   config.loss)
       loss = loss + config.loss.layout_probe_weight * metrics["layout_probe_kl"]
     if instruction_weight > 0:
       metrics["instruction_ce"], metrics["instruction_accuracy"] = instruction_probe_loss(
