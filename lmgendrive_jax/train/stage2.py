@@ -249,32 +249,16 @@ def make_sample_fn(model: LMGenDrive, config):
   return sample
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-  """Nested config dict -> {"a.b": leaf}, lists as tuples (a config read back from JSON has
-  lists where the built one has tuples)."""
-  def hashable(value):
-    return tuple(hashable(v) for v in value) if isinstance(value, (list, tuple)) else value
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flat(value, f"{prefix}{key}."))
-    else:
-      out[f"{prefix}{key}"] = hashable(value)
-  return out
-
-
 def check_restored_encoder(config) -> None:
   """Raises ConfigError when an init_from entry restores `vision` from a run whose encoder was
   built differently from ours (`model.lmgendrive.vision`). Why: settings such as the backbone's
   output_stride change no parameter shape, so the weights would load and silently compute other
   features than those they were trained on."""
-  ours = _flat(config.model.lmgendrive.vision.to_dict())
+  ours = config.model.lmgendrive.vision.to_dict()
   for entry in config.init_from:
     if entry["root"] != "params" or not {"vision", ""} & set(dict(entry["subtrees"])):
       continue  # "": the whole model (configs/stage2.py: from_run)
-    theirs = _flat(trained.encoder_config(entry["run_dir"]))
-    differ = {k: (theirs.get(k), ours.get(k)) for k in sorted(set(ours) | set(theirs))
-              if theirs.get(k) != ours.get(k)}
+    differ = trained.encoder_differences(entry["run_dir"], ours)
     if differ:
       listed = ", ".join(f"{k}: {a!r} there, {b!r} here" for k, (a, b) in differ.items())
       raise ConfigError(f"init_from restores the vision encoder from {entry['run_dir']}, built "

@@ -45,6 +45,20 @@ def load_run_config(work_dir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(meta["config"])
 
 
+def encoder_differences(work_dir: str, ours: dict) -> dict[str, tuple[Any, Any]]:
+  """The vision encoder settings in which a run (`encoder_config`) and `ours` (a config dict)
+  differ: {"backbone.output_stride": (theirs, ours), ...}; {} when built alike."""
+  def flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+      out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict)
+                 else {f"{prefix}{key}": value})
+    return out
+  theirs, ours = flat(_tuples(encoder_config(work_dir))), flat(_tuples(ours))
+  return {k: (theirs.get(k), ours.get(k)) for k in sorted(set(ours) | set(theirs))
+          if theirs.get(k) != ours.get(k)}
+
+
 def encoder_config(work_dir: str) -> dict:
   """The vision encoder config (`config.vision_preset(...).encoder`) a stage-1, -2 or -3 run
   trained with, as a dict."""
