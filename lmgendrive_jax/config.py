@@ -307,7 +307,7 @@ def lmgendrive_preset(name: str) -> ConfigDict:
       world=world, vae=vae,
       num_action_queries=4, num_generation_queries=4, freeze_vision=True, speed_input=True,
       layout_probe_size=(0, 0), layout_probe_classes=len(view_layout.VIEW_LAYOUT_CLASSES),
-      instruction_probe_classes=0))
+      instruction_probe_classes=0, view_reader_heads=0, view_reader_layers=1))
 
 
 # ----------------------------------------------------------------------------------------------

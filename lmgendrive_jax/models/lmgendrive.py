@@ -8,7 +8,8 @@ Data flow (DESIGN.md sec. 2), per training example:
     -> QFormer: f32[B, T, Nq, D]
     -> frame blocks [Nq visual | A action queries | G generation queries] f32[B, T, Nq+A+G, D]
     -> LLM over [BOS + instruction] ([notice]) [frame 0] ... [frame T-1], block-causal
-    -> action states f32[B, T, A, D] -> ActionHead -> waypoints f32[B, T, 5, 2], completed logit
+    -> action states f32[B, T, A, D] (-> ViewReader over the frame's encoder tokens, with
+       `view_reader_heads`) -> ActionHead -> waypoints f32[B, T, 5, 2], completed logit
     -> generation states f32[B, T, G, D] -> world generator's conditioning tokens
   With `visual_probe`, a second action head reads the frame's visual tokens alone (no LLM, no
   instruction) -> probe waypoints f32[B, T, 5, 2]: a training-only auxiliary target that makes the
@@ -38,6 +39,7 @@ from lmgendrive_jax.models.llm import LLM
 from lmgendrive_jax.models.qformer import QFormer
 from lmgendrive_jax.models.sequence import block_mask_ar, build_sequence
 from lmgendrive_jax.models.vae import AutoencoderKL, images_to_unit
+from lmgendrive_jax.models.view_reader import ViewReader
 from lmgendrive_jax.models.vision import VisionEncoder
 from lmgendrive_jax.models.world import WorldDiT
 from lmgendrive_jax.nn.linear import Linear
@@ -72,6 +74,10 @@ class LMGenDrive(nn.Module):
   # waypoint loss asks for it only at the few frames where the branches part, the probe on every
   # frame. Training-only, off the control path.
   instruction_probe_classes: int = 0
+  # > 0: before the action head, the action states cross-attend to their frame's vision-encoder
+  # tokens with this many heads (`models/view_reader.py` says why); on the control path.
+  view_reader_heads: int = 0
+  view_reader_layers: int = 1
 
   def setup(self):
     self.vision_encoder = VisionEncoder(**self.vision, name="vision")
@@ -83,6 +89,11 @@ class LMGenDrive(nn.Module):
     self.generation_queries = self.param("generation_queries", init,
                                          (self.num_generation_queries, width))
     self.actions = ActionHead(**self.action_head, name="action_head")
+    if self.view_reader_heads > 0:
+      self.view_reader = ViewReader(self.view_reader_heads, self.view_reader_layers,
+                                    dtype=self.action_head.get("dtype", "float32"),
+                                    param_dtype=self.action_head.get("param_dtype", "float32"),
+                                    name="view_reader")
     if self.visual_probe:
       self.probe = ActionHead(**self.action_head, name="visual_probe")
     if self.has_layout_probe:
@@ -112,13 +123,24 @@ class LMGenDrive(nn.Module):
                     instruction: jax.Array | None = None,
                     instruction_mask: jax.Array | None = None) -> jax.Array:
     """images uint8[B, T, V, H, W, 3], speed f32[B, T] -> visual tokens f32[B, T, Nq, D]."""
+    return self._encode(images, speed)[0]
+
+  def _encode(self, images: jax.Array, speed: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """-> (Q-Former tokens f32[B, T, Nq, D], vision-encoder tokens f32[B, T, Nv, Dv])."""
     if not self.speed_input:
       speed = jnp.zeros_like(speed)
     tokens, _ = self.vision_encoder(images, speed)
     if self.freeze_vision:
       tokens = jax.lax.stop_gradient(tokens)
     visual, _ = self.frame_compressor(tokens)
-    return visual
+    return visual, tokens
+
+  def _act(self, action_states: jax.Array, vision_tokens: jax.Array):
+    """action states f32[B, T, A, D], encoder tokens f32[B, T, Nv, Dv] -> the action head's
+    (waypoints f32[B, T, W, 2], completed logit f32[B, T])."""
+    if self.view_reader_heads > 0:
+      action_states = self.view_reader(action_states, vision_tokens)
+    return self.actions(action_states)
 
   def frame_blocks(self, visual: jax.Array) -> jax.Array:
     """visual f32[B, T, Nq, D] -> f32[B, T, Nq + A + G, D] with the learnable queries appended."""
@@ -147,7 +169,7 @@ class LMGenDrive(nn.Module):
     f32[B, T, W, 2]; with a layout probe, out["probe_layout_logits"] f32[B, T, V, r, c, C]; with
     an instruction probe, out["instruction_logits"] f32[B, T, C].
     """
-    visual = self.encode_frames(images, speed)
+    visual, vision_tokens = self._encode(images, speed)
     blocks = self.frame_blocks(visual)
     sequence = build_sequence(self.language_model.embed(instruction), instruction_mask,
                               self.language_model.embed(notice), notice_mask, notice_frame,
@@ -157,7 +179,7 @@ class LMGenDrive(nn.Module):
                                      mask_ar=sequence["mask_ar"], return_logits=False)
     frame_states = jax.vmap(lambda h, idx: h[idx])(llm_out["hidden"], sequence["frame_index"])
     action_states, generation_states = self._split_states(frame_states)
-    waypoints, completed_logit = self.actions(action_states)
+    waypoints, completed_logit = self._act(action_states, vision_tokens)
     out = {"completed_logit": completed_logit, "generation_states": generation_states,
            "visual_tokens": visual, **self._probe_outputs(visual)}
     if self.instruction_probe_classes > 0:
@@ -241,14 +263,14 @@ class LMGenDrive(nn.Module):
     """One control step: images uint8[B, V, H, W, 3], speed f32[B] -> (waypoints f32[B, W, 2],
     out) with out["completed_logit"] f32[B], out["generation_states"] f32[B, G, D],
     out["cache"]."""
-    visual = self.encode_frames(images[:, None], speed[:, None])
+    visual, vision_tokens = self._encode(images[:, None], speed[:, None])
     block = self.frame_blocks(visual)[:, 0]
     mask = jnp.ones(block.shape[:2], bool)
     _, llm_out = self.language_model(embeddings=block, input_mask=mask,
                                      mask_ar=block_mask_ar(mask), cache=cache,
                                      return_logits=False)
     action_states, generation_states = self._split_states(llm_out["hidden"][:, None])
-    waypoints, completed_logit = self.actions(action_states)
+    waypoints, completed_logit = self._act(action_states, vision_tokens)
     return waypoints[:, 0], {"completed_logit": completed_logit[:, 0],
                              "generation_states": generation_states[:, 0],
                              "cache": llm_out["cache"]}

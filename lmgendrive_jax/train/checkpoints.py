@@ -97,6 +97,9 @@ def restore_subtrees(run_dir: str, subtrees: Mapping[str, str], tree: Any, root:
   skip: a regex; our leaves matching it keep their value (e.g. "/lora/": fresh adapters on a
   restored base). Every other leaf of each of our subtrees must exist in theirs with the same
   shape, or a CheckpointError names it. Restored arrays land on the shardings of `tree`'s leaves.
+  A whole-root entry ({"": ""}, a whole-model restore) also refuses saved leaves that we lack: a
+  model built without one of the saved run's parts (e.g. `view_reader_heads` left at 0) would
+  otherwise drop its trained weights without a word.
   """
   step_dir = latest_step_dir(run_dir)
   checkpointer = ocp.PyTreeCheckpointer()
@@ -108,6 +111,14 @@ def restore_subtrees(run_dir: str, subtrees: Mapping[str, str], tree: Any, root:
   skip_re = re.compile(skip) if skip else None
   item, wanted = {}, {}
   for ours, theirs in subtrees.items():
+    if not ours and not theirs:
+      extra = sorted(k for k in saved_flat if k not in ours_flat
+                     and not (skip_re is not None and skip_re.search(k)))
+      if extra:
+        raise CheckpointError(
+            f"init_from: {step_dir} has {root} that this model lacks ({len(extra)}, e.g. "
+            f"{', '.join(repr(k) for k in extra[:3])}); build it with the saved run's model "
+            f"settings (config.json's model)")
     leaves = {k: v for k, v in ours_flat.items()
               if not ours or k == ours or k.startswith(ours + "/")}
     if not leaves:

@@ -89,3 +89,44 @@ def test_instruction_probe_reads_the_instruction_and_stays_off_the_waypoints(mod
   reworded = {**inputs, "instruction": inputs["instruction"].at[:, 0].add(1)}
   other = probed_apply({**variables, "params": params}, **reworded)[1]["instruction_logits"]
   assert not np.allclose(other, out["instruction_logits"], atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def reader_model_and_variables():
+  model = LMGenDrive(**{**config_lib.lmgendrive_preset("tiny").to_dict(), "view_reader_heads": 2})
+  variables = nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), **_inputs()))
+  return model, variables, jax.jit(model.apply)
+
+
+def test_view_reader_planning_is_cached_equal_and_reads_only_its_frame(reader_model_and_variables):
+  model, variables, apply = reader_model_and_variables
+  assert "view_reader" in variables["params"]
+  inputs = _inputs(4)
+  full_waypoints, _ = apply(variables, **inputs)
+  cache = model.apply(variables, B, 64, method=LMGenDrive.init_cache)
+  cache = model.apply(variables, inputs["instruction"], inputs["instruction_mask"], cache,
+                      method=LMGenDrive.prefill)
+  extend = jax.jit(lambda v, im, sp, c: model.apply(v, im, sp, c, method=LMGenDrive.extend))
+  for t in range(T):
+    waypoints, out = extend(variables, inputs["images"][:, t], inputs["speed"][:, t], cache)
+    cache = out["cache"]
+    np.testing.assert_allclose(waypoints, full_waypoints[:, t], atol=1e-5)
+  # The reader adds a path from the frame's encoder tokens: without it the waypoints differ.
+  without = model.clone(view_reader_heads=0).apply(variables, **inputs)[0]
+  assert not np.allclose(without, full_waypoints, atol=1e-4)
+  # Block-causal as the LLM: the last frame's images change only the last frame's waypoints.
+  later = {**inputs, "images": inputs["images"].at[:, -1].set(255 - inputs["images"][:, -1])}
+  changed = apply(variables, **later)[0]
+  np.testing.assert_allclose(changed[:, :-1], full_waypoints[:, :-1], atol=1e-5)
+  assert not np.allclose(changed[:, -1], full_waypoints[:, -1], atol=1e-4)
+
+
+def test_view_reader_trains_and_the_encoder_stays_frozen(reader_model_and_variables):
+  model, variables, _ = reader_model_and_variables
+  inputs = _inputs(5)
+
+  def loss(params):
+    return jnp.sum(model.apply({**variables, "params": params}, **inputs)[0] ** 2)
+  grads = jax.jit(jax.grad(loss))(variables["params"])
+  norm = lambda tree: sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(tree))
+  assert norm(grads["view_reader"]) > 0.0 and norm(grads["vision"]) == 0.0

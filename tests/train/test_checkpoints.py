@@ -67,6 +67,11 @@ def test_restore_subtrees_between_stages(tmp_path):
     restore_param_subtrees(str(tmp_path / "stage1"), {"vision": "qformer"}, fresh)
   with pytest.raises(CheckpointError, match="no checkpoint under"):
     restore_param_subtrees(str(tmp_path / "nowhere"), {"vision": "vision"}, fresh)
+  # A whole-model restore into a model without one of the saved parts refuses to drop it.
+  whole = restore_param_subtrees(str(tmp_path / "stage1"), {"": ""}, fresh)
+  np.testing.assert_array_equal(whole["llm"]["w"], np.full(4, 7.0))
+  with pytest.raises(CheckpointError, match=r"lacks \(1, e.g. 'llm/w'\)"):
+    restore_param_subtrees(str(tmp_path / "stage1"), {"": ""}, {"vision": fresh["vision"]})
 
 
 def test_relative_run_dirs_resume_and_hand_off(tmp_path, monkeypatch):
