@@ -12,9 +12,11 @@ from lmgendrive_jax import config as config_lib
 
 
 def whole_model_from(run: str) -> list[dict]:
-  """init_from entries restoring all of a stage-2/3 run's parameters and batch statistics."""
+  """init_from entries restoring all of a stage-2/3 run's parameters and batch statistics. Of its
+  parameters only the training-only probes may be left behind (a fine-tune without them)."""
   where = dict(run="", run_dir=run) if "/" in run else dict(run=run, run_dir="")
-  return [dict(where, root="params", subtrees={"": ""}, skip=""),
+  return [dict(where, root="params", subtrees={"": ""}, skip="",
+               droppable=r"^(visual_probe|layout_probe|instruction_probe)/"),
           dict(where, root="model_state/batch_stats", subtrees={"vision": "vision"}, skip="")]
 
 

@@ -440,6 +440,9 @@ def data_preset(name: str, stage: int = 2) -> ConfigDict:
       # stands and pulls away (clips.pull_away_frames; ~1.5% of the expert's frames) gets
       # pull_away_window_boost more weight (added to the junction weight).
       pull_away_window_boost=0.0,
+      # Stages 2-3 (training only): likewise slowing_window_boost for a window holding a frame
+      # where the moving car's plan slows down (clips.slowing_frames; ~12% of windows).
+      slowing_window_boost=0.0,
       # Stages 2-3 (training only): window starts weighted by the share of unmasked waypoints in
       # the window (clips.labelled_start_weights), so that on-policy data, whose learner-driven
       # frames are masked, is not drawn where it has no targets.

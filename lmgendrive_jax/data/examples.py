@@ -167,6 +167,7 @@ class ClipExample(grain.transforms.RandomMap):
     # .get: configs saved before these keys existed read uniformly, as they were trained.
     self.junction_window_boost = float(cfg.get("junction_window_boost", 0.0)) if train else 0.0
     self.pull_away_window_boost = float(cfg.get("pull_away_window_boost", 0.0)) if train else 0.0
+    self.slowing_window_boost = float(cfg.get("slowing_window_boost", 0.0)) if train else 0.0
     self.labelled_windows = bool(cfg.get("labelled_windows", False)) if train else False
     # A window "decides a junction" when one lies within its waypoints' horizon (5 waypoints).
     self.junction_lookahead = 5 * int(frames.build_config.get("waypoint_step_frames", 5))
@@ -212,6 +213,11 @@ class ClipExample(grain.transforms.RandomMap):
           clips.pull_away_frames(record["waypoints"]), self.window, self.stride, 0)
       start_weights = (1.0 if start_weights is None else start_weights) + (
           self.pull_away_window_boost * pull_away)
+    if self.slowing_window_boost > 0:
+      slowing = clips.window_holds_event(
+          clips.slowing_frames(record["waypoints"]), self.window, self.stride, 0)
+      start_weights = (1.0 if start_weights is None else start_weights) + (
+          self.slowing_window_boost * slowing)
     if self.labelled_windows:
       labelled = clips.labelled_start_weights(record["waypoint_mask"], self.window, self.stride)
       if labelled.sum() > 0:  # a clip with no target at all keeps its weights (world loss)

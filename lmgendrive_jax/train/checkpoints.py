@@ -89,7 +89,7 @@ def latest_step_dir(run_dir: str) -> str:
 
 
 def restore_subtrees(run_dir: str, subtrees: Mapping[str, str], tree: Any, root: str = "params",
-                     skip: str | None = None) -> Any:
+                     skip: str | None = None, droppable: str | None = None) -> Any:
   """Replaces subtrees of `tree` with the same-shaped subtrees of another run's latest state.
 
   subtrees: {our path: their path}, '/'-joined under `root` of the saved TrainState ("params", or
@@ -97,9 +97,10 @@ def restore_subtrees(run_dir: str, subtrees: Mapping[str, str], tree: Any, root:
   skip: a regex; our leaves matching it keep their value (e.g. "/lora/": fresh adapters on a
   restored base). Every other leaf of each of our subtrees must exist in theirs with the same
   shape, or a CheckpointError names it. Restored arrays land on the shardings of `tree`'s leaves.
-  A whole-root entry ({"": ""}, a whole-model restore) also refuses saved leaves that we lack: a
-  model built without one of the saved run's parts (e.g. `view_reader_heads` left at 0) would
-  otherwise drop its trained weights without a word.
+  A whole-root entry ({"": ""}, a whole-model restore) also refuses saved leaves that we lack,
+  except those matching the regex `droppable` (training-only heads): a model built without one
+  of the saved run's parts (e.g. `view_reader_heads` left at 0) would otherwise drop its trained
+  weights without a word.
   """
   step_dir = latest_step_dir(run_dir)
   checkpointer = ocp.PyTreeCheckpointer()
@@ -109,11 +110,12 @@ def restore_subtrees(run_dir: str, subtrees: Mapping[str, str], tree: Any, root:
   saved_flat = traverse_util.flatten_dict(saved, sep="/") if saved else {}
   ours_flat = traverse_util.flatten_dict(tree, sep="/")
   skip_re = re.compile(skip) if skip else None
+  droppable_re = re.compile(droppable) if droppable else None
   item, wanted = {}, {}
   for ours, theirs in subtrees.items():
     if not ours and not theirs:
       extra = sorted(k for k in saved_flat if k not in ours_flat
-                     and not (skip_re is not None and skip_re.search(k)))
+                     and not (droppable_re is not None and droppable_re.search(k)))
       if extra:
         raise CheckpointError(
             f"init_from: {step_dir} has {root} that this model lacks ({len(extra)}, e.g. "

@@ -275,7 +275,8 @@ def make_init_from(config):
     for entry in config.init_from:
       root, skip, subtrees = entry["root"], entry.get("skip") or None, dict(entry["subtrees"])
       if root == "params":
-        params = restore_subtrees(entry["run_dir"], subtrees, params, root, skip)
+        params = restore_subtrees(entry["run_dir"], subtrees, params, root, skip,
+                                  entry.get("droppable") or None)
       else:
         collection = root.split("/", 1)[1]
         model_state = {**model_state, collection: restore_subtrees(

@@ -34,6 +34,11 @@ def test_pull_away_frames_are_standing_frames_whose_car_moves_off_within_1_5_s()
                       [1.5, 2.5, 3.0, 3.0, 3.0]])
   waypoints = np.stack([np.zeros_like(forward), forward], -1)
   np.testing.assert_array_equal(clips.pull_away_frames(waypoints), [False, True, False, False])
+  # Of the same four, only the car braking to a stop slows down (the slow roller keeps 0.6 m
+  # per step, under the 1-m "moving" floor); cruising at 5 m/s does not slow.
+  cruising = np.stack([np.zeros(5), 2.5 * np.arange(1, 6)], -1)[None]
+  np.testing.assert_array_equal(clips.slowing_frames(np.concatenate([waypoints, cruising])),
+                                [False, False, False, True, False])
   # A window of 2 frames at stride 1 over 6 frames holds the pull-away at frame 3 from starts 2, 3.
   events = np.zeros(6, bool)
   events[3] = True

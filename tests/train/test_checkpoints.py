@@ -10,7 +10,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from lmgendrive_jax.errors import CheckpointError
-from lmgendrive_jax.train.checkpoints import Checkpointer, latest_step_dir, restore_param_subtrees
+from lmgendrive_jax.train.checkpoints import (Checkpointer, latest_step_dir, restore_param_subtrees,
+                                              restore_subtrees)
 
 
 def _state(scale):
@@ -72,6 +73,10 @@ def test_restore_subtrees_between_stages(tmp_path):
   np.testing.assert_array_equal(whole["llm"]["w"], np.full(4, 7.0))
   with pytest.raises(CheckpointError, match=r"lacks \(1, e.g. 'llm/w'\)"):
     restore_param_subtrees(str(tmp_path / "stage1"), {"": ""}, {"vision": fresh["vision"]})
+  # Unless the part is named droppable (the training-only probes of a fine-tune).
+  kept = restore_subtrees(str(tmp_path / "stage1"), {"": ""}, {"vision": fresh["vision"]},
+                          droppable=r"^llm/")
+  np.testing.assert_array_equal(kept["vision"]["w"], np.full((2, 3), 7.0))
 
 
 def test_relative_run_dirs_resume_and_hand_off(tmp_path, monkeypatch):
