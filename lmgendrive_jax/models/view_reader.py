@@ -1,13 +1,14 @@
 """View reader: a frame's action states cross-attend to that frame's vision-encoder tokens.
 
-Why: the Q-Former squeezes a frame's encoder tokens (~1,000 at output stride 8) into 4, and a car
-a few metres ahead does not survive it. With a stride-8 encoder whose view-layout head sees the
-car (P(object) 0.68 on its cells vs 0.03 without it, `bench/lead_car_response.py`), the Q-Former's
-layout probe read 0.01-0.04 with or without the car, and the planner asked nearly the same speed
-either way. The LLM still reads the instruction and the Q-Former's tokens; this reader lets the
-action queries look up what the encoder saw directly, as a driving transformer's waypoint queries
-attend over its encoder's tokens (TransFuser, InterFuser). Pre-LN residual blocks, so the action
-states pass through unchanged where the reader learns nothing.
+Why: the Q-Former squeezes a frame's encoder tokens (356 at output stride 8 for small) into 4, and
+a car a few metres ahead does not survive it. With a stride-8 encoder whose view-layout head sees
+the car (P(object) 0.68 on its cells vs 0.03 without it, `bench/lead_car_response.py`), the
+Q-Former's layout probe read 0.01-0.04 with or without the car, and the planner asked nearly the
+same speed either way. The LLM still reads the instruction and the Q-Former's tokens; this reader
+lets the action queries look up what the encoder saw directly, as a driving transformer's
+waypoint queries attend over its encoder's tokens (TransFuser, InterFuser). Pre-LN residual
+blocks: the action states reach the head plus what the reader adds. Measured on the bigger run's
+data it drove no better (README, docs/experiments.md 2026-12-05 5th session): off by default.
 
 action_states f32[B, T, A, D], vision_tokens f32[B, T, Nv, Dv] -> f32[B, T, A, D].
 """
