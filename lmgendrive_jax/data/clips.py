@@ -89,7 +89,8 @@ def slowing_frames(waypoints: np.ndarray, moving_m: float = 1.0,
 
   Braking for a car, a pedestrian, a light or a turn ahead: ~10% of the bigger run's frames, ~12%
   of its 4-frame windows. A planner trained on uniform windows asked 4.5 m/s with a car standing
-  6 m ahead at 5 m/s, 4.7 with none (bench/lead_car_response.py).
+  6 m ahead at 5 m/s, 4.7 with none (bench/lead_car_response.py). Drawn 4x as often
+  (`data.slowing_window_boost=3`) they taught it to stop, not when: -8.4 DS (README).
   """
   points = np.asarray(waypoints, np.float64)
   steps = np.linalg.norm(np.diff(points, axis=-2, prepend=0.0), axis=-1)  # [n, W]
