@@ -200,6 +200,12 @@ def validate(config: ConfigDict, num_devices: int | None = None) -> ConfigDict:
       raise ConfigError(
           f"data.seq_len={config.data.seq_len} exceeds model.llm.max_positions="
           f"{llm.max_positions}; shorten data.seq_len or raise model.llm.max_positions")
+  model = config.get("model", {}).get("lmgendrive", {})
+  heads = int(model.get("view_reader_heads", 0))
+  if heads > 0 and model.llm.embed_dim % heads:
+    raise ConfigError(
+        f"model.lmgendrive.view_reader_heads={heads} does not divide the LLM width "
+        f"{model.llm.embed_dim} (the action states it reads); pick a divisor")
   for block in ("train", "data"):
     if "batch_size" in config.get(block, {}) and "mesh" in config:
       shards = _mesh_axis_size(config, "batch", num_devices)

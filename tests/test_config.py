@@ -51,6 +51,15 @@ def test_validation_names_what_to_change():
   config_lib.validate(config, num_devices=8)
 
 
+def test_validation_names_a_view_reader_that_does_not_fit_the_llm():
+  config = config_lib.load_config(os.path.join(REPO, "configs", "stage2.py:preset=tiny"))
+  config.model.lmgendrive.view_reader_heads = 5
+  with pytest.raises(ConfigError, match=r"view_reader_heads=5 does not divide the LLM width 64"):
+    config_lib.validate(config, num_devices=8)
+  config.model.lmgendrive.view_reader_heads = 4
+  config_lib.validate(config, num_devices=8)
+
+
 def test_paper_preset_is_llama_7b_shape():
   llm = config_lib.llm_preset("paper")
   assert (llm.embed_dim, llm.num_layers, llm.num_heads, llm.mlp_dim, llm.vocab_size) == (
