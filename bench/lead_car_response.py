@@ -45,7 +45,6 @@ from bench.lane_response import INSTRUCTION, SPEED, lane_pose, straight_places  
 from bench.lane_response import placed_state as lane_placed_state  # noqa: E402
 from bench.placed_scenes import PlacedScenes  # noqa: E402
 from lmgendrive_jax.data import augment, geometry, topdown, view_layout  # noqa: E402
-from lmgendrive_jax.models.lmgendrive import LMGenDrive  # noqa: E402
 from lmgendrive_jax.sim import pid as pid_lib  # noqa: E402
 from lmgendrive_jax.sim import routes as routes_lib  # noqa: E402
 from lmgendrive_jax.train import trained  # noqa: E402
@@ -148,10 +147,10 @@ def probe_at_car(agent, camera_size: tuple[int, int]):
 
   @jax.jit
   def probe(views):
-    tokens = model.apply(variables, views[None, None], jnp.full((1, 1), SPEED, jnp.float32),
-                         method=lambda m, images, speed: m.vision_encoder(images, speed)[0])
-    logits = model.apply(variables, tokens, method=LMGenDrive.probe_outputs)[
-        "probe_layout_logits"][0, 0, front]
+    # As the planner encodes the frame (encode_frames: speed zeroed without speed_input).
+    logits = model.apply(variables, views[None, None], jnp.full((1, 1), SPEED, jnp.float32),
+                         method=lambda m, images, speed: m._probe_outputs(
+                             m.encode_frames(images, speed)))["probe_layout_logits"][0, 0, front]
     return jax.nn.softmax(logits.astype(jnp.float32))[..., view_layout.OBJECT]
 
   def at_car(views: np.ndarray, car: np.ndarray) -> dict:

@@ -208,16 +208,12 @@ class ClipExample(grain.transforms.RandomMap):
       start_weights = clips.junction_start_weights(
           np.asarray(record["road_option"]), self.window, self.stride, self.junction_lookahead,
           self.junction_window_boost)
-    if self.pull_away_window_boost > 0:
-      pull_away = clips.window_holds_event(
-          clips.pull_away_frames(record["waypoints"]), self.window, self.stride, 0)
-      start_weights = (1.0 if start_weights is None else start_weights) + (
-          self.pull_away_window_boost * pull_away)
-    if self.slowing_window_boost > 0:
-      slowing = clips.window_holds_event(
-          clips.slowing_frames(record["waypoints"]), self.window, self.stride, 0)
-      start_weights = (1.0 if start_weights is None else start_weights) + (
-          self.slowing_window_boost * slowing)
+    for boost, event_frames in ((self.pull_away_window_boost, clips.pull_away_frames),
+                                (self.slowing_window_boost, clips.slowing_frames)):
+      if boost > 0:
+        held = clips.window_holds_event(event_frames(record["waypoints"]), self.window,
+                                        self.stride, 0)
+        start_weights = (1.0 if start_weights is None else start_weights) + boost * held
     if self.labelled_windows:
       labelled = clips.labelled_start_weights(record["waypoint_mask"], self.window, self.stride)
       if labelled.sum() > 0:  # a clip with no target at all keeps its weights (world loss)

@@ -16,6 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from flax import traverse_util
 
 from lmgendrive_jax.errors import CheckpointError
 from lmgendrive_jax.models.light_detector import RedLightDetector
@@ -48,13 +49,8 @@ def load_run_config(work_dir: str) -> ml_collections.ConfigDict:
 def encoder_differences(work_dir: str, ours: dict) -> dict[str, tuple[Any, Any]]:
   """The vision encoder settings in which a run (`encoder_config`) and `ours` (a config dict)
   differ: {"backbone.output_stride": (theirs, ours), ...}; {} when built alike."""
-  def flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-      out.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict)
-                 else {f"{prefix}{key}": value})
-    return out
-  theirs, ours = flat(_tuples(encoder_config(work_dir))), flat(_tuples(ours))
+  theirs, ours = (traverse_util.flatten_dict(_tuples(tree), sep=".")
+                  for tree in (encoder_config(work_dir), ours))
   return {k: (theirs.get(k), ours.get(k)) for k in sorted(set(ours) | set(theirs))
           if theirs.get(k) != ours.get(k)}
 
