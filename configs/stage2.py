@@ -16,7 +16,7 @@ def whole_model_from(run: str) -> list[dict]:
   parameters only the training-only probes may be left behind (a fine-tune without them)."""
   where = dict(run="", run_dir=run) if "/" in run else dict(run=run, run_dir="")
   return [dict(where, root="params", subtrees={"": ""}, skip="",
-               droppable=r"^(visual_probe|layout_probe|instruction_probe)/"),
+               droppable=f"^({'|'.join(config_lib.TRAINING_ONLY_HEADS)})/"),
           dict(where, root="model_state/batch_stats", subtrees={"vision": "vision"}, skip="")]
 
 

@@ -39,7 +39,7 @@ def main(argv):
 
   from lmgendrive_jax.train import loop
 
-  config = config_lib.resolve_run_dirs(_CONFIG.value)
+  config = config_lib.resolve_probes(config_lib.resolve_run_dirs(_CONFIG.value))
   config_lib.validate(config)
   if config.stage not in TASKS:
     raise SystemExit(f"config.stage={config.stage!r} has no trainer; known: {sorted(TASKS)}")

@@ -174,6 +174,27 @@ def resolve_run_dirs(config: ConfigDict) -> ConfigDict:
   return config
 
 
+def resolve_probes(config: ConfigDict) -> ConfigDict:
+  """Builds the training-only probes (models/lmgendrive.py) as their loss weights ask, after the
+  command line: stage configs derive `visual_probe` and `layout_probe_size` from the weights when
+  they load, so `--config.loss.layout_probe_weight=0` alone would still build the probe (and its
+  restore would fail on a run trained without it, or with another layout). A zero weight drops
+  the probe and, for the layout probe, the view-layout labels only it reads. A layout weight > 0
+  with no probe size is left to the trainer's error, which names both."""
+  loss = config.get("loss", {})
+  model = config.get("model", {}).get("lmgendrive", None)
+  if model is None:
+    return config
+  if "visual_probe_weight" in loss and "visual_probe" in model:
+    model.visual_probe = bool(loss.visual_probe_weight > 0)
+  if ("layout_probe_weight" in loss and loss.layout_probe_weight <= 0
+      and "layout_probe_size" in model):
+    model.layout_probe_size = (0, 0)
+    if "data" in config and "view_layout_size" in config.data:
+      config.data.view_layout_size = (0, 0)
+  return config
+
+
 def validate(config: ConfigDict, num_devices: int | None = None) -> ConfigDict:
   """Checks a run config before anything compiles; raises ConfigError saying what to change."""
   if num_devices is None:
@@ -287,6 +308,11 @@ def llm_preset(name: str) -> ConfigDict:
   if name not in presets:
     raise ConfigError(f"unknown preset {name!r} for the LLM; choose one of {sorted(presets)}")
   return ConfigDict({**common, **presets[name]})
+
+
+# The parameter subtrees of LMGenDrive's training-only heads (the module names models/lmgendrive.py
+# gives them): the planner never reads them, so a fine-tune built without one may leave it behind.
+TRAINING_ONLY_HEADS = ("visual_probe", "layout_probe", "instruction_probe")
 
 
 def lmgendrive_preset(name: str) -> ConfigDict:

@@ -119,9 +119,7 @@ class LMGenDrive(nn.Module):
   # --------------------------------------------------------------------------------------------
   # Pieces.
 
-  def encode_frames(self, images: jax.Array, speed: jax.Array,
-                    instruction: jax.Array | None = None,
-                    instruction_mask: jax.Array | None = None) -> jax.Array:
+  def encode_frames(self, images: jax.Array, speed: jax.Array) -> jax.Array:
     """images uint8[B, T, V, H, W, 3], speed f32[B, T] -> visual tokens f32[B, T, Nq, D]."""
     return self._encode(images, speed)[0]
 

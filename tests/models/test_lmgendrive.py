@@ -91,6 +91,14 @@ def test_instruction_probe_reads_the_instruction_and_stays_off_the_waypoints(mod
   assert not np.allclose(other, out["instruction_logits"], atol=1e-6)
 
 
+def test_training_only_heads_are_named_as_the_config_lists_them(model_and_variables):
+  """A fine-tune may leave exactly these subtrees behind (configs/stage2.py: whole_model_from)."""
+  model, variables, _ = model_and_variables
+  probed = model.clone(visual_probe=True, layout_probe_size=(4, 4), instruction_probe_classes=7)
+  shapes = jax.eval_shape(probed.init, jax.random.key(1), **_inputs(3))["params"]
+  assert set(shapes) - set(variables["params"]) == set(config_lib.TRAINING_ONLY_HEADS)
+
+
 @pytest.fixture(scope="module")
 def reader_model_and_variables():
   model = LMGenDrive(**{**config_lib.lmgendrive_preset("tiny").to_dict(), "view_reader_heads": 2})
