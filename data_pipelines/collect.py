@@ -35,7 +35,6 @@ import math
 import os
 import shutil
 import sys
-from typing import Any
 
 import numpy as np
 from absl import app, flags
@@ -175,8 +174,9 @@ class Collector:
 
   def __init__(self, out_dir: str, config, views: tuple[str, ...]):
     self.out_dir, self.config, self.views = out_dir, config, views
-    self.frames: dict[int, int] = {}
-    self.agents: dict[int, Any] = {}  # per episode: its agent, for on_end's takeover summary
+    # Per episode being written (by id): [frames written so far, its agent (for on_end's
+    # takeover summary)].
+    self.open: dict[int, list] = {}
 
   def _written_views(self) -> tuple[str, ...]:
     """LMDrive's four cameras, plus `rgb_focus` when the rig renders the telephoto focus camera
@@ -192,14 +192,13 @@ class Collector:
       return
     route_dir = self._dir(episode)
     key = id(episode)
-    if key not in self.frames:
+    if key not in self.open:
       if os.path.exists(route_dir):
         shutil.rmtree(route_dir)
       for folder in [f"rgb_{v}" for v in self._written_views()] + ["measurements",
                                                                      "actors_data", "topdown"]:
         os.makedirs(os.path.join(route_dir, folder))
-      self.frames[key] = 0
-      self.agents[key] = agent
+      self.open[key] = [0, agent]
     frame = episode.tick // 2
     name = f"{frame:04d}"
     for view in self._written_views():
@@ -212,11 +211,10 @@ class Collector:
                 measurement(episode, state, control, labels))
     _write_json(os.path.join(route_dir, "actors_data", name + ".json"),
                 actors_data(episode, state, info["light_states"], float(self.config.actor_radius)))
-    self.frames[key] = frame + 1
+    self.open[key][0] = frame + 1
 
   def on_end(self, episode, result) -> None:
-    n_frames = self.frames.pop(id(episode), 0)
-    agent = self.agents.pop(id(episode), None)
+    n_frames, agent = self.open.pop(id(episode), (0, None))
     route_dir = self._dir(episode)
     if n_frames == 0:
       return
