@@ -21,12 +21,23 @@ FORCED_THROTTLE = 0.8
 
 
 class StuckRule:
-  """See the module docstring; `t` is simulation time in seconds."""
+  """See the module docstring; `t` is simulation time in seconds.
+
+  Standing means moving less than STANDING_MPS x stuck_seconds (1.6 m at 8 s) since the wait
+  started (the distance the speed readings integrate to); the wait starts again whenever the car
+  has moved that far. Not every reading under STANDING_MPS, as before: a planner asking ~0.1 m/s
+  makes LMDrive's PID alternate throttle and brake, and the car inches forward in jerks whose
+  speed passes 0.2 m/s now and then, so it never counted as standing and was never pushed (the
+  DAgger-trained planner of docs/experiments.md, 6th session: routes timing out after 2-18 m in
+  60-100 s of that).
+  """
 
   def __init__(self, stuck_seconds: float, forced_forward_seconds: float):
     self.stuck_seconds = float(stuck_seconds)
     self.forced_forward_seconds = float(forced_forward_seconds)
     self.standing_since: float | None = None
+    self.moved_m = 0.0  # integrated since standing_since
+    self.last_t: float | None = None
     self.forcing_until = -float("inf")
     self.pushes = 0
 
@@ -40,13 +51,17 @@ class StuckRule:
     """
     if self.stuck_seconds <= 0:
       return None
+    dt = 0.0 if self.last_t is None else max(float(t) - self.last_t, 0.0)
+    self.last_t = float(t)
     if t < self.forcing_until:
       return FORCED_THROTTLE
-    if speed >= STANDING_MPS:
-      self.standing_since = None
-      return None
     if self.standing_since is None:
-      self.standing_since = t
+      self.standing_since, self.moved_m = t, 0.0
+    else:
+      self.moved_m += max(float(speed), 0.0) * dt
+    if self.moved_m >= STANDING_MPS * self.stuck_seconds:
+      self.standing_since, self.moved_m = t, 0.0  # it drove: the wait starts again from here
+      return None
     if may_push and t - self.standing_since >= self.stuck_seconds:
       self.standing_since, self.forcing_until = None, t + self.forced_forward_seconds
       self.pushes += 1

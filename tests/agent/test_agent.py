@@ -255,6 +255,18 @@ def test_stuck_rule_pushes_a_car_that_stands_too_long():
   assert not any(agent.run_step(data, tick * 0.05).throttle > 0 for tick in range(120))
 
 
+def test_stuck_rule_pushes_a_car_inching_forward_in_jerks_but_not_one_that_drives_slowly():
+  """Readings every 0.1 s alternating 0 and 0.3 m/s (the PID's throttle-brake jerks on a planner
+  asking ~0.1 m/s) average 0.15 m/s: stuck, though some readings pass STANDING_MPS."""
+  rule = stuck.StuckRule(stuck_seconds=8.0, forced_forward_seconds=0.6)
+  times = np.arange(0, 12, 0.1)
+  jerks = [rule.forced_throttle(0.3 * (i % 2), t) for i, t in enumerate(times)]
+  first = next(i for i, throttle in enumerate(jerks) if throttle is not None)
+  assert times[first] == pytest.approx(8.0, abs=0.15) and rule.pushes == 1
+  rule = stuck.StuckRule(stuck_seconds=8.0, forced_forward_seconds=0.6)
+  assert all(rule.forced_throttle(0.6 * (i % 2), t) is None for i, t in enumerate(times))
+
+
 def test_stuck_rule_counts_standing_while_the_light_rule_holds_and_pushes_when_it_lets_go():
   rule = stuck.StuckRule(stuck_seconds=8.0, forced_forward_seconds=0.6)
   assert all(rule.forced_throttle(0.0, t, may_push=False) is None for t in np.arange(0, 20, 0.1))
