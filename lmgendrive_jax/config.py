@@ -104,7 +104,8 @@ def apply_overrides(config: ConfigDict, overrides: Mapping[str, Any] | Iterable[
 
 
 def load_config(spec: str, overrides: Mapping[str, Any] | Iterable[str] = ()) -> ConfigDict:
-  """Loads `path/to/config.py:arg` like the launchers' `--config` flag, overrides, locks it."""
+  """Loads `path/to/config.py:arg` like the launchers' `--config` flag, overrides, locks it, and
+  resolves the probes from their weights as launch/train.py does (`resolve_probes`)."""
   path, _, arg = spec.partition(":")
   if not os.path.exists(path):
     raise ConfigError(f"config file {path!r} does not exist (from --config={spec!r})")
@@ -117,7 +118,7 @@ def load_config(spec: str, overrides: Mapping[str, Any] | Iterable[str] = ()) ->
   config = module.get_config(arg or None)
   config.lock()
   apply_overrides(config, overrides)
-  return config
+  return resolve_probes(config)
 
 
 # ----------------------------------------------------------------------------------------------

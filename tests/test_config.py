@@ -93,11 +93,11 @@ def test_probes_follow_their_weights_after_the_command_line():
   """A fine-tune that turns the layout probe off on the command line must not build it: stage
   configs set the probe size from the weight before the overrides apply."""
   spec = os.path.join(REPO, "configs", "stage2.py:preset=small,from_run=runs/stage2_small")
-  default = config_lib.resolve_probes(config_lib.load_config(spec))
+  default = config_lib.load_config(spec)
   assert tuple(default.model.lmgendrive.layout_probe_size) == (8, 8)
   assert tuple(default.data.view_layout_size) == (8, 8) and default.model.lmgendrive.visual_probe
-  config = config_lib.resolve_probes(config_lib.load_config(
-      spec, ["--config.loss.layout_probe_weight=0", "--config.loss.visual_probe_weight=0"]))
+  config = config_lib.load_config(
+      spec, ["--config.loss.layout_probe_weight=0", "--config.loss.visual_probe_weight=0"])
   assert tuple(config.model.lmgendrive.layout_probe_size) == (0, 0)
   assert tuple(config.data.view_layout_size) == (0, 0)
   assert not config.model.lmgendrive.visual_probe
