@@ -5,7 +5,7 @@
 
 Drives four agents over the same route set of the embedded simulator (lmgendrive_jax/eval/,
 the code `launch/eval.py` runs): our trained model (`--work_dir`, a stage-2/3 run; quickstart's
-bigger preset `STEPS_SCALE=4 ./launch/quickstart.sh` trains the one the README reports), the
+bigger preset `PRESET=big ./launch/quickstart.sh` trains the one the README reports), the
 privileged expert, a lane-keeping baseline that ignores the instructions (straight on at every
 junction), and our model with the instruction blanked. The route set is held out: quickstart
 collects its training data with seed 0, this bench drives seed 1 (other routes through the same
@@ -51,7 +51,7 @@ FOLLOWING_TARGET = 90.0
 
 def evaluate_agent(args, agent: str, seed: int) -> dict:
   ours = agent in ("lmgendrive", "blank_instruction")
-  overrides = {"route_set": args.route_set, "seed": seed,
+  overrides = {"route_set": args.route_set, "seed": seed, "trace": args.trace,
                "agent.work_dir": args.work_dir if ours else ""}
   folder = agent
   if ours and args.light_detector:
@@ -113,6 +113,8 @@ def main(argv=None) -> int:
   parser.add_argument("--red_light_threshold", type=float, default=0.5)
   parser.add_argument("--stuck_seconds", type=float, default=0.0,
                       help="> 0: ours pushes forward after standing this long (agent/stuck.py)")
+  parser.add_argument("--trace", action="store_true",
+                      help="routes driven now record a trace (configs/eval.py: trace)")
   args = parser.parse_args(argv)
   args.out = args.out or os.path.join(args.work_dir, "drive_quality")
   summaries = {agent: pooled([evaluate_agent(args, agent, seed) for seed in args.seed])

@@ -28,6 +28,9 @@ def get_config(arg=None):
   config.batch_size = config.sim.batch_size  # worlds driven in lockstep
   config.max_ticks = -1         # > 0: hard cap per route (ending "running"); the spec's timeout
   config.trajectory_every = 10  # ticks between recorded trajectory points (0.5 s)
+  # Also record at each trajectory point the ego speed, the control and (our agent) what it asked
+  # and read (`LMGenDriveAgent.trace_fields`) as each route's `trace`: why a route went wrong.
+  config.trace = False
   config.out_dir = ""           # "" = <work_dir>/eval/<route_set>_<kind> or work_dirs/eval/...
   config.agent = config_lib.ConfigDict(dict(
       kind=arg.agent, junction_policy="straight",

@@ -205,6 +205,17 @@ class LMGenDriveAgent:
   def destroy(self) -> None:
     self.state = None
 
+  def trace_fields(self) -> dict:
+    """What the agent read and decided at its last model step, for evaluation traces
+    (`configs/eval.py: trace`): the speed its waypoints ask (the PID's target), the planner's
+    P(completed), the light rule's P(red) (0 without a detector), and the light rule's brakes
+    and the stuck rule's pushes so far."""
+    asked = (-1.0 if self.last_waypoints is None
+             else pid_lib.desired_speed(self.last_waypoints))
+    return dict(asked_speed=round(asked, 3), p_completed=round(float(self.last_completed_prob), 3),
+                p_red=round(float(self.last_red_light_prob), 3),
+                light_brakes=int(self.red_light_brakes), pushes=int(self.stuck.pushes))
+
   # --- helpers ---------------------------------------------------------------------------------
 
   def _reset(self, instruction: str) -> None:

@@ -13,7 +13,10 @@ Its layout (what report.py reads):
    from the defaults), "total_routes", "complete", "mean_ds", "mean_rc", "mean_is",
    "num_routes", "wall_seconds",
    "routes": [{"route_id", "town", "ds", "rc", "is", "infractions", "ending", "route_xy",
-               "trajectory_xy", + the scorer's fields (sim/scoring.py)}, ...]}  (in set order)
+               "trajectory_xy", + the scorer's fields (sim/scoring.py),
+               "trace" (with `config.trace`: [{"t", "speed", "throttle", "steer", "brake",
+               + the agent's `trace_fields()`}, ...] at the trajectory's points)}, ...]}
+  (in set order)
 Beside it, `town_map_<town>.json` per town (`{"lanes": [[[x, y], ...], ...]}`: lane centre
 lines for the maps), and `town_map.json` when the set uses one town.
 """
@@ -129,21 +132,32 @@ def write_town_map(folder: str, town, name: str) -> None:
 
 
 class _Recorder:
-  """Per-route trajectories (on_tick) and the results file (on_end, after each route)."""
+  """Per-route trajectories and traces (on_tick) and the results file (on_end, after each
+  route)."""
 
   def __init__(self, path: str, specs, finished: dict, header: dict, trajectory_every: int,
-               after_write: Callable[[dict], None] | None):
+               after_write: Callable[[dict], None] | None, trace: bool = False):
     self.path, self.specs, self.finished, self.header = path, specs, finished, header
     self.every = max(int(trajectory_every), 1)
     self.after_write = after_write
+    self.trace = trace
     self.trajectories: dict[str, list] = {}
+    self.traces: dict[str, list] = {}
     self.started = time.time()
     self.single_town = len({s.town_seed for s in specs}) == 1
 
   def on_tick(self, episode, state, info, images, control, agent) -> None:
-    del info, images, control, agent
-    if episode.tick % self.every == 0:
-      self.trajectories.setdefault(episode.spec.name, []).append(np.asarray(state["ego_pos"]))
+    del info, images
+    if episode.tick % self.every:
+      return
+    self.trajectories.setdefault(episode.spec.name, []).append(np.asarray(state["ego_pos"]))
+    if self.trace:
+      steer, throttle, brake = (round(float(v), 3) for v in control)
+      point = dict(t=round(float(state["t"]), 2), speed=round(float(state["ego_speed"]), 3),
+                   throttle=throttle, steer=steer, brake=brake)
+      if hasattr(agent, "trace_fields"):
+        point.update(agent.trace_fields())
+      self.traces.setdefault(episode.spec.name, []).append(point)
 
   def on_end(self, episode, result: dict) -> None:
     name = episode.spec.name
@@ -151,6 +165,8 @@ class _Recorder:
     record = dict(route_id=name, town=str(episode.spec.town_id), **result)
     record["route_xy"] = polyline(episode.route.points, 2)
     record["trajectory_xy"] = polyline(self.trajectories.pop(name, []), 1)
+    if self.trace:
+      record["trace"] = self.traces.pop(name, [])
     write_town_map(folder, episode.town, f"town_map_{episode.spec.town_id}.json")
     if self.single_town:
       write_town_map(folder, episode.town, "town_map.json")
@@ -187,7 +203,8 @@ def evaluate(config, progress: bool = True,
     with open(path) as f:
       previous_wall = float(json.load(f).get("wall_seconds", 0.0))
   recorder = _Recorder(path, specs, finished, {**expected, "wall_seconds": previous_wall},
-                       int(config.trajectory_every), after_write)
+                       int(config.trajectory_every), after_write,
+                       trace=bool(config.get("trace", False)))
   make_agent, agent_config, render_every = agent_factory(config)
   bar = None
   if progress:

@@ -94,6 +94,10 @@ def test_scripted_planner_completes_a_route_through_the_agent_code_path():
   assert planner.calls[0][2] == (3, 16, 16, 3)
   assert agent.resets >= agent.model_steps // 6
   assert all(text for text in planner.instructions)  # the stream's instructions went in
+  # An evaluation trace's fields: the PID's target from the last waypoints, no rules.
+  fields = agent.trace_fields()
+  assert fields["asked_speed"] == pytest.approx(SPEED, abs=0.3), fields
+  assert fields["p_red"] == 0.0 and fields["light_brakes"] == fields["pushes"] == 0
 
 
 def _encode_png(array):
@@ -249,6 +253,7 @@ def test_stuck_rule_pushes_a_car_that_stands_too_long():
   assert first * 0.05 == pytest.approx(3.0, abs=0.11)
   assert all(pushed[first:first + 12]) and not any(pushed[first + 13:first + 13 + 36])
   assert agent.stuck.pushes == 2
+  assert agent.trace_fields()["pushes"] == 2 and agent.trace_fields()["asked_speed"] == 0.0
   # Off by default: the planner's standing is kept.
   agent = LMGenDriveAgent(StandingPlanner(max_frames=8))
   agent.setup(dict(camera_size=(32, 24)))

@@ -41,10 +41,23 @@ def test_interrupted_evaluation_resumes_to_the_uninterrupted_result(tmp_path):
   assert set(route) >= {"route_id", "town", "ds", "rc", "is", "infractions", "ending",
                         "route_xy", "trajectory_xy"}
   assert len(route["trajectory_xy"]) >= 160 // 10
+  assert "trace" not in route  # only when asked for (config.trace)
   # The report reads it and finds the town maps.
   results = report.read_eval_results(str(tmp_path / "cut" / "results.json"))
   assert len(results.routes) == 3
   assert (tmp_path / "cut" / f"town_map_{route['town']}.json").exists()
+
+
+def test_trace_records_speed_and_control_at_each_trajectory_point(tmp_path):
+  config = _config(tmp_path)
+  config.max_routes, config.trace = 1, True
+  route = closed_loop.evaluate(config, progress=False)["routes"][0]
+  trace = route["trace"]
+  assert len(trace) == len(route["trajectory_xy"]) >= 160 // 10
+  assert [p["t"] for p in trace[:3]] == pytest.approx([0.0, 0.5, 1.0])
+  assert all(set(p) == {"t", "speed", "throttle", "steer", "brake"} for p in trace)  # expert
+  assert max(p["speed"] for p in trace) > 1.0 and max(p["throttle"] for p in trace) > 0.0
+  assert all(0.0 <= p["throttle"] <= 1.0 and 0.0 <= p["brake"] <= 1.0 for p in trace)
 
 
 def test_out_dir_of_another_evaluation_is_an_error(tmp_path):
