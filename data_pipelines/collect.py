@@ -29,6 +29,7 @@ expert's futures as waypoint targets. Use route seeds the evaluation does not (i
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -169,14 +170,20 @@ def topdown_png(episode, state: dict) -> bytes:
   return buffer.getvalue()
 
 
+@dataclasses.dataclass
+class OpenRoute:
+  """A route folder being written: the frames written so far, and the agent driving it (for
+  on_end's takeover summary)."""
+  frames: int
+  agent: object
+
+
 class Collector:
   """host.run_routes callbacks that write each route folder; `write_index` rebuilds the root."""
 
   def __init__(self, out_dir: str, config, views: tuple[str, ...]):
     self.out_dir, self.config, self.views = out_dir, config, views
-    # Per episode being written (by id): [frames written so far, its agent (for on_end's
-    # takeover summary)].
-    self.open: dict[int, list] = {}
+    self.open: dict[int, OpenRoute] = {}  # by id(episode)
 
   def _written_views(self) -> tuple[str, ...]:
     """LMDrive's four cameras, plus `rgb_focus` when the rig renders the telephoto focus camera
@@ -198,7 +205,7 @@ class Collector:
       for folder in [f"rgb_{v}" for v in self._written_views()] + ["measurements",
                                                                      "actors_data", "topdown"]:
         os.makedirs(os.path.join(route_dir, folder))
-      self.open[key] = [0, agent]
+      self.open[key] = OpenRoute(frames=0, agent=agent)
     frame = episode.tick // 2
     name = f"{frame:04d}"
     for view in self._written_views():
@@ -211,10 +218,11 @@ class Collector:
                 measurement(episode, state, control, labels))
     _write_json(os.path.join(route_dir, "actors_data", name + ".json"),
                 actors_data(episode, state, info["light_states"], float(self.config.actor_radius)))
-    self.open[key][0] = frame + 1
+    self.open[key].frames = frame + 1
 
   def on_end(self, episode, result) -> None:
-    n_frames, agent = self.open.pop(id(episode), (0, None))
+    route = self.open.pop(id(episode), OpenRoute(frames=0, agent=None))
+    n_frames, agent = route.frames, route.agent
     route_dir = self._dir(episode)
     if n_frames == 0:
       return

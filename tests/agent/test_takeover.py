@@ -123,7 +123,7 @@ def test_the_collector_writes_the_takeover_summary_to_the_route_meta(tmp_path):
         notices=types.SimpleNamespace(notices=[]))
     # What on_tick leaves after an episode's third written frame: its folder, count and agent.
     (tmp_path / collect.route_dir_name(spec)).mkdir()
-    collector.open[id(episode)] = [3, route_agent]
+    collector.open[id(episode)] = collect.OpenRoute(frames=3, agent=route_agent)
     collector.on_end(episode, result)
     with open(tmp_path / collect.route_dir_name(spec) / collect.META) as f:
       metas.append(json.load(f))
