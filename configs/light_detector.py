@@ -33,8 +33,9 @@ def get_config(arg=None):
   # Positives (~1 frame in 4, most of them standing at the line) count this many times.
   config.loss = config_lib.ConfigDict(dict(positive_weight=2.0))
 
+  config.label = "red_light_ahead"  # the frame label it learns (train/light_detector.py: LABELS)
   config.data = config_lib.data_preset(arg.preset, stage=1)
-  config.data.views = ("focus",)
+  config.data.views = ("focus",)  # the one view it reads
   config.data.batch_size = {"tiny": 8, "small": 64, "paper": 256}[arg.preset]
   config.train = config_lib.ConfigDict(dict(
       steps={"tiny": 10, "small": 3000, "paper": 20000}[arg.preset],

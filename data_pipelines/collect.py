@@ -63,8 +63,11 @@ def _gps(p) -> list[float]:
   return [float(-p[1]), float(p[0])]
 
 
-def measurement(episode, state: dict, control: np.ndarray, labels: dict) -> dict:
-  """Every LMDrive measurement key for the tick (specs/lmdrive_format.md)."""
+def measurement(episode, state: dict, control: np.ndarray, labels: dict,
+                info: dict | None = None) -> dict:
+  """Every LMDrive measurement key for the tick (specs/lmdrive_format.md), plus our own:
+  `stop_sign_zone` (the simulator's `info`, when given: the ego is in a stop sign's waiting
+  zone, up to 6 m before its line: where the scorer wants it to stand)."""
   route = episode.route
   pos = np.asarray(state["ego_pos"], np.float64)
   progress = float(labels.get("progress", episode.scorer.progress_m))
@@ -102,6 +105,7 @@ def measurement(episode, state: dict, control: np.ndarray, labels: dict) -> dict
       "future_waypoints": future,
       # The light's actors_data id (LMDrive: the CARLA actor id), not the town's light index.
       "affected_light_id": light_actor_id(int(labels.get("affected_light_id", -1))),
+      **({} if info is None else {"stop_sign_zone": bool(int(info["stop_zone"]) >= 0)}),
   }
 
 
@@ -215,7 +219,7 @@ class Collector:
       f.write(topdown_png(episode, state))
     labels = getattr(agent, "last_labels", {}) or {}
     _write_json(os.path.join(route_dir, "measurements", name + ".json"),
-                measurement(episode, state, control, labels))
+                measurement(episode, state, control, labels, info))
     _write_json(os.path.join(route_dir, "actors_data", name + ".json"),
                 actors_data(episode, state, info["light_states"], float(self.config.actor_radius)))
     self.open[key].frames = frame + 1

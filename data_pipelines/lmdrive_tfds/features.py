@@ -15,7 +15,9 @@ frames (`lmdrive_frames`), one example per frame:
     topdown.py`; zlib), has_road_map: bool (False: the route has no such map, zeros stored),
   traffic_light: int32 (1 = a red light affects ego), stop_sign: int32, blocked: bool,
   red_light_ahead: int32 (1 = the light of the route's next stop line is red, at any distance:
-    `reader.red_light_ahead`).
+    `reader.red_light_ahead`),
+  stop_sign_zone: int32 (1 = the ego is in a stop sign's waiting zone, 0 = not, -1 = unknown:
+    the source has no `stop_sign_zone` measurement; absent from builds before it).
 clips (`lmdrive_clips`), one example per instruction clip:
   route, town_id, weather_id, instruction_id: int32, instruction_name: text,
   instruction_args: text (JSON), texts: Sequence(text) (paraphrases rendered at build time),
@@ -146,6 +148,7 @@ def frame_features(config: BuildConfig) -> tfds.features.FeaturesDict:
       "traffic_light": np.int32,
       "stop_sign": np.int32,
       "red_light_ahead": np.int32,
+      "stop_sign_zone": np.int32,
       "blocked": np.bool_,
   })
 

@@ -336,7 +336,16 @@ def frame_labels(measurements: dict[int, dict], frame: int, config: BuildConfig)
       "bev_targets": geometry.bev_targets(objects, config.bev_grid),
       "traffic_light": int(bool(m["is_red_light_present"])), "stop_sign": int(bool(stop)),
       "red_light_ahead": red_light_ahead(m),
+      "stop_sign_zone": stop_sign_zone(m),
   }
+
+
+def stop_sign_zone(m: dict) -> int:
+  """1 when the ego is in a stop sign's waiting zone (up to 6 m before its line, where the
+  scorer wants it to stand), 0 when not, -1 when the source does not say: our collection's
+  measurement (collect.py, from the simulator), not LMDrive's; its `is_stop_sign_present` is the
+  expert's braking trigger, which ends once the expert has stopped."""
+  return int(bool(m["stop_sign_zone"])) if "stop_sign_zone" in m else -1
 
 
 def red_light_ahead(m: dict) -> int:

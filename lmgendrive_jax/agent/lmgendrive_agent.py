@@ -6,7 +6,7 @@ Where it sits: hosted by the embedded simulator (`sim/host.py: run_routes`, via
   raw cameras --preprocess.ViewPreprocessor--> uint8[V, H, W, 3]
      --planner.CachedPlanner.step (encode frame, extend the KV cache)--> waypoints f32[5, 2]
      --sim/pid.WaypointController (LMDrive's PID)--> Control(steer, throttle, brake)
-     [--red_light.RedLightRule / stuck.StuckRule (options, off by default)--> braked / pushed]
+     [--red_light / stop_sign / stuck rules (options, off by default)--> braked / pushed]
 
 LMDrive's timing rules (its lmdriver_agent.py): the simulator ticks at 20 Hz; the agent brakes
 for the first `brake_ticks` (20) ticks, then runs the model every `model_every` (2) ticks (10 Hz)
@@ -33,7 +33,10 @@ alone, LMDrive's rule), `red_light_threshold` (brake while its probability is ab
 has held the car standing this long, longer than any red phase, it is a false alarm on a scene
 that no longer changes, and the rule is off for `red_light_release` seconds), `stuck_seconds`
 and `forced_forward_seconds` (`stuck.py`: after standing this long, drive forward that long as
-soon as no light rule holds the car; 0 = off).
+soon as no light rule holds the car; 0 = off), `stop_sign_detector` (a stop-sign detector run,
+`configs/stop_sign_detector.py`; "" = none), `stop_sign_threshold` and `stop_sign_release`
+(`stop_sign.py`: brake while its probability is above, until the car has stood in the zone; then
+ignore it this many seconds).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import numpy as np
 from lmgendrive_jax.agent import planner as planner_lib
 from lmgendrive_jax.agent import preprocess
 from lmgendrive_jax.agent import red_light as red_light_lib
+from lmgendrive_jax.agent import stop_sign as stop_sign_lib
 from lmgendrive_jax.agent import stuck as stuck_lib
 from lmgendrive_jax.errors import ConfigError
 from lmgendrive_jax.sim import pid as pid_lib
@@ -55,7 +59,8 @@ AGENT_DEFAULTS = dict(
     completed_threshold=0.5, brake_ticks=20, model_every=2, camera_size=(0, 0),
     focus_fraction=0.0, tokenizer="", light_detector="", red_light_threshold=0.5,
     red_light_max_wait=20.0, red_light_release=5.0, stuck_seconds=0.0,
-    forced_forward_seconds=0.6)
+    forced_forward_seconds=0.6, stop_sign_detector="", stop_sign_threshold=0.5,
+    stop_sign_release=4.0)
 
 
 def agent_config(config: Any) -> dict:
@@ -113,18 +118,13 @@ class LMGenDriveAgent:
       width, height = build.get("camera_size") or [round(s / float(data.crop_scale))
                                                    for s in data.view_size[::-1]]
     self.camera_size = (int(width), int(height))
-    self.red_light = None
-    if self.config["light_detector"]:
-      self.red_light = red_light_lib.rule_for_run(str(self.config["light_detector"]))
-      if self.red_light.camera_size not in (None, self.camera_size):
-        raise ConfigError(
-            f"light_detector {self.config['light_detector']} was trained on "
-            f"{self.red_light.camera_size} (W, H) cameras but the agent's are {self.camera_size}; "
-            f"set camera_size or use a detector built from the planner's camera size")
-    # Cameras asked for: the planner's views', then any more the light detector reads.
-    self.camera_views = self.preprocess.camera_views + tuple(
-        v for v in (self.red_light.camera_views if self.red_light else ())
-        if v not in self.preprocess.camera_views)
+    self.red_light = self._detector("light_detector", red_light_lib.rule_for_run)
+    self.stop_sign = self._detector("stop_sign_detector", stop_sign_lib.detector_for)
+    # Cameras asked for: the planner's views', then any more the detectors read.
+    self.camera_views = self.preprocess.camera_views
+    for detector in (self.red_light, self.stop_sign):
+      self.camera_views += tuple(v for v in (detector.camera_views if detector else ())
+                                 if v not in self.camera_views)
     self.max_frames = int(self.planner.max_frames)
     self.frame_stride = int(self.config["frame_stride"]) or int(data.get("stride", 1))
     self.controller = pid_lib.WaypointController()
@@ -144,6 +144,8 @@ class LMGenDriveAgent:
                                                   float(self.config["red_light_release"]))
     self.stuck = stuck_lib.StuckRule(float(self.config["stuck_seconds"]),
                                      float(self.config["forced_forward_seconds"]))
+    self.last_stop_sign_prob = 0.0
+    self.stop_sign_rule = stop_sign_lib.StopSignRule(float(self.config["stop_sign_release"]))
 
   def sensors(self) -> list[dict]:
     width, height = self.camera_size
@@ -194,6 +196,11 @@ class LMGenDriveAgent:
       if braking_for_light:
         control = pid_lib.Control(steer=control.steer, throttle=0.0, brake=1.0)
         self.red_light_brakes += 1
+    if self.stop_sign is not None:
+      self.last_stop_sign_prob = self.stop_sign.probability(cameras)
+      in_zone = self.last_stop_sign_prob > float(self.config["stop_sign_threshold"])
+      if self.stop_sign_rule.brake(in_zone, speed, float(timestamp)):
+        control = pid_lib.Control(steer=control.steer, throttle=0.0, brake=1.0)
     forced = self.stuck.forced_throttle(speed, float(timestamp), may_push=not braking_for_light)
     if forced is not None:
       control = pid_lib.Control(steer=control.steer, throttle=forced, brake=0.0)
@@ -208,15 +215,31 @@ class LMGenDriveAgent:
   def trace_fields(self) -> dict:
     """What the agent read and decided at its last model step, for evaluation traces
     (`configs/eval.py: trace`): the speed its waypoints ask (the PID's target), the planner's
-    P(completed), the light rule's P(red) (0 without a detector), and the light rule's brakes
-    and the stuck rule's pushes so far."""
+    P(completed), the light rule's P(red) and the stop-sign rule's P(in a zone) (0 without
+    their detectors), and the rules' brakes, stops and pushes so far."""
     asked = (-1.0 if self.last_waypoints is None
              else pid_lib.desired_speed(self.last_waypoints))
     return dict(asked_speed=round(asked, 3), p_completed=round(float(self.last_completed_prob), 3),
                 p_red=round(float(self.last_red_light_prob), 3),
-                light_brakes=int(self.red_light_brakes), pushes=int(self.stuck.pushes))
+                p_stop_zone=round(float(self.last_stop_sign_prob), 3),
+                light_brakes=int(self.red_light_brakes),
+                stop_sign_brakes=int(self.stop_sign_rule.brakes),
+                stop_sign_stops=int(self.stop_sign_rule.stops), pushes=int(self.stuck.pushes))
 
   # --- helpers ---------------------------------------------------------------------------------
+
+  def _detector(self, option: str, load):
+    """The detector run of agent option `option` loaded by `load` (None when unset), checked to
+    have been trained on cameras of the agent's size."""
+    if not self.config[option]:
+      return None
+    detector = load(str(self.config[option]))
+    if detector.camera_size not in (None, self.camera_size):
+      raise ConfigError(
+          f"{option} {self.config[option]} was trained on {detector.camera_size} (W, H) "
+          f"cameras but the agent's are {self.camera_size}; set camera_size or use a detector "
+          f"built from the planner's camera size")
+    return detector
 
   def _reset(self, instruction: str) -> None:
     self.state = self.planner.start(instruction)

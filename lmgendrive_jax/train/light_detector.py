@@ -1,53 +1,69 @@
-"""Task: the red-light detector (`configs/light_detector.py`), beside the three-stage curriculum.
+"""Task: a single-view detector beside the three-stage curriculum, for the agent's rules.
 
-Trains `models/light_detector.py: RedLightDetector` on single frames of the focus view (the
-telephoto focus camera of a `build_tfds --focus_camera` build; a build without one gives the
-front camera's centre crop, where a distant lamp is under a pixel) against `red_light_ahead`
-(binary cross-entropy, positives weighted by `loss.positive_weight`). It shares no parameters
-with the planner: the agent's light rule (`agent/red_light.py`) reads it beside any stage-2/3
-run, so a detector can be retrained without retraining the planner. Logged per batch:
-accuracy, recall and precision at 0.5, and recall on the frames where the car moves (> 1 m/s;
-a detector that only fires on standing frames has learnt the stop, not the lamp).
+Trains `models/light_detector.py: RedLightDetector` on single frames of one view against one
+frame label (`config.label`, binary cross-entropy, positives weighted by
+`loss.positive_weight`, frames whose label is unknown (-1) left out):
+- the red-light detector (`configs/light_detector.py`): the focus view (the telephoto focus
+  camera of a `build_tfds --focus_camera` build; a build without one gives the front camera's
+  centre crop, where a distant lamp is under a pixel) against `red_light_ahead`; read by the
+  agent's light rule (`agent/red_light.py`);
+- the stop-sign detector (`configs/stop_sign_detector.py`): the front view against
+  `stop_sign_zone`; read by the agent's stop-sign rule (`agent/stop_sign.py`).
+It shares no parameters with the planner, so a detector can be retrained without retraining the
+planner. Logged per batch: accuracy, recall and precision at 0.5, and recall on the frames where
+the car moves (> 1 m/s; a detector that only fires on standing frames has learnt the stop, not
+the lamp or the sign).
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from lmgendrive_jax.data import pipeline
-from lmgendrive_jax.errors import ConfigError
+from lmgendrive_jax.errors import ConfigError, DataError
 from lmgendrive_jax.models.light_detector import RedLightDetector
 from lmgendrive_jax.train.loop import Task
 
 MOVING_MPS = 1.0
+LABELS = ("red_light_ahead", "stop_sign_zone")  # frame labels a detector can learn
 
 
-def focus_index(views) -> int:
-  """The position of the focus view in `data.views` (the detector reads only that one)."""
-  views = tuple(views)
-  if "focus" not in views:
-    raise ConfigError(f"the red-light detector reads the focus view; data.views is {views}")
-  return views.index("focus")
+def check_detector_data(config) -> str:
+  """The label a detector run learns (`config.label`, default red_light_ahead), after checking
+  that its data has exactly one view (the one it reads) and the label is one of LABELS."""
+  views = tuple(config.data.views)
+  if len(views) != 1:
+    raise ConfigError(f"a detector reads one view; data.views is {views} (the red-light "
+                      f"detector reads ('focus',), the stop-sign detector ('front',))")
+  label = str(config.get("label", "red_light_ahead"))
+  if label not in LABELS:
+    raise ConfigError(f"detector label {label!r}: choose one of {LABELS}")
+  return label
 
 
 def detector_metrics(logits, labels, speed) -> dict:
-  """Batch accuracy / recall / precision at 0.5 and the recall on moving frames (f32 scalars)."""
-  said = logits > 0.0
+  """Batch accuracy / recall / precision at 0.5 and the recall on moving frames (f32 scalars),
+  over the frames whose label is known (>= 0)."""
+  known = labels >= 0
+  said = (logits > 0.0) & known
   red = labels > 0
   moving = speed > MOVING_MPS
   hits = jnp.sum(said & red)
   safe = lambda num, den: num / jnp.maximum(den, 1)  # noqa: E731
-  return {"accuracy": jnp.mean(said == red), "recall": safe(hits, jnp.sum(red)),
+  return {"accuracy": safe(jnp.sum((said == red) & known), jnp.sum(known)),
+          "recall": safe(hits, jnp.sum(red)),
           "precision": safe(hits, jnp.sum(said)),
           "recall_moving": safe(jnp.sum(said & red & moving), jnp.sum(red & moving)),
-          "label_rate": jnp.mean(red.astype(jnp.float32))}
+          "label_rate": safe(jnp.sum(red), jnp.sum(known)),
+          "label_known": jnp.mean(known.astype(jnp.float32))}
 
 
 def build_task(config) -> tuple[Task, RedLightDetector]:
   detector = RedLightDetector(**config.model.light_detector.to_dict())
-  view = focus_index(config.data.views)
-  batches = pipeline.make_iterator(config.data, 1)
+  label = check_detector_data(config)
+  batches = KnownLabels(pipeline.make_iterator(config.data, 1), label)
   height, width = (int(s) for s in config.data.view_size)
   positive_weight = float(config.loss.positive_weight)
 
@@ -56,11 +72,37 @@ def build_task(config) -> tuple[Task, RedLightDetector]:
 
   def loss_fn(params, batch, rng, model_state):
     del rng, model_state
-    logits = detector.apply({"params": params}, batch["images"][:, view])
-    labels = batch["red_light_ahead"].astype(jnp.float32)
-    per_frame = optax.sigmoid_binary_cross_entropy(logits, labels)
-    loss = jnp.mean(per_frame * (1.0 + (positive_weight - 1.0) * labels))
+    logits = detector.apply({"params": params}, batch["images"][:, 0])
+    labels = batch[label]
+    known = (labels >= 0).astype(jnp.float32)
+    targets = jnp.maximum(labels, 0).astype(jnp.float32)
+    per_frame = optax.sigmoid_binary_cross_entropy(logits, targets)
+    weights = known * (1.0 + (positive_weight - 1.0) * targets)
+    loss = jnp.sum(per_frame * weights) / jnp.maximum(jnp.sum(known), 1.0)
     return loss, detector_metrics(logits, labels, batch["speed"])
 
   return Task(init_fn=init_fn, loss_fn=loss_fn, batches=batches,
               examples_per_step=config.data.batch_size), detector
+
+
+class KnownLabels:
+  """The trainer's BatchSource over `batches`, refusing a batch where no frame's `label` is
+  known: a build from before the label (or from a source without it) trains nothing and should
+  say so, not log a zero loss."""
+
+  def __init__(self, batches, label: str):
+    self.batches, self.label = batches, label
+
+  def batch(self, step: int) -> dict:
+    batch = self.batches.batch(step)
+    if not (np.asarray(batch[self.label]) >= 0).any():
+      raise DataError(f"no frame of batch {step} has a known {self.label!r} (-1 everywhere): "
+                      f"the data was built from a collection without it; recollect with this "
+                      f"version (data_pipelines.collect) and rebuild")
+    return batch
+
+  def get_state(self):
+    return self.batches.get_state()
+
+  def set_state(self, state) -> None:
+    self.batches.set_state(state)

@@ -3,7 +3,8 @@
 The run's config travels inside each checkpoint (`meta` item, JSON), so a work dir alone
 rebuilds the model: `model, variables, config = load_lmgendrive(work_dir)`;
 `load_perception(work_dir)` does the same for a stage-1 run's perception model and
-`load_light_detector(work_dir)` for a red-light detector run (`configs/light_detector.py`).
+`load_light_detector(work_dir)` for a detector run (`configs/light_detector.py`, the red-light
+detector, or `configs/stop_sign_detector.py`).
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def load_perception(work_dir: str) -> tuple[PerceptionModel, dict, ml_collection
 
 def load_light_detector(work_dir: str) -> tuple[RedLightDetector, dict,
                                                 ml_collections.ConfigDict]:
-  """(model, variables {"params"}, config) of a light-detector run's newest step."""
+  """(model, variables {"params"}, config) of a detector run's newest step (red light or stop
+  sign: `config.label`)."""
   config = load_run_config(work_dir)
   if config.get("stage") != "light_detector":
     raise CheckpointError(f"{work_dir} is a {config.get('stage')!r} run, not a light detector "

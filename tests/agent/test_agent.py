@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lmgendrive_jax.agent import lmgendrive_agent, preprocess, red_light, stuck
+from lmgendrive_jax.agent import lmgendrive_agent, preprocess, red_light, stop_sign, stuck
 from lmgendrive_jax.agent.lmgendrive_agent import LMGenDriveAgent
 from lmgendrive_jax.agent.planner import PlanState
-from lmgendrive_jax.agent.red_light import RedLightRule
+from lmgendrive_jax.agent.detector import ViewDetector
 from lmgendrive_jax.config import data_preset, sim_preset
 from lmgendrive_jax.data.examples import _ViewDecoder
 from lmgendrive_jax.errors import ConfigError
@@ -162,9 +162,10 @@ class StraightPlanner(ScriptedPlanner):
     return waypoints.astype(np.float32), 0.0, PlanState(None)
 
 
-def _red_pixel_rule(camera_size=(32, 24)):
-  """A RedLightRule whose detector says red exactly when the focus image holds a pure red pixel:
-  its one 1x1 convolution measures redness, max pooling finds it, the MLP thresholds it."""
+def _red_pixel_rule(camera_size=(32, 24), view="focus", label="red_light_ahead"):
+  """A ViewDetector that says yes exactly when its view (the focus camera, or the front one)
+  holds a pure red pixel: its one 1x1 convolution measures redness, max pooling finds it, the
+  MLP thresholds it."""
   detector = RedLightDetector(widths=(1,), strides=(1,), hidden=1)
   variables = nn.meta.unbox(detector.init(jax.random.key(0), np.zeros((1, 8, 8, 3), np.uint8)))
   params = jax.tree.map(np.zeros_like, variables["params"])
@@ -175,8 +176,9 @@ def _red_pixel_rule(camera_size=(32, 24)):
   params["hidden"]["bias"] = np.array([-4.0], np.float32)
   params["logit"]["kernel"] = np.array([[20.0]], np.float32)
   params["logit"]["bias"] = np.array([-10.0], np.float32)
-  view_preprocess = preprocess.ViewPreprocessor(("focus",), (8, 8), 0.875, focus_camera=True)
-  return RedLightRule(detector, {"params": params}, view_preprocess, camera_size)
+  view_preprocess = preprocess.ViewPreprocessor((view,), (8, 8), 0.875,
+                                                focus_camera=view == "focus")
+  return ViewDetector(detector, {"params": params}, view_preprocess, camera_size, label)
 
 
 @pytest.mark.parametrize("threshold", [0.5, 1.0])
@@ -278,3 +280,52 @@ def test_stuck_rule_counts_standing_while_the_light_rule_holds_and_pushes_when_i
   assert rule.forced_throttle(0.0, 20.0, may_push=True) == stuck.FORCED_THROTTLE  # at once
   assert rule.forced_throttle(0.0, 20.5) == stuck.FORCED_THROTTLE
   assert rule.forced_throttle(3.0, 21.0) is None and rule.pushes == 1
+
+
+def test_stop_sign_rule_brakes_in_the_zone_until_the_car_has_stood():
+  rule = stop_sign.StopSignRule(release_seconds=4.0)
+  assert not rule.brake(False, 5.0, 0.0)
+  assert rule.brake(True, 5.0, 1.0) and rule.brake(True, 0.5, 1.5)
+  assert not rule.brake(True, 0.0, 2.0) and rule.stops == 1  # stood in the zone: served
+  assert not rule.brake(True, 1.5, 3.0) and not rule.brake(True, 2.0, 5.9)  # pulling away
+  assert rule.brake(True, 2.0, 6.0)  # still seen after the release: a stop at the next zone
+  assert rule.brakes == 3
+
+
+def test_the_agent_stops_at_a_stop_sign_once_then_drives_on(monkeypatch):
+  detector = _red_pixel_rule(view="front", label="stop_sign_zone")
+  monkeypatch.setattr(stop_sign, "detector_for", lambda work_dir: detector)
+  agent = LMGenDriveAgent(StraightPlanner(max_frames=8))
+  agent.setup(dict(camera_size=(32, 24), stop_sign_detector="some/run"))
+  cams = [s["id"] for s in agent.sensors() if s["type"].startswith("sensor.camera")]
+  assert cams == ["rgb_front", "rgb_left"]  # the detector reads the planner's front camera
+  grey = np.full((24, 32, 3), 128, np.uint8)
+  sign = grey.copy()
+  sign[8:16, 12:20] = (255, 0, 0)
+  data = {"rgb_left": (0, grey), "instruction": (0, "follow the road")}
+  # Model steps from t = 1 s, 0.1 s apart: the zone seen from the 2nd step on, the car slowing
+  # to a stop at the 5th, pulling away, then past the line.
+  zone = [False, True, True, True, True, True, True, False]
+  speeds = [4.0, 4.0, 2.0, 0.5, 0.0, 0.5, 1.0, 2.0]
+  braked = []
+  for tick in range(20 + 2 * len(zone)):
+    step = max(tick - 20, 0) // 2
+    data["rgb_front"] = (0, sign if tick >= 20 and zone[step] else grey)
+    data["speed"] = (0, {"speed": speeds[step]})
+    control = agent.run_step(data, tick * 0.05)
+    if tick >= 20 and tick % 2 == 0:
+      braked.append(control.brake == 1.0 and control.throttle == 0.0)
+  assert braked == [False, True, True, True, False, False, False, False]
+  assert agent.trace_fields()["stop_sign_stops"] == 1
+  assert agent.trace_fields()["stop_sign_brakes"] == 3
+
+
+def test_a_detector_of_another_label_is_refused(monkeypatch):
+  from lmgendrive_jax.agent import detector as detector_lib
+  stop_detector = _red_pixel_rule(view="front", label="stop_sign_zone")
+  monkeypatch.setattr(detector_lib.ViewDetector, "from_run",
+                      classmethod(lambda cls, work_dir: stop_detector))
+  with pytest.raises(ConfigError, match="'stop_sign_zone'"):
+    red_light.rule_for_run("runs/stop_sign_detector_only")
+  assert stop_sign.detector_for("runs/stop_sign_detector_only") is stop_detector
+

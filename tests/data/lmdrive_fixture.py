@@ -48,6 +48,7 @@ def measurement(frame: int, speed: float, theta: float, weather: int, hz: float 
       "is_pedestrian_present": [], "is_red_light_present": [7] if frame % 4 == 0 else [],
       "is_stop_sign_present": [], "should_slow": False, "should_brake": False,
       "future_waypoints": [], "affected_light_id": 7 if frame % 3 == 0 else -1,
+      "stop_sign_zone": frame % 5 == 0,
   }
 
 

@@ -68,6 +68,7 @@ def test_raw_layout_reads_back_source_pixels_values_and_labels(raw_build):
     assert record["traffic_light"] == (frame % 4 == 0)
     # The next stop line's light (actor "7", red) on every third frame, whatever the speed.
     assert record["red_light_ahead"] == (frame % 3 == 0)
+    assert record["stop_sign_zone"] == (frame % 5 == 0)
     # Straight at 4 m/s: +0.5 s steps are 2 m forward; the target was written 30 m ahead, 4 m right.
     known = min(5, (31 - frame) // 5)
     expected = np.stack([np.zeros(5), 2.0 * np.minimum(np.arange(1, 6), max(known, 0))], -1)
@@ -244,3 +245,10 @@ def test_focus_camera_build_stores_the_focus_cameras_image(tmp_path):
     record = frames[i]
     np.testing.assert_array_equal(decode(record["images"]["focus"]), focus[int(record["frame"])])
   assert frames.build_config["focus_camera"] is True
+
+
+def test_stop_sign_zone_label_is_unknown_where_the_source_does_not_say():
+  from data_pipelines.lmdrive_tfds import reader
+  assert reader.stop_sign_zone({"stop_sign_zone": True}) == 1
+  assert reader.stop_sign_zone({"stop_sign_zone": False}) == 0
+  assert reader.stop_sign_zone({"is_stop_sign_present": [3]}) == -1  # LMDrive's data

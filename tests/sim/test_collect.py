@@ -20,8 +20,8 @@ MEASUREMENT_KEYS = (
     "throttle brake weather weather_id near_node_x near_node_y far_node_x far_node_y is_junction "
     "is_vehicle_present is_bike_present is_lane_vehicle_present is_junction_vehicle_present "
     "is_pedestrian_present is_red_light_present is_stop_sign_present should_slow should_brake "
-    "future_waypoints affected_light_id steer_noise learner_control").split()
-# steer_noise, learner_control: ours (collect.py)
+    "future_waypoints affected_light_id steer_noise learner_control stop_sign_zone").split()
+# steer_noise, learner_control, stop_sign_zone: ours (collect.py)
 
 
 class Spy(collect.Collector):
@@ -37,7 +37,7 @@ class Spy(collect.Collector):
       clip = episode.instructions.current
       self.seen[(collect.route_dir_name(episode.spec), episode.tick // 2)] = dict(
           images=np.array(images),
-          measurement=collect.measurement(episode, state, control, agent.last_labels),
+          measurement=collect.measurement(episode, state, control, agent.last_labels, info),
           instruction=(clip["instruction_id"], clip["misleading"]))
 
 
@@ -63,7 +63,7 @@ def test_layout_and_measurements_read_back(collected):
     for frame in (0, n_frames // 2, n_frames - 1):
       name = f"{frame:04d}"
       m = json.load(open(os.path.join(out, route, "measurements", name + ".json")))
-      assert set(m) == set(MEASUREMENT_KEYS)
+      assert set(m) == set(MEASUREMENT_KEYS) and isinstance(m["stop_sign_zone"], bool)
       assert m == json.loads(json.dumps(spy.seen[(route, frame)]["measurement"]))
       for v, view in enumerate(collect.VIEWS):
         decoded = np.asarray(Image.open(os.path.join(out, route, f"rgb_{view}", name + ".jpg")))

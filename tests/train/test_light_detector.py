@@ -16,9 +16,9 @@ import lmdrive_fixture as fx  # noqa: E402
 
 from data_pipelines.lmdrive_tfds import BuildConfig, build  # noqa: E402
 from lmgendrive_jax import config as config_lib  # noqa: E402
-from lmgendrive_jax.agent.red_light import RedLightRule  # noqa: E402
+from lmgendrive_jax.agent.detector import ViewDetector  # noqa: E402
 from lmgendrive_jax.data import pipeline  # noqa: E402
-from lmgendrive_jax.errors import CheckpointError, ConfigError  # noqa: E402
+from lmgendrive_jax.errors import CheckpointError, ConfigError, DataError  # noqa: E402
 from lmgendrive_jax.models.light_detector import RedLightDetector  # noqa: E402
 from lmgendrive_jax.train import light_detector, loop, trained  # noqa: E402
 
@@ -84,7 +84,7 @@ def test_a_detector_run_trains_and_the_agent_rule_reads_it(dataset, monkeypatch)
   result = loop.run(config, task, log_enabled=False)
   assert np.isfinite(result["loss"]) and 0.0 <= result["recall_moving"] <= 1.0
 
-  rule = RedLightRule.from_run(config.work_dir)
+  rule = ViewDetector.from_run(config.work_dir)
   # The fixture build has no focus camera: the focus view is the front camera's centre crop.
   assert rule.camera_views == ("front",) and rule.camera_size == (64, 48)
   front = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
@@ -97,6 +97,40 @@ def test_a_detector_run_trains_and_the_agent_rule_reads_it(dataset, monkeypatch)
 
   with pytest.raises(CheckpointError, match="'light_detector' run"):
     trained.load_perception(config.work_dir)
-  config.data.views = ("front",)
-  with pytest.raises(ConfigError, match="focus view"):
+  config.data.views = ("front", "focus")
+  with pytest.raises(ConfigError, match="one view"):
     light_detector.build_task(config)
+
+
+def test_a_stop_sign_detector_run_trains_on_the_front_view(dataset, monkeypatch):
+  data_dir, runs = dataset
+  monkeypatch.chdir(REPO)
+  config = config_lib.load_config(os.path.join(REPO, "configs", "stop_sign_detector.py") +
+                                  ":preset=tiny")
+  config.runs_root, config.data.data_dir = runs, data_dir
+  config.train.steps = config.train.checkpoint_every = 3
+  config = config_lib.resolve_run_dirs(config)
+  assert config.work_dir.endswith("stop_sign_detector_tiny")
+  batch = light_detector.build_task(config)[0].batches.batch(0)
+  # The fixture's frames are in a zone every fifth frame.
+  np.testing.assert_array_equal(batch["stop_sign_zone"], batch["frame"] % 5 == 0)
+  task, _ = light_detector.build_task(config)
+  result = loop.run(config, task, log_enabled=False)
+  assert np.isfinite(result["loss"]) and result["label_known"] == 1.0
+  detector = ViewDetector.from_run(config.work_dir)
+  assert detector.label == "stop_sign_zone" and detector.camera_views == ("front",)
+
+
+class _Batches:
+  def __init__(self, labels):
+    self.labels = labels
+
+  def batch(self, step):
+    return {"stop_sign_zone": np.asarray(self.labels[step])}
+
+
+def test_data_without_the_label_is_refused():
+  batches = light_detector.KnownLabels(_Batches([[-1, 1], [-1, -1]]), "stop_sign_zone")
+  assert batches.batch(0)["stop_sign_zone"].tolist() == [-1, 1]
+  with pytest.raises(DataError, match="'stop_sign_zone'"):
+    batches.batch(1)

@@ -1,0 +1,71 @@
+"""A single-view detector run read behind the agent's cameras, for its light and stop-sign rules.
+
+Where it sits: `LMGenDriveAgent.run_step` asks `ViewDetector.probability(cameras)` each model
+step, on the raw camera images of the tick, for the rules of `agent/red_light.py` (a
+`configs/light_detector.py` run: P(the route's light is red)) and `agent/stop_sign.py` (a
+`configs/stop_sign_detector.py` run: P(in a stop sign's waiting zone)). The view is preprocessed
+as the detector's training data was (`preprocess.ViewPreprocessor` with its own build's
+settings), whatever the planner's views are. One detector per run is shared by all agents of an
+evaluation (`detector_for_run`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+
+from lmgendrive_jax.agent import preprocess
+from lmgendrive_jax.agent.planner import resolve_path
+from lmgendrive_jax.errors import ConfigError
+
+
+class ViewDetector:
+  """A detector behind the agent's camera images (see the module docstring).
+
+  model / variables: a `RedLightDetector` and its {"params"}; view_preprocess: a
+  `ViewPreprocessor` of the single view the detector's data made; camera_size: (W, H) of the
+  cameras that data was collected with, None if unknown; label: the frame label it learnt.
+  `from_run(work_dir)` builds one from a detector run.
+  """
+
+  def __init__(self, model, variables: dict, view_preprocess: preprocess.ViewPreprocessor,
+               camera_size: tuple[int, int] | None = None, label: str = "red_light_ahead"):
+    if len(view_preprocess.views) != 1:
+      raise ConfigError(f"a detector reads one view; its preprocessing makes "
+                        f"{view_preprocess.views}")
+    self.preprocess = view_preprocess
+    self.camera_size = None if camera_size is None else tuple(int(s) for s in camera_size)
+    self.label = label
+    self._probability = jax.jit(
+        lambda images: jax.nn.sigmoid(model.apply(variables, images)))
+
+  @classmethod
+  def from_run(cls, work_dir: str) -> "ViewDetector":
+    from lmgendrive_jax.train import trained  # Local: keeps the agent module import light.
+    model, variables, config = trained.load_light_detector(work_dir)
+    view_preprocess, build = preprocess.for_run_data(
+        config.data, resolve_path(config.data.get("data_dir", "")),
+        views=tuple(config.data.views))
+    return cls(model, variables, view_preprocess, build.get("camera_size"),
+               str(config.get("label", "red_light_ahead")))
+
+  @property
+  def camera_views(self) -> tuple[str, ...]:
+    return self.preprocess.camera_views
+
+  def probability(self, cameras: dict) -> float:
+    """cameras {view: uint8[h, w, 3]} (at least `camera_views`) -> P(label)."""
+    return float(np.asarray(self._probability(self.preprocess(cameras)))[0])
+
+
+@functools.lru_cache(maxsize=8)
+def detector_for_run(work_dir: str, label: str) -> ViewDetector:
+  """One shared detector per run (the jitted detector compiles once per evaluation), checked to
+  have learnt `label` (a stop-sign detector given as the light detector is an error)."""
+  detector = ViewDetector.from_run(resolve_path(work_dir))
+  if detector.label != label:
+    raise ConfigError(f"{work_dir} is a detector of {detector.label!r}; this rule needs one of "
+                      f"{label!r}")
+  return detector
