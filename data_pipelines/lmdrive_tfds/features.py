@@ -17,7 +17,9 @@ frames (`lmdrive_frames`), one example per frame:
   red_light_ahead: int32 (1 = the light of the route's next stop line is red, at any distance:
     `reader.red_light_ahead`),
   stop_sign_zone: int32 (1 = the ego is in a stop sign's waiting zone, 0 = not, -1 = unknown:
-    the source has no `stop_sign_zone` measurement; absent from builds before it).
+    the source has no `stop_sign_zone` measurement; absent from builds before it),
+  hazard_ahead: int32 (1 = the expert brakes for a vehicle, bike or pedestrian in its path,
+    0 = not, -1 = the source does not say: `reader.hazard_ahead`; absent from builds before it).
 clips (`lmdrive_clips`), one example per instruction clip:
   route, town_id, weather_id, instruction_id: int32, instruction_name: text,
   instruction_args: text (JSON), texts: Sequence(text) (paraphrases rendered at build time),
@@ -149,6 +151,7 @@ def frame_features(config: BuildConfig) -> tfds.features.FeaturesDict:
       "stop_sign": np.int32,
       "red_light_ahead": np.int32,
       "stop_sign_zone": np.int32,
+      "hazard_ahead": np.int32,
       "blocked": np.bool_,
   })
 

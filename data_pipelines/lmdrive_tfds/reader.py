@@ -337,7 +337,20 @@ def frame_labels(measurements: dict[int, dict], frame: int, config: BuildConfig)
       "traffic_light": int(bool(m["is_red_light_present"])), "stop_sign": int(bool(stop)),
       "red_light_ahead": red_light_ahead(m),
       "stop_sign_zone": stop_sign_zone(m),
+      "hazard_ahead": hazard_ahead(m),
   }
+
+
+HAZARD_KEYS = ("is_vehicle_present", "is_bike_present", "is_pedestrian_present")
+
+
+def hazard_ahead(m: dict) -> int:
+  """1 when the expert brakes for a vehicle, bike or pedestrian (LMDrive's `is_*_present`: the
+  ids of those it brakes for: in its path within ~4.6 m + 1.2 s of driving, now or predicted),
+  0 when it brakes for none, -1 when the source has none of those keys."""
+  if not any(key in m for key in HAZARD_KEYS):
+    return -1
+  return int(any(m.get(key) for key in HAZARD_KEYS))
 
 
 def stop_sign_zone(m: dict) -> int:

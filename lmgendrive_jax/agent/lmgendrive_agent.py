@@ -6,7 +6,7 @@ Where it sits: hosted by the embedded simulator (`sim/host.py: run_routes`, via
   raw cameras --preprocess.ViewPreprocessor--> uint8[V, H, W, 3]
      --planner.CachedPlanner.step (encode frame, extend the KV cache)--> waypoints f32[5, 2]
      --sim/pid.WaypointController (LMDrive's PID)--> Control(steer, throttle, brake)
-     [--red_light / stop_sign / stuck rules (options, off by default)--> braked / pushed]
+     [--red_light / stop_sign / hazard / stuck rules (options, off by default)--> braked / pushed]
 
 LMDrive's timing rules (its lmdriver_agent.py): the simulator ticks at 20 Hz; the agent brakes
 for the first `brake_ticks` (20) ticks, then runs the model every `model_every` (2) ticks (10 Hz)
@@ -36,7 +36,10 @@ and `forced_forward_seconds` (`stuck.py`: after standing this long, drive forwar
 soon as no light rule holds the car; 0 = off), `stop_sign_detector` (a stop-sign detector run,
 `configs/stop_sign_detector.py`; "" = none), `stop_sign_threshold` and `stop_sign_release`
 (`stop_sign.py`: brake while its probability is above, until the car has stood in the zone; then
-ignore it this many seconds).
+ignore it this many seconds), `hazard_detector` (a hazard detector run,
+`configs/hazard_detector.py`; "" = none), `hazard_threshold`, `hazard_max_wait` and
+`hazard_release` (`hazard.py`: brake while its probability is above, holding a standing car at
+most `hazard_max_wait` seconds, then yielding `hazard_release` seconds).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from lmgendrive_jax.agent import hazard as hazard_lib
 from lmgendrive_jax.agent import planner as planner_lib
 from lmgendrive_jax.agent import preprocess
 from lmgendrive_jax.agent import red_light as red_light_lib
@@ -60,7 +64,8 @@ AGENT_DEFAULTS = dict(
     focus_fraction=0.0, tokenizer="", light_detector="", red_light_threshold=0.5,
     red_light_max_wait=20.0, red_light_release=5.0, stuck_seconds=0.0,
     forced_forward_seconds=0.6, stop_sign_detector="", stop_sign_threshold=0.5,
-    stop_sign_release=4.0)
+    stop_sign_release=4.0, hazard_detector="", hazard_threshold=0.5, hazard_max_wait=30.0,
+    hazard_release=3.0)
 
 
 def agent_config(config: Any) -> dict:
@@ -120,9 +125,10 @@ class LMGenDriveAgent:
     self.camera_size = (int(width), int(height))
     self.red_light = self._detector("light_detector", red_light_lib.rule_for_run)
     self.stop_sign = self._detector("stop_sign_detector", stop_sign_lib.detector_for)
+    self.hazard = self._detector("hazard_detector", hazard_lib.detector_for)
     # Cameras asked for: the planner's views', then any more the detectors read.
     self.camera_views = self.preprocess.camera_views
-    for detector in (self.red_light, self.stop_sign):
+    for detector in (self.red_light, self.stop_sign, self.hazard):
       self.camera_views += tuple(v for v in (detector.camera_views if detector else ())
                                  if v not in self.camera_views)
     self.max_frames = int(self.planner.max_frames)
@@ -145,6 +151,9 @@ class LMGenDriveAgent:
     self.stuck = stuck_lib.StuckRule(float(self.config["stuck_seconds"]),
                                      float(self.config["forced_forward_seconds"]))
     self.last_stop_sign_prob = 0.0
+    self.last_hazard_prob, self.hazard_brakes = 0.0, 0
+    self.hazard_wait = red_light_lib.WaitLimit(float(self.config["hazard_max_wait"]),
+                                               float(self.config["hazard_release"]))
     self.stop_sign_rule = stop_sign_lib.StopSignRule(float(self.config["stop_sign_release"]))
 
   def sensors(self) -> list[dict]:
@@ -201,8 +210,17 @@ class LMGenDriveAgent:
       in_zone = self.last_stop_sign_prob > float(self.config["stop_sign_threshold"])
       if self.stop_sign_rule.brake(in_zone, speed, float(timestamp)):
         control = pid_lib.Control(steer=control.steer, throttle=0.0, brake=1.0)
-    forced = self.stuck.forced_throttle(speed, float(timestamp), may_push=not braking_for_light)
-    if forced is not None:
+    braking_for_hazard = False
+    if self.hazard is not None:
+      self.last_hazard_prob = self.hazard.probability(cameras)
+      seen = self.last_hazard_prob > float(self.config["hazard_threshold"])
+      braking_for_hazard = self.hazard_wait.brake(seen, speed, float(timestamp))
+      if braking_for_hazard:
+        control = pid_lib.Control(steer=control.steer, throttle=0.0, brake=1.0)
+        self.hazard_brakes += 1
+    holding = braking_for_light or braking_for_hazard
+    forced = self.stuck.forced_throttle(speed, float(timestamp), may_push=not holding)
+    if forced is not None and not holding:  # a push under way yields to a rule's brake too
       control = pid_lib.Control(steer=control.steer, throttle=forced, brake=0.0)
     if prob > float(self.config["completed_threshold"]):
       self.state = None  # completed: the next model step starts from the prefix again
@@ -215,13 +233,16 @@ class LMGenDriveAgent:
   def trace_fields(self) -> dict:
     """What the agent read and decided at its last model step, for evaluation traces
     (`configs/eval.py: trace`): the speed its waypoints ask (the PID's target), the planner's
-    P(completed), the light rule's P(red) and the stop-sign rule's P(in a zone) (0 without
-    their detectors), and the rules' brakes, stops and pushes so far."""
+    P(completed), the light rule's P(red), the stop-sign rule's P(in a zone) and the hazard
+    rule's P(hazard) (0 without their detectors), and the rules' brakes, stops and pushes so
+    far."""
     asked = (-1.0 if self.last_waypoints is None
              else pid_lib.desired_speed(self.last_waypoints))
     return dict(asked_speed=round(asked, 3), p_completed=round(float(self.last_completed_prob), 3),
                 p_red=round(float(self.last_red_light_prob), 3),
                 p_stop_zone=round(float(self.last_stop_sign_prob), 3),
+                p_hazard=round(float(self.last_hazard_prob), 3),
+                hazard_brakes=int(self.hazard_brakes),
                 light_brakes=int(self.red_light_brakes),
                 stop_sign_brakes=int(self.stop_sign_rule.brakes),
                 stop_sign_stops=int(self.stop_sign_rule.stops), pushes=int(self.stuck.pushes))

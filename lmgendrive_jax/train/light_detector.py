@@ -8,7 +8,9 @@ frame label (`config.label`, binary cross-entropy, positives weighted by
   centre crop, where a distant lamp is under a pixel) against `red_light_ahead`; read by the
   agent's light rule (`agent/red_light.py`);
 - the stop-sign detector (`configs/stop_sign_detector.py`): the front view against
-  `stop_sign_zone`; read by the agent's stop-sign rule (`agent/stop_sign.py`).
+  `stop_sign_zone`; read by the agent's stop-sign rule (`agent/stop_sign.py`);
+- the hazard detector (`configs/hazard_detector.py`): the front view against `hazard_ahead`;
+  read by the agent's hazard rule (`agent/hazard.py`).
 It shares no parameters with the planner, so a detector can be retrained without retraining the
 planner. Logged per batch: accuracy, recall and precision at 0.5, and recall on the frames where
 the car moves (> 1 m/s; a detector that only fires on standing frames has learnt the stop, not
@@ -27,7 +29,7 @@ from lmgendrive_jax.models.light_detector import RedLightDetector
 from lmgendrive_jax.train.loop import Task
 
 MOVING_MPS = 1.0
-LABELS = ("red_light_ahead", "stop_sign_zone")  # frame labels a detector can learn
+LABELS = ("red_light_ahead", "stop_sign_zone", "hazard_ahead")  # frame labels it can learn
 
 
 def check_detector_data(config) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lmgendrive_jax.agent import lmgendrive_agent, preprocess, red_light, stop_sign, stuck
+from lmgendrive_jax.agent import hazard, lmgendrive_agent, preprocess, red_light, stop_sign, stuck
 from lmgendrive_jax.agent.lmgendrive_agent import LMGenDriveAgent
 from lmgendrive_jax.agent.planner import PlanState
 from lmgendrive_jax.agent.detector import ViewDetector
@@ -328,4 +328,28 @@ def test_a_detector_of_another_label_is_refused(monkeypatch):
   with pytest.raises(ConfigError, match="'stop_sign_zone'"):
     red_light.rule_for_run("runs/stop_sign_detector_only")
   assert stop_sign.detector_for("runs/stop_sign_detector_only") is stop_detector
+
+
+def test_hazard_rule_brakes_while_seen_yields_a_standing_car_and_holds_the_stuck_rule(monkeypatch):
+  detector = _red_pixel_rule(view="front", label="hazard_ahead")
+  monkeypatch.setattr(hazard, "detector_for", lambda work_dir: detector)
+  agent = LMGenDriveAgent(StraightPlanner(max_frames=8))
+  agent.setup(dict(camera_size=(32, 24), hazard_detector="some/run", hazard_max_wait=10.0,
+                   hazard_release=3.0, stuck_seconds=2.0))
+  grey = np.full((24, 32, 3), 128, np.uint8)
+  car = grey.copy()
+  car[8:16, 12:20] = (255, 0, 0)
+  data = {"rgb_left": (0, grey), "rgb_front": (0, car), "instruction": (0, "follow the road"),
+          "speed": (0, {"speed": 0.0})}
+  braked = {}
+  for tick in range(20 + 2 * 150):  # braking ticks, then 15 s standing with the car seen
+    control = agent.run_step(data, tick * 0.05)
+    if tick >= 20 and tick % 2 == 0:
+      braked[round(tick * 0.05, 1)] = control.brake == 1.0 and control.throttle == 0.0
+  # Held 10 s (the stuck rule, 2 s, does not push meanwhile), then released: the PID, and the
+  # stuck rule's push, move the car.
+  assert all(braked[t] for t in braked if t < 1.0 + 10.0 - 0.05)
+  assert not any(braked[t] for t in braked if 11.0 <= t < 14.0)
+  assert all(braked[t] for t in braked if t >= 14.0)  # the count starts again
+  assert agent.trace_fields()["hazard_brakes"] > 0 and agent.trace_fields()["p_hazard"] > 0.99
 

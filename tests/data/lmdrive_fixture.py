@@ -43,7 +43,8 @@ def measurement(frame: int, speed: float, theta: float, weather: int, hz: float 
       "gt_command": 2 if 26 <= frame <= 29 else 4,  # A right turn through a junction.
       "steer": 0.0, "throttle": 0.5, "brake": 0.0, "weather": 0, "weather_id": weather,
       "near_node_x": 0.0, "near_node_y": 0.0, "far_node_x": 0.0, "far_node_y": 0.0,
-      "is_junction": False, "is_vehicle_present": [], "is_bike_present": [],
+      "is_junction": False, "is_vehicle_present": [101] if frame % 7 == 0 else [],
+      "is_bike_present": [],
       "is_lane_vehicle_present": [], "is_junction_vehicle_present": [],
       "is_pedestrian_present": [], "is_red_light_present": [7] if frame % 4 == 0 else [],
       "is_stop_sign_present": [], "should_slow": False, "should_brake": False,

@@ -69,6 +69,7 @@ def test_raw_layout_reads_back_source_pixels_values_and_labels(raw_build):
     # The next stop line's light (actor "7", red) on every third frame, whatever the speed.
     assert record["red_light_ahead"] == (frame % 3 == 0)
     assert record["stop_sign_zone"] == (frame % 5 == 0)
+    assert record["hazard_ahead"] == (frame % 7 == 0)
     # Straight at 4 m/s: +0.5 s steps are 2 m forward; the target was written 30 m ahead, 4 m right.
     known = min(5, (31 - frame) // 5)
     expected = np.stack([np.zeros(5), 2.0 * np.minimum(np.arange(1, 6), max(known, 0))], -1)
@@ -252,3 +253,6 @@ def test_stop_sign_zone_label_is_unknown_where_the_source_does_not_say():
   assert reader.stop_sign_zone({"stop_sign_zone": True}) == 1
   assert reader.stop_sign_zone({"stop_sign_zone": False}) == 0
   assert reader.stop_sign_zone({"is_stop_sign_present": [3]}) == -1  # LMDrive's data
+  assert reader.hazard_ahead({"is_vehicle_present": [], "is_pedestrian_present": [4]}) == 1
+  assert reader.hazard_ahead({"is_vehicle_present": [], "is_bike_present": []}) == 0
+  assert reader.hazard_ahead({}) == -1

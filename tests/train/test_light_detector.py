@@ -102,23 +102,25 @@ def test_a_detector_run_trains_and_the_agent_rule_reads_it(dataset, monkeypatch)
     light_detector.build_task(config)
 
 
-def test_a_stop_sign_detector_run_trains_on_the_front_view(dataset, monkeypatch):
+# The fixture's frames are in a stop sign's zone every fifth frame, the expert brakes for a
+# vehicle every seventh.
+@pytest.mark.parametrize("name, label, every", [("stop_sign_detector", "stop_sign_zone", 5),
+                                                ("hazard_detector", "hazard_ahead", 7)])
+def test_front_view_detector_runs_train_on_their_labels(name, label, every, dataset, monkeypatch):
   data_dir, runs = dataset
   monkeypatch.chdir(REPO)
-  config = config_lib.load_config(os.path.join(REPO, "configs", "stop_sign_detector.py") +
-                                  ":preset=tiny")
+  config = config_lib.load_config(os.path.join(REPO, "configs", f"{name}.py") + ":preset=tiny")
   config.runs_root, config.data.data_dir = runs, data_dir
   config.train.steps = config.train.checkpoint_every = 3
   config = config_lib.resolve_run_dirs(config)
-  assert config.work_dir.endswith("stop_sign_detector_tiny")
+  assert config.work_dir.endswith(f"{name}_tiny")
   batch = light_detector.build_task(config)[0].batches.batch(0)
-  # The fixture's frames are in a zone every fifth frame.
-  np.testing.assert_array_equal(batch["stop_sign_zone"], batch["frame"] % 5 == 0)
+  np.testing.assert_array_equal(batch[label], batch["frame"] % every == 0)
   task, _ = light_detector.build_task(config)
   result = loop.run(config, task, log_enabled=False)
   assert np.isfinite(result["loss"]) and result["label_known"] == 1.0
   detector = ViewDetector.from_run(config.work_dir)
-  assert detector.label == "stop_sign_zone" and detector.camera_views == ("front",)
+  assert detector.label == label and detector.camera_views == ("front",)
 
 
 class _Batches:
