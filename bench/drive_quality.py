@@ -21,9 +21,11 @@ its instruction, said: sim/following.py), how the routes ended, the DS each agen
 targets: ours >= 70% of the expert's DS and above both baselines, instruction following >= 90%.
 The pooled summary goes to `<out>/<set>_s<seeds>.json`. With `--light_detector` (a
 `configs/light_detector.py` run), ours and ours blanked drive with the agent's light rule
-(`agent/red_light.py`), with `--stuck_seconds` with its stuck rule (`agent/stuck.py`); their
-results go to `<agent>+light_rule[+stuck]/` beside the others, so the expert's and lane
-keeping's routes are reused.
+(`agent/red_light.py`), with `--stop_sign_detector` and `--hazard_detector` with its stop-sign
+and hazard rules (`agent/stop_sign.py`, `agent/hazard.py`), with `--stuck_seconds` with its
+stuck rule (`agent/stuck.py`); their results go to
+`<agent>[+light_rule][+stop_rule][+hazard_rule][+stuck]/` beside the others, so the expert's and
+lane keeping's routes are reused.
 """
 
 from __future__ import annotations
@@ -58,6 +60,13 @@ def evaluate_agent(args, agent: str, seed: int) -> dict:
     overrides.update({"agent.light_detector": args.light_detector,
                       "agent.red_light_threshold": args.red_light_threshold})
     folder += "+light_rule"
+  if ours and args.stop_sign_detector:
+    overrides["agent.stop_sign_detector"] = args.stop_sign_detector
+    folder += "+stop_rule"
+  if ours and args.hazard_detector:
+    overrides.update({"agent.hazard_detector": args.hazard_detector,
+                      "agent.hazard_threshold": args.hazard_threshold})
+    folder += "+hazard_rule"
   if ours and args.stuck_seconds > 0:
     overrides["agent.stuck_seconds"] = args.stuck_seconds
     folder += "+stuck"
@@ -113,6 +122,12 @@ def main(argv=None) -> int:
   parser.add_argument("--red_light_threshold", type=float, default=0.5)
   parser.add_argument("--stuck_seconds", type=float, default=0.0,
                       help="> 0: ours pushes forward after standing this long (agent/stuck.py)")
+  parser.add_argument("--stop_sign_detector", default="",
+                      help="a stop-sign detector run: ours stops in the zones it sees "
+                           "(agent/stop_sign.py)")
+  parser.add_argument("--hazard_detector", default="",
+                      help="a hazard detector run: ours brakes for what it sees (agent/hazard.py)")
+  parser.add_argument("--hazard_threshold", type=float, default=0.5)
   parser.add_argument("--trace", action="store_true",
                       help="routes driven now record a trace (configs/eval.py: trace)")
   args = parser.parse_args(argv)
