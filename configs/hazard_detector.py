@@ -17,8 +17,4 @@ import light_detector  # noqa: E402
 
 
 def get_config(arg=None):
-  config = light_detector.get_config(arg)
-  config.run_name = f"hazard_detector_{config.preset}"
-  config.label = "hazard_ahead"
-  config.data.views = ("front",)
-  return config
+  return light_detector.front_view_config(arg, "hazard_detector", "hazard_ahead")

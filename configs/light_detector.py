@@ -49,3 +49,14 @@ def get_config(arg=None):
   if arg.runlocal:
     config.train.steps = 4
   return config
+
+
+def front_view_config(arg, name: str, label: str):
+  """This task on the front view against another frame label, run `<name>_<preset>`: the
+  stop-sign and hazard detectors (`configs/stop_sign_detector.py`, `hazard_detector.py`)."""
+  config = get_config(arg)
+  config.run_name = f"{name}_{config.preset}"
+  config.label = label
+  config.data.views = ("front",)
+  return config
+

@@ -19,8 +19,4 @@ import light_detector  # noqa: E402
 
 
 def get_config(arg=None):
-  config = light_detector.get_config(arg)
-  config.run_name = f"stop_sign_detector_{config.preset}"
-  config.label = "stop_sign_zone"
-  config.data.views = ("front",)
-  return config
+  return light_detector.front_view_config(arg, "stop_sign_detector", "stop_sign_zone")

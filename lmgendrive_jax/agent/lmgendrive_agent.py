@@ -197,29 +197,20 @@ class LMGenDriveAgent:
     self.model_steps += 1
     self.last_waypoints, self.last_completed_prob, self.last_views = waypoints, prob, views
     control = self.controller.control(waypoints, speed)
-    braking_for_light = False
-    if self.red_light is not None:
-      self.last_red_light_prob = self.red_light.probability(cameras)
-      red = self.last_red_light_prob > float(self.config["red_light_threshold"])
-      braking_for_light = self.red_light_wait.brake(red, speed, float(timestamp))
-      if braking_for_light:
-        control = pid_lib.Control(steer=control.steer, throttle=0.0, brake=1.0)
-        self.red_light_brakes += 1
-    if self.stop_sign is not None:
-      self.last_stop_sign_prob = self.stop_sign.probability(cameras)
-      in_zone = self.last_stop_sign_prob > float(self.config["stop_sign_threshold"])
-      if self.stop_sign_rule.brake(in_zone, speed, float(timestamp)):
-        control = pid_lib.Control(steer=control.steer, throttle=0.0, brake=1.0)
-    braking_for_hazard = False
-    if self.hazard is not None:
-      self.last_hazard_prob = self.hazard.probability(cameras)
-      seen = self.last_hazard_prob > float(self.config["hazard_threshold"])
-      braking_for_hazard = self.hazard_wait.brake(seen, speed, float(timestamp))
-      if braking_for_hazard:
-        control = pid_lib.Control(steer=control.steer, throttle=0.0, brake=1.0)
-        self.hazard_brakes += 1
+    t = float(timestamp)
+    self.last_red_light_prob, red = self._seen(self.red_light, cameras, "red_light_threshold")
+    self.last_stop_sign_prob, in_zone = self._seen(self.stop_sign, cameras,
+                                                   "stop_sign_threshold")
+    self.last_hazard_prob, hazard = self._seen(self.hazard, cameras, "hazard_threshold")
+    braking_for_light = self.red_light_wait.brake(red, speed, t)
+    braking_for_hazard = self.hazard_wait.brake(hazard, speed, t)
+    braking_for_stop_sign = self.stop_sign_rule.brake(in_zone, speed, t)
+    self.red_light_brakes += int(braking_for_light)
+    self.hazard_brakes += int(braking_for_hazard)
+    if braking_for_light or braking_for_hazard or braking_for_stop_sign:
+      control = pid_lib.Control(steer=control.steer, throttle=0.0, brake=1.0)
     holding = braking_for_light or braking_for_hazard
-    forced = self.stuck.forced_throttle(speed, float(timestamp), may_push=not holding)
+    forced = self.stuck.forced_throttle(speed, t, may_push=not holding)
     if forced is not None and not holding:  # a push under way yields to a rule's brake too
       control = pid_lib.Control(steer=control.steer, throttle=forced, brake=0.0)
     if prob > float(self.config["completed_threshold"]):
@@ -248,6 +239,14 @@ class LMGenDriveAgent:
                 stop_sign_stops=int(self.stop_sign_rule.stops), pushes=int(self.stuck.pushes))
 
   # --- helpers ---------------------------------------------------------------------------------
+
+  def _seen(self, detector, cameras: dict, threshold: str) -> tuple[float, bool]:
+    """(the detector's probability on the cameras, above the option `threshold`); (0, False)
+    without a detector."""
+    if detector is None:
+      return 0.0, False
+    prob = detector.probability(cameras)
+    return prob, prob > float(self.config[threshold])
 
   def _detector(self, option: str, load):
     """The detector run of agent option `option` loaded by `load` (None when unset), checked to
