@@ -2,6 +2,7 @@
 
   python bench/light_heads.py --work_dir work_dirs/quickstart_small/stage1_small [--batches 200]
   python bench/light_heads.py --work_dir RUNS/light_detector_small   # the agent's light rule
+  python bench/light_heads.py --work_dir RUNS/stop_sign_detector_small   # or hazard_detector
 
 Runs a stage-1 run's perception model over a seeded shuffle of its data's frames (validation
 split by default, no augmentation) and prints, per ego-speed bin, how often each red-light label
@@ -15,8 +16,9 @@ reads the ego speed). A head that reads the lamp keeps its recall on moving fram
 call every frame red when the speed is zeroed; one that reads the speed does neither (on the
 bigger run before `red_light_ahead`: LMDrive's head called 95% of standing frames red and none
 above 1 m/s; with the speed zeroed, 78% of the moving ones).
-Given a red-light detector run (`configs/light_detector.py`, the agent's light rule), it rates
-that detector against `red_light_ahead` the same way (it has no speed input: "none").
+Given a detector run (`configs/light_detector.py`, `stop_sign_detector.py`,
+`hazard_detector.py`: the agent's rules), it rates that detector against its own label the same
+way (it has no speed input: "none"); frames whose label is unknown (-1) are left out.
 """
 
 from __future__ import annotations
@@ -38,14 +40,13 @@ from lmgendrive_jax.train.trained import (load_light_detector, load_perception, 
                                           load_run_config)
 
 SPEED_BINS = ((0.0, 0.1), (0.1, 1.0), (1.0, 3.0), (3.0, np.inf))  # m/s
-HEADS = (("traffic_light", "light_logits"), ("red_light_ahead", "red_ahead_logits"),
-         ("red_light_ahead", "detector"))
+HEADS = (("traffic_light", "light_logits"), ("red_light_ahead", "red_ahead_logits"))
 
 
-def collect_over_frames(batches, num_batches: int, predict) -> dict:
-  """{"speed": f32[N], label: int[N] (the HEADS labels the batches hold), and each key of
-  `predict(batch)` (P(red) f32[N])} over the frames of `num_batches` batches."""
-  labels = sorted({label for label, _ in HEADS})
+def collect_over_frames(batches, num_batches: int, predict, heads=HEADS) -> dict:
+  """{"speed": f32[N], label: int[N] (the `heads` labels the batches hold), and each key of
+  `predict(batch)` (P f32[N])} over the frames of `num_batches` batches."""
+  labels = sorted({label for label, _ in heads})
   out: dict[str, list] = {}
   for step in range(num_batches):
     try:
@@ -79,21 +80,21 @@ def perception_predictor(model, variables):
   return predict
 
 
-def detector_predictor(model, variables, view: int):
-  """batch -> {"detector@none": P(red)}: a red-light detector on view `view` of each frame."""
+def detector_predictor(model, variables):
+  """batch -> {"detector@none": P(label)}: a detector on its one view of each frame."""
   probabilities = jax.jit(lambda images: jax.nn.sigmoid(model.apply(variables, images)))
-  return lambda batch: {"detector@none": probabilities(batch["images"][:, view])}
+  return lambda batch: {"detector@none": probabilities(batch["images"][:, 0])}
 
 
-def rows_by_speed(values: dict, threshold: float) -> list[list]:
+def rows_by_speed(values: dict, threshold: float, heads=HEADS) -> list[list]:
   rows = []
-  for label, logits in HEADS:
+  for label, logits in heads:
     for speed_input in ("recorded", "zeroed", "none"):
       key = f"{logits}@{speed_input}"
       if label not in values or key not in values:
         continue
       for low, high in SPEED_BINS:
-        in_bin = (values["speed"] >= low) & (values["speed"] < high)
+        in_bin = (values["speed"] >= low) & (values["speed"] < high) & (values[label] >= 0)
         truth, said = values[label][in_bin] == 1, values[key][in_bin] > threshold
         rows.append([label, speed_input, f"{low:g}-{high:g}", int(in_bin.sum()),
                      f"{truth.mean():.3f}" if in_bin.any() else "-",
@@ -114,13 +115,16 @@ def main(argv=None) -> int:
   data.random_crop, data.colour_jitter = False, 0.0
   # A seeded shuffle: in record order the first batches are one route's first seconds.
   batches = pipeline.make_iterator(data, 1, train=True, num_epochs=1)
-  predict = (detector_predictor(model, variables, light_detector.focus_index(data.views))
-             if is_detector else perception_predictor(model, variables))
-  values = collect_over_frames(batches, args.batches, predict)
-  print_table(f"Red-light heads of {args.work_dir} on {len(values['speed'])} "
-              f"{data.split} frames (P(red) > {args.threshold})",
-              ["label", "speed input", "speed (m/s)", "frames", "label rate", "said red",
-               "recall", "precision"], rows_by_speed(values, args.threshold))
+  if is_detector:
+    heads = ((light_detector.check_detector_data(config), "detector"),)
+    predict = detector_predictor(model, variables)
+  else:
+    heads, predict = HEADS, perception_predictor(model, variables)
+  values = collect_over_frames(batches, args.batches, predict, heads)
+  print_table(f"Heads of {args.work_dir} on {len(values['speed'])} {data.split} frames "
+              f"(P > {args.threshold})",
+              ["label", "speed input", "speed (m/s)", "frames", "label rate", "said yes",
+               "recall", "precision"], rows_by_speed(values, args.threshold, heads))
   return 0
 
 
