@@ -28,17 +28,18 @@ stamp() { echo "[quickstart $(( $(date +%s) - START ))s] $*"; }
 # Q-Former's cached frames (x STEPS_SCALE), eval route set and its seed (0: the collection's
 # routes; 1-5 are held out), the stage whose planner drives, and the red-light detector's steps
 # (0: none) and collection seeds.
-LIGHT_STEPS=0; EVAL_SEED=0; EVAL_STAGE=stage3
+LIGHT_STEPS=0; STOP_SIGN_STEPS=0; EVAL_SEED=0; EVAL_STAGE=stage3
 case "$PRESET" in
   tiny)  MODEL=tiny;  CAMERA=64x64; STEPS=(20 40 40 40 20);      QFORMER_FRAMES=32;   ROUTES="${EVAL_ROUTES:-tiny_2}" ;;
   small) MODEL=small; CAMERA=64x64; STEPS=(300 100 1500 80 20);  QFORMER_FRAMES=5000; ROUTES="${EVAL_ROUTES:-tiny_4}" ;;
   # The recipe behind the README's drive_quality row: the small model trained longer (stage 2
   # 1280 steps: 640 more gave +2 DS, docs/experiments.md), driven by its stage 2 (stage 3 lowered
-  # DS each time it was measured), with the agent's red-light rule (a detector trained on a
-  # telephoto-camera collection of its own, seeds held out from the evaluation) and stuck rule.
+  # DS each time it was measured), with the agent's red-light and stop-sign rules (detectors
+  # trained on a telephoto-camera collection of their own, seeds held out from the evaluation)
+  # and its stuck rule.
   big)   MODEL=small; CAMERA=64x64; STEPS=(1200 400 6000 1280 80); QFORMER_FRAMES=20000
          ROUTES="${EVAL_ROUTES:-tiny_8}"; EVAL_SEED=1; EVAL_STAGE=stage2
-         LIGHT_STEPS=3000; LIGHT_SEEDS="0 6 7" ;;
+         LIGHT_STEPS=3000; STOP_SIGN_STEPS=1000; LIGHT_SEEDS="0 6 7" ;;
   *) echo "PRESET must be tiny, small or big (paper runs on a pod: see README)"; exit 2 ;;
 esac
 scale() { echo $(( $1 * STEPS_SCALE )); }
@@ -63,11 +64,14 @@ train() {  # train <config> <steps> [overrides...]
     --config.runs_root="$RUN" --config.train.steps="$steps" \
     --config.optim.total_steps="$steps" --config.train.log_every="$log_every" "$@"
 }
-# The red-light detector shares nothing with the curriculum: its collection (the telephoto
-# `focus` camera added), TFDS build and training run beside the curriculum's, on the other core.
+# The red-light and stop-sign detectors share nothing with the curriculum: their collection (the
+# telephoto `focus` camera added; it records the stop-sign zones too), TFDS build and trainings
+# run beside the curriculum's, on the other core. The stop-sign detector reads the front view.
 OURS_OPTS=()
 if [ "$LIGHT_STEPS" -gt 0 ]; then
-  OURS_OPTS=(--config.agent.light_detector="$RUN/light_detector_${MODEL}" --config.agent.stuck_seconds=8)
+  OURS_OPTS=(--config.agent.light_detector="$RUN/light_detector_${MODEL}"
+             --config.agent.stop_sign_detector="$RUN/stop_sign_detector_${MODEL}"
+             --config.agent.stuck_seconds=8)
   light_detector() {
     for SEED in $LIGHT_SEEDS; do
       python -m data_pipelines.collect --config="configs/collect.py:preset=${MODEL}" \
@@ -77,8 +81,11 @@ if [ "$LIGHT_STEPS" -gt 0 ]; then
     python -m data_pipelines.build_tfds --data_dir "$RUN/data/raw_focus" \
       --out "$RUN/data/tfds_focus" --camera_size "$CAMERA" --focus_camera --no_progress
     train light_detector "$(scale ${LIGHT_STEPS})" --config.data.data_dir="$RUN/data/tfds_focus"
+    # Zones are ~3% of the frames: positives x4.
+    train stop_sign_detector "$(scale ${STOP_SIGN_STEPS})" \
+      --config.data.data_dir="$RUN/data/tfds_focus" --config.loss.positive_weight=4.0
   }
-  stamp "3b/8 red-light detector (collect seeds ${LIGHT_SEEDS} with the focus camera, TFDS, train), in the background: $RUN/light_detector.log"
+  stamp "3b/8 red-light and stop-sign detectors (collect seeds ${LIGHT_SEEDS} with the focus camera, TFDS, train), in the background: $RUN/light_detector.log"
   light_detector > "$RUN/light_detector.log" 2>&1 &
   LIGHT_PID=$!
 fi
