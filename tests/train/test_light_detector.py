@@ -106,7 +106,8 @@ def test_a_detector_run_trains_and_the_agent_rule_reads_it(dataset, monkeypatch)
 # vehicle every seventh.
 @pytest.mark.parametrize("name, label, every", [("stop_sign_detector", "stop_sign_zone", 5),
                                                 ("hazard_detector", "hazard_ahead", 7)])
-def test_front_view_detector_runs_train_on_their_labels(name, label, every, dataset, monkeypatch):
+def test_front_view_detector_runs_train_on_their_labels(name, label, every, dataset, monkeypatch,
+                                                       capsys):
   data_dir, runs = dataset
   monkeypatch.chdir(REPO)
   config = config_lib.load_config(os.path.join(REPO, "configs", f"{name}.py") + ":preset=tiny")
@@ -121,6 +122,11 @@ def test_front_view_detector_runs_train_on_their_labels(name, label, every, data
   assert np.isfinite(result["loss"]) and result["label_known"] == 1.0
   detector = ViewDetector.from_run(config.work_dir)
   assert detector.label == label and detector.camera_views == ("front",)
+  # bench/light_heads.py rates it against its own label.
+  from bench import light_heads
+  assert light_heads.main(["--work_dir", config.work_dir, "--split", "train",
+                           "--batches", "2"]) == 0
+  assert f"{label}  none" in capsys.readouterr().out
 
 
 class _Batches:
