@@ -24,50 +24,17 @@ import json
 import os
 import sys
 
-import ml_collections
-import numpy as np
-
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 
 from bench.common import print_table  # noqa: E402
 from lmgendrive_jax import config as config_lib  # noqa: E402
+from lmgendrive_jax.agent.baselines import RoutePlanner  # noqa: E402
 from lmgendrive_jax.agent.lmgendrive_agent import LMGenDriveAgent  # noqa: E402
-from lmgendrive_jax.agent.planner import PlanState  # noqa: E402
-from lmgendrive_jax.sim import expert, host, routes, scoring  # noqa: E402
+from lmgendrive_jax.sim import host, routes, scoring  # noqa: E402
 
 RULES = {"light_rule": "light_detector", "stop_rule": "stop_sign_detector",
          "hazard_rule": "hazard_detector"}
-
-
-class RoutePlanner:
-  """The planner interface of agent/planner.py: waypoints 0.5 s apart along the route ahead at
-  `speed` m/s (privileged route geometry), straight on past its end."""
-
-  def __init__(self, speed: float, view_size: tuple[int, int]):
-    self.speed = float(speed)
-    self.data = ml_collections.ConfigDict(dict(
-        views=("front",), view_size=tuple(view_size), crop_scale=0.875, stride=1, data_dir=""))
-    self.max_frames = 4
-
-  def start(self, instruction):
-    return PlanState(cache=None)
-
-  def add_notice(self, state, notice):
-    return PlanState(cache=None, frames=state.frames, has_notice=True)
-
-  def step(self, state, views, speed, commit, input_data):
-    _, privileged = input_data["privileged"]
-    route, pos = privileged["route"], np.asarray(privileged["state"]["ego_pos"], np.float64)
-    progress = float(route.s[int(np.argmin(np.linalg.norm(route.points - pos, axis=-1)))])
-    end, heading = route.points[-1], route.points[-1] - route.points[-2]
-    heading = heading / np.linalg.norm(heading)
-    ahead = progress + self.speed * 0.5 * np.arange(1, 6)
-    targets = np.stack([route.point_at(s) if s <= route.length else
-                        end + heading * (s - route.length) for s in ahead])
-    waypoints = expert.world_to_ego(targets, pos, float(privileged["state"]["ego_yaw"]))
-    return waypoints.astype(np.float32), 0.0, PlanState(None, state.frames + int(commit),
-                                                        state.has_notice)
 
 
 class RouteAgent(LMGenDriveAgent):
@@ -90,7 +57,7 @@ def variants(args) -> dict[str, dict]:
 def drive(args, options: dict, seed: int) -> list[dict]:
   sim = config_lib.sim_preset(args.preset)
   size = config_lib.data_preset(args.preset).view_size
-  planner = RoutePlanner(args.speed, size)
+  planner = RoutePlanner(args.speed, views=("front",), view_size=tuple(size))
   agent_config = dict(camera_size=tuple(args.camera_size), **options)
   specs = routes.route_set(args.route_set, seed)
   return host.run_routes(specs, lambda: RouteAgent(planner), sim, agent_config=agent_config,

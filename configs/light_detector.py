@@ -59,4 +59,3 @@ def front_view_config(arg, name: str, label: str):
   config.label = label
   config.data.views = ("front",)
   return config
-

@@ -6,7 +6,7 @@
 #
 #   ./launch/quickstart.sh                 # default: small preset, ~20 min on 2 CPU cores
 #   PRESET=tiny ./launch/quickstart.sh     # minutes, a smoke run (the agent will not drive well)
-#   PRESET=big ./launch/quickstart.sh      # the agent that drives best: ~2 h (README)
+#   PRESET=big ./launch/quickstart.sh      # the bigger preset, with the agent's rules: ~2.5 h (README)
 #   STEPS_SCALE=4 ./launch/quickstart.sh   # any preset with its training steps scaled
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh" ""
@@ -26,14 +26,15 @@ stamp() { echo "[quickstart $(( $(date +%s) - START ))s] $*"; }
 # Per preset: the model preset (configs/*.py:preset=), collection camera size, training steps
 # (x STEPS_SCALE) of the text LLM, stage 1, the Q-Former alignment, stage 2 and stage 3, the
 # Q-Former's cached frames (x STEPS_SCALE), eval route set and its seed (0: the collection's
-# routes; 1-5 are held out), the stage whose planner drives, and the red-light detector's steps
-# (0: none) and collection seeds.
+# routes; 1-5 are held out), the stage whose planner drives, and the red-light and stop-sign
+# detectors' steps (0: none) and their collection's seeds.
 LIGHT_STEPS=0; STOP_SIGN_STEPS=0; EVAL_SEED=0; EVAL_STAGE=stage3
 case "$PRESET" in
   tiny)  MODEL=tiny;  CAMERA=64x64; STEPS=(20 40 40 40 20);      QFORMER_FRAMES=32;   ROUTES="${EVAL_ROUTES:-tiny_2}" ;;
   small) MODEL=small; CAMERA=64x64; STEPS=(300 100 1500 80 20);  QFORMER_FRAMES=5000; ROUTES="${EVAL_ROUTES:-tiny_4}" ;;
-  # The recipe behind the README's drive_quality row: the small model trained longer (stage 2
-  # 1280 steps: 640 more gave +2 DS, docs/experiments.md), driven by its stage 2 (stage 3 lowered
+  # The best hand-run recipe as one command (its first run drove 48.9 DS, below that recipe's
+  # 64.7: docs/experiments.md): the small model trained longer (stage 2 1280 steps in one run;
+  # 640 more gave +2 DS), driven by its stage 2 (stage 3 lowered
   # DS each time it was measured), with the agent's red-light and stop-sign rules (detectors
   # trained on a telephoto-camera collection of their own, seeds held out from the evaluation)
   # and its stuck rule.

@@ -13,9 +13,11 @@
 
 from __future__ import annotations
 
+import ml_collections
 import numpy as np
 
 from lmgendrive_jax.agent.lmgendrive_agent import LMGenDriveAgent
+from lmgendrive_jax.agent.planner import PlanState
 from lmgendrive_jax.errors import ConfigError
 from lmgendrive_jax.sim import expert as expert_lib
 from lmgendrive_jax.sim import pid as pid_lib
@@ -88,3 +90,37 @@ class BlankInstructionAgent(LMGenDriveAgent):
     config = {} if config is None else (config.to_dict() if hasattr(config, "to_dict")
                                         else dict(config))
     super().setup({**config, "blank_instruction": True})
+
+
+class RoutePlanner:
+  """The planner interface of agent/planner.py: waypoints 0.5 s apart along the route ahead at
+  `speed` m/s (privileged route geometry: its agent needs `privileged = True`), straight on past
+  its end. It sees nothing: bench/agent_rules.py measures the agent's rules behind it, the tests
+  drive the agent's code path with it."""
+
+  def __init__(self, speed: float, views: tuple[str, ...], view_size: tuple[int, int],
+               stride: int = 1, max_frames: int = 4):
+    self.speed = float(speed)
+    self.data = ml_collections.ConfigDict(dict(
+        views=tuple(views), view_size=tuple(view_size), crop_scale=0.875, stride=int(stride),
+        data_dir=""))
+    self.max_frames = int(max_frames)
+
+  def start(self, instruction):
+    return PlanState(cache=None)
+
+  def add_notice(self, state, notice):
+    return PlanState(cache=None, frames=state.frames, has_notice=True)
+
+  def step(self, state, views, speed, commit, input_data):
+    _, privileged = input_data["privileged"]
+    route, pos = privileged["route"], np.asarray(privileged["state"]["ego_pos"], np.float64)
+    progress = float(route.s[int(np.argmin(np.linalg.norm(route.points - pos, axis=-1)))])
+    end, heading = route.points[-1], route.points[-1] - route.points[-2]
+    heading = heading / np.linalg.norm(heading)
+    ahead = progress + self.speed * 0.5 * np.arange(1, 6)
+    targets = np.stack([route.point_at(s) if s <= route.length else
+                        end + heading * (s - route.length) for s in ahead])
+    waypoints = expert_lib.world_to_ego(targets, pos, float(privileged["state"]["ego_yaw"]))
+    return waypoints.astype(np.float32), 0.0, PlanState(None, state.frames + int(commit),
+                                                        state.has_notice)

@@ -33,8 +33,9 @@ alone, LMDrive's rule), `red_light_threshold` (brake while its probability is ab
 has held the car standing this long, longer than any red phase, it is a false alarm on a scene
 that no longer changes, and the rule is off for `red_light_release` seconds), `stuck_seconds`
 and `forced_forward_seconds` (`stuck.py`: after standing this long, drive forward that long as
-soon as neither the light nor the hazard rule holds the car; 0 = off), `stop_sign_detector` (a stop-sign detector run,
-`configs/stop_sign_detector.py`; "" = none), `stop_sign_threshold` and `stop_sign_release`
+soon as neither the light nor the hazard rule holds the car; 0 = off), `stop_sign_detector` (a
+stop-sign detector run, `configs/stop_sign_detector.py`; "" = none), `stop_sign_threshold` and
+`stop_sign_release`
 (`stop_sign.py`: brake while its probability is above, until the car has stood in the zone; then
 ignore it this many seconds), `hazard_detector` (a hazard detector run,
 `configs/hazard_detector.py`; "" = none), `hazard_threshold`, `hazard_max_wait` and

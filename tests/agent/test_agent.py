@@ -5,12 +5,12 @@ import io
 
 import flax.linen as nn
 import jax
-import ml_collections
 import numpy as np
 import pytest
 from PIL import Image
 
 from lmgendrive_jax.agent import hazard, lmgendrive_agent, preprocess, red_light, stop_sign, stuck
+from lmgendrive_jax.agent.baselines import RoutePlanner
 from lmgendrive_jax.agent.lmgendrive_agent import LMGenDriveAgent
 from lmgendrive_jax.agent.planner import PlanState
 from lmgendrive_jax.agent.detector import ViewDetector
@@ -18,44 +18,29 @@ from lmgendrive_jax.config import data_preset, sim_preset
 from lmgendrive_jax.data.examples import _ViewDecoder
 from lmgendrive_jax.errors import ConfigError
 from lmgendrive_jax.models.light_detector import RedLightDetector
-from lmgendrive_jax.sim import expert, host, routes
+from lmgendrive_jax.sim import host, routes
 
 CFG = sim_preset("tiny")
 SPEED = 5.0  # m/s the scripted waypoints ask for
 
 
-class ScriptedPlanner:
-  """The planner interface of agent/planner.py: waypoints 0.5 s apart along the route ahead at
-  SPEED (privileged route geometry) instead of the model's."""
+class ScriptedPlanner(RoutePlanner):
+  """The route-following planner at SPEED (privileged route geometry) instead of the model's,
+  recording what the agent gave it."""
 
   def __init__(self, max_frames=3):
-    self.data = ml_collections.ConfigDict(dict(
-        views=("front", "left", "focus"), view_size=(16, 16), crop_scale=0.875, stride=2,
-        data_dir=""))
-    self.max_frames = max_frames
+    super().__init__(SPEED, views=("front", "left", "focus"), view_size=(16, 16), stride=2,
+                     max_frames=max_frames)
     self.calls = []  # (commit, frames before, views shape)
     self.instructions = []
 
   def start(self, instruction):
     self.instructions.append(instruction)
-    return PlanState(cache=None)
-
-  def add_notice(self, state, notice):
-    return PlanState(cache=None, frames=state.frames, has_notice=True)
+    return super().start(instruction)
 
   def step(self, state, views, speed, commit, input_data):
     self.calls.append((commit, state.frames, views.shape))
-    _, priv = input_data["privileged"]
-    route, pos = priv["route"], np.asarray(priv["state"]["ego_pos"], np.float64)
-    progress = float(route.s[int(np.argmin(np.linalg.norm(route.points - pos, axis=-1)))])
-    end, heading = route.points[-1], route.points[-1] - route.points[-2]
-    heading = heading / np.linalg.norm(heading)
-    ahead = progress + SPEED * 0.5 * np.arange(1, 6)  # past the goal: straight on
-    targets = np.stack([route.point_at(s) if s <= route.length else
-                        end + heading * (s - route.length) for s in ahead])
-    waypoints = expert.world_to_ego(targets, pos, float(priv["state"]["ego_yaw"]))
-    state = PlanState(None, state.frames + int(commit), state.has_notice)
-    return waypoints.astype(np.float32), 0.0, state
+    return super().step(state, views, speed, commit, input_data)
 
 
 class ScriptedAgent(LMGenDriveAgent):
