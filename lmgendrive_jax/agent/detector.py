@@ -1,12 +1,13 @@
-"""A single-view detector run read behind the agent's cameras, for its light and stop-sign rules.
+"""A single-view detector run read behind the agent's cameras, for its detector rules.
 
-Where it sits: `LMGenDriveAgent.run_step` asks `ViewDetector.probability(cameras)` each model
-step, on the raw camera images of the tick, for the rules of `agent/red_light.py` (a
-`configs/light_detector.py` run: P(the route's light is red)) and `agent/stop_sign.py` (a
-`configs/stop_sign_detector.py` run: P(in a stop sign's waiting zone)). The view is preprocessed
-as the detector's training data was (`preprocess.ViewPreprocessor` with its own build's
-settings), whatever the planner's views are. One detector per run is shared by all agents of an
-evaluation (`detector_for_run`).
+Where it sits: each `rules.DetectorRule` of `LMGenDriveAgent` asks its
+`ViewDetector.probability(cameras)` each model step, on the raw camera images of the tick: the
+light rule (`agent/red_light.py`: a `configs/light_detector.py` run, P(the route's light is red)),
+the stop-sign rule (`agent/stop_sign.py`: a `configs/stop_sign_detector.py` run, P(in a stop
+sign's waiting zone)) and the hazard rule (`agent/hazard.py`). The view is preprocessed as the
+detector's training data was (`preprocess.ViewPreprocessor` with its own build's settings),
+whatever the planner's views are. One detector per run is shared by all agents of an evaluation
+(`detector_for_run`).
 """
 
 from __future__ import annotations

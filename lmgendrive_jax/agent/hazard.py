@@ -10,17 +10,17 @@ braking trigger for vehicles and pedestrians from the front camera; while its pr
 above `hazard_threshold` the rule brakes (throttle 0, brake 1, the PID's steer kept), as the
 light rule does, and as InterFuser's controller brakes on its object map. A false alarm on a
 standing car's unchanging view never clears, so the rule holds a standing car at most
-`hazard_max_wait` seconds, then yields `hazard_release` seconds (`red_light.WaitLimit`); the
+`hazard_max_wait` seconds, then yields `hazard_release` seconds (`rules.HoldLimit`); the
 stuck rule does not push while it brakes.
 """
 
 from __future__ import annotations
 
-from lmgendrive_jax.agent.detector import ViewDetector, detector_for_run
+from lmgendrive_jax.agent import rules
 
-LABEL = "hazard_ahead"
-
-
-def detector_for(work_dir: str) -> ViewDetector:
-  """The hazard detector of a `configs/hazard_detector.py` run, shared per run."""
-  return detector_for_run(work_dir, LABEL)
+RULE = rules.RuleSpec(
+    name="hazard", detector_option="hazard_detector", label="hazard_ahead",
+    threshold_option="hazard_threshold",
+    make_policy=lambda config: rules.HoldLimit(float(config["hazard_max_wait"]),
+                                               float(config["hazard_release"])),
+    holds_standing_car=True)

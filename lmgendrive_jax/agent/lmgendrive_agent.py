@@ -6,7 +6,8 @@ Where it sits: hosted by the embedded simulator (`sim/host.py: run_routes`, via
   raw cameras --preprocess.ViewPreprocessor--> uint8[V, H, W, 3]
      --planner.CachedPlanner.step (encode frame, extend the KV cache)--> waypoints f32[5, 2]
      --sim/pid.WaypointController (LMDrive's PID)--> Control(steer, throttle, brake)
-     [--red_light / stop_sign / hazard / stuck rules (options, off by default)--> braked / pushed]
+     [--rules.DetectorRule: red_light / stop_sign / hazard, and the stuck rule (options, off by
+       default)--> braked / pushed]
 
 LMDrive's timing rules (its lmdriver_agent.py): the simulator ticks at 20 Hz; the agent brakes
 for the first `brake_ticks` (20) ticks, then runs the model every `model_every` (2) ticks (10 Hz)
@@ -49,11 +50,10 @@ from typing import Any
 
 import numpy as np
 
-from lmgendrive_jax.agent import hazard as hazard_lib
+from lmgendrive_jax.agent import detector as detector_lib
+from lmgendrive_jax.agent import hazard, red_light, rules, stop_sign
 from lmgendrive_jax.agent import planner as planner_lib
 from lmgendrive_jax.agent import preprocess
-from lmgendrive_jax.agent import red_light as red_light_lib
-from lmgendrive_jax.agent import stop_sign as stop_sign_lib
 from lmgendrive_jax.agent import stuck as stuck_lib
 from lmgendrive_jax.errors import ConfigError
 from lmgendrive_jax.sim import pid as pid_lib
@@ -67,6 +67,9 @@ AGENT_DEFAULTS = dict(
     forced_forward_seconds=0.6, stop_sign_detector="", stop_sign_threshold=0.5,
     stop_sign_release=4.0, hazard_detector="", hazard_threshold=0.5, hazard_max_wait=30.0,
     hazard_release=3.0)
+# The detector rules, in the order they are asked (each is asked every model step: its
+# probability goes into the trace whether or not another rule already brakes).
+RULES = (red_light.RULE, stop_sign.RULE, hazard.RULE)
 
 
 def agent_config(config: Any) -> dict:
@@ -124,14 +127,13 @@ class LMGenDriveAgent:
       width, height = build.get("camera_size") or [round(s / float(data.crop_scale))
                                                    for s in data.view_size[::-1]]
     self.camera_size = (int(width), int(height))
-    self.red_light = self._detector("light_detector", red_light_lib.rule_for_run)
-    self.stop_sign = self._detector("stop_sign_detector", stop_sign_lib.detector_for)
-    self.hazard = self._detector("hazard_detector", hazard_lib.detector_for)
+    # The detector rules whose detector option is set, by name.
+    self.rules = {spec.name: self._rule(spec) for spec in RULES
+                  if self.config[spec.detector_option]}
     # Cameras asked for: the planner's views', then any more the detectors read.
     self.camera_views = self.preprocess.camera_views
-    for detector in (self.red_light, self.stop_sign, self.hazard):
-      self.camera_views += tuple(v for v in (detector.camera_views if detector else ())
-                                 if v not in self.camera_views)
+    for rule in self.rules.values():
+      self.camera_views += tuple(v for v in rule.camera_views if v not in self.camera_views)
     self.max_frames = int(self.planner.max_frames)
     self.frame_stride = int(self.config["frame_stride"]) or int(data.get("stride", 1))
     self.controller = pid_lib.WaypointController()
@@ -142,20 +144,12 @@ class LMGenDriveAgent:
     self.notice = ""
     self.steps_since_reset = 0
     # Read by tests and tools: what the model saw and said last.
-    self.model_steps, self.resets, self.red_light_brakes = 0, 0, 0
+    self.model_steps, self.resets = 0, 0
     self.last_waypoints: np.ndarray | None = None
     self.last_completed_prob = 0.0
     self.last_views: np.ndarray | None = None
-    self.last_red_light_prob = 0.0
-    self.red_light_wait = red_light_lib.WaitLimit(float(self.config["red_light_max_wait"]),
-                                                  float(self.config["red_light_release"]))
     self.stuck = stuck_lib.StuckRule(float(self.config["stuck_seconds"]),
                                      float(self.config["forced_forward_seconds"]))
-    self.last_stop_sign_prob = 0.0
-    self.last_hazard_prob, self.hazard_brakes = 0.0, 0
-    self.hazard_wait = red_light_lib.WaitLimit(float(self.config["hazard_max_wait"]),
-                                               float(self.config["hazard_release"]))
-    self.stop_sign_rule = stop_sign_lib.StopSignRule(float(self.config["stop_sign_release"]))
 
   def sensors(self) -> list[dict]:
     width, height = self.camera_size
@@ -199,18 +193,10 @@ class LMGenDriveAgent:
     self.last_waypoints, self.last_completed_prob, self.last_views = waypoints, prob, views
     control = self.controller.control(waypoints, speed)
     t = float(timestamp)
-    self.last_red_light_prob, red = self._seen(self.red_light, cameras, "red_light_threshold")
-    self.last_stop_sign_prob, in_zone = self._seen(self.stop_sign, cameras,
-                                                   "stop_sign_threshold")
-    self.last_hazard_prob, hazard = self._seen(self.hazard, cameras, "hazard_threshold")
-    braking_for_light = self.red_light_wait.brake(red, speed, t)
-    braking_for_hazard = self.hazard_wait.brake(hazard, speed, t)
-    braking_for_stop_sign = self.stop_sign_rule.brake(in_zone, speed, t)
-    self.red_light_brakes += int(braking_for_light)
-    self.hazard_brakes += int(braking_for_hazard)
-    if braking_for_light or braking_for_hazard or braking_for_stop_sign:
+    braking = [rule for rule in self.rules.values() if rule.brake(cameras, speed, t)]
+    if braking:
       control = pid_lib.Control(steer=control.steer, throttle=0.0, brake=1.0)
-    holding = braking_for_light or braking_for_hazard
+    holding = any(rule.spec.holds_standing_car for rule in braking)
     forced = self.stuck.forced_throttle(speed, t, may_push=not holding)
     if forced is not None and not holding:  # a push under way yields to a rule's brake too
       control = pid_lib.Control(steer=control.steer, throttle=forced, brake=0.0)
@@ -225,42 +211,36 @@ class LMGenDriveAgent:
   def trace_fields(self) -> dict:
     """What the agent read and decided at its last model step, for evaluation traces
     (`configs/eval.py: trace`): the speed its waypoints ask (the PID's target), the planner's
-    P(completed), the light rule's P(red), the stop-sign rule's P(in a zone) and the hazard
-    rule's P(hazard) (0 without their detectors), and the rules' brakes, stops and pushes so
-    far."""
+    P(completed), and per detector rule (`RULES`) its detector's probability `p_<name>` and the
+    model steps it braked so far `<name>_brakes` (0 without its detector), the stop-sign rule's
+    stops and the stuck rule's pushes so far."""
     asked = (-1.0 if self.last_waypoints is None
              else pid_lib.desired_speed(self.last_waypoints))
-    return dict(asked_speed=round(asked, 3), p_completed=round(float(self.last_completed_prob), 3),
-                p_red=round(float(self.last_red_light_prob), 3),
-                p_stop_zone=round(float(self.last_stop_sign_prob), 3),
-                p_hazard=round(float(self.last_hazard_prob), 3),
-                hazard_brakes=int(self.hazard_brakes),
-                light_brakes=int(self.red_light_brakes),
-                stop_sign_brakes=int(self.stop_sign_rule.brakes),
-                stop_sign_stops=int(self.stop_sign_rule.stops), pushes=int(self.stuck.pushes))
+    fields = dict(asked_speed=round(asked, 3),
+                  p_completed=round(float(self.last_completed_prob), 3))
+    for spec in RULES:
+      rule = self.rules.get(spec.name)
+      fields[f"p_{spec.name}"] = round(rule.last_prob, 3) if rule else 0.0
+      fields[f"{spec.name}_brakes"] = rule.brakes if rule else 0
+    stop_rule = self.rules.get(stop_sign.RULE.name)
+    fields["stop_sign_stops"] = stop_rule.policy.stops if stop_rule else 0
+    fields["pushes"] = int(self.stuck.pushes)
+    return fields
 
   # --- helpers ---------------------------------------------------------------------------------
 
-  def _seen(self, detector, cameras: dict, threshold: str) -> tuple[float, bool]:
-    """(the detector's probability on the cameras, above the option `threshold`); (0, False)
-    without a detector."""
-    if detector is None:
-      return 0.0, False
-    prob = detector.probability(cameras)
-    return prob, prob > float(self.config[threshold])
-
-  def _detector(self, option: str, load):
-    """The detector run of agent option `option` loaded by `load` (None when unset), checked to
-    have been trained on cameras of the agent's size."""
-    if not self.config[option]:
-      return None
-    detector = load(str(self.config[option]))
+  def _rule(self, spec: rules.RuleSpec) -> rules.DetectorRule:
+    """The rule of `spec` on the detector run its option names (checked to have learnt the
+    rule's label on cameras of the agent's size), with a fresh policy."""
+    option = spec.detector_option
+    detector = detector_lib.detector_for_run(str(self.config[option]), spec.label)
     if detector.camera_size not in (None, self.camera_size):
       raise ConfigError(
           f"{option} {self.config[option]} was trained on {detector.camera_size} (W, H) "
           f"cameras but the agent's are {self.camera_size}; set camera_size or use a detector "
           f"built from the planner's camera size")
-    return detector
+    return rules.DetectorRule(spec, detector, float(self.config[spec.threshold_option]),
+                              spec.make_policy(self.config))
 
   def _reset(self, instruction: str) -> None:
     self.state = self.planner.start(instruction)

@@ -11,15 +11,14 @@ camera, when the car is in such a zone; while it does and the car moves, the rul
 sign is served, and the rule ignores the detector for `release_seconds`, enough to pull away
 through the line, which the detector sees as long as the car is before it.
 
-  rule = StopSignRule(release_seconds=4.0)
-  brake = rule.brake(in_zone=p_zone > threshold, speed=speed, t=t)
+  policy = StopSignRule(release_seconds=4.0)   # the policy of the agent's rules.DetectorRule
+  brake = policy.brake(p_zone > threshold, speed, t)
 """
 
 from __future__ import annotations
 
-from lmgendrive_jax.agent.detector import ViewDetector, detector_for_run
+from lmgendrive_jax.agent import rules
 
-LABEL = "stop_sign_zone"
 STOPPED_MPS = 0.05  # under the scorer's 0.1 m/s
 
 
@@ -30,7 +29,6 @@ class StopSignRule:
     self.release_seconds = float(release_seconds)
     self.ignore_until = -float("inf")
     self.stops = 0  # zones where the car stood (the rule's or the planner's stop)
-    self.brakes = 0  # model steps the rule braked
 
   def brake(self, in_zone: bool, speed: float, t: float) -> bool:
     if t < self.ignore_until or not in_zone:
@@ -39,10 +37,12 @@ class StopSignRule:
       self.ignore_until = t + self.release_seconds
       self.stops += 1
       return False
-    self.brakes += 1
     return True
 
 
-def detector_for(work_dir: str) -> ViewDetector:
-  """The stop-sign detector of a `configs/stop_sign_detector.py` run, shared per run."""
-  return detector_for_run(work_dir, LABEL)
+RULE = rules.RuleSpec(
+    name="stop_sign", detector_option="stop_sign_detector", label="stop_sign_zone",
+    threshold_option="stop_sign_threshold",
+    make_policy=lambda config: StopSignRule(float(config["stop_sign_release"])),
+    # It lets go once the car has stood: a car standing on is the planner's (the stuck rule's).
+    holds_standing_car=False)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lmgendrive_jax.agent import hazard, lmgendrive_agent, preprocess, red_light, stop_sign, stuck
+from lmgendrive_jax.agent import detector as detector_lib
+from lmgendrive_jax.agent import lmgendrive_agent, preprocess, rules, stop_sign, stuck
 from lmgendrive_jax.agent.baselines import RoutePlanner
 from lmgendrive_jax.agent.lmgendrive_agent import LMGenDriveAgent
 from lmgendrive_jax.agent.planner import PlanState
@@ -82,7 +83,8 @@ def test_scripted_planner_completes_a_route_through_the_agent_code_path():
   # An evaluation trace's fields: the PID's target from the last waypoints, no rules.
   fields = agent.trace_fields()
   assert fields["asked_speed"] == pytest.approx(SPEED, abs=0.3), fields
-  assert fields["p_red"] == 0.0 and fields["light_brakes"] == fields["pushes"] == 0
+  assert fields["p_red_light"] == 0.0 and fields["red_light_brakes"] == fields["pushes"] == 0
+  assert not agent.rules
 
 
 def _encode_png(array):
@@ -166,10 +168,18 @@ def _red_pixel_rule(camera_size=(32, 24), view="focus", label="red_light_ahead")
   return ViewDetector(detector, {"params": params}, view_preprocess, camera_size, label)
 
 
+def _use_detector(monkeypatch, detector):
+  """Every detector run the agent loads is `detector`, which must have the label asked for."""
+  def load(work_dir, label):
+    assert label == detector.label, (label, detector.label)
+    return detector
+  monkeypatch.setattr(detector_lib, "detector_for_run", load)
+
+
 @pytest.mark.parametrize("threshold", [0.5, 1.0])
 def test_light_rule_brakes_while_the_detector_sees_red(threshold, monkeypatch):
   rule = _red_pixel_rule()
-  monkeypatch.setattr(red_light, "rule_for_run", lambda work_dir: rule)
+  _use_detector(monkeypatch, rule)
   agent = LMGenDriveAgent(StraightPlanner(max_frames=8))
   agent.setup(dict(camera_size=(32, 24), light_detector="some/run", red_light_threshold=threshold))
   # The planner's views (front; focus cut from it) and the detector's telephoto focus camera.
@@ -188,37 +198,38 @@ def test_light_rule_brakes_while_the_detector_sees_red(threshold, monkeypatch):
     control = agent.run_step(data, tick * 0.05)
     if tick >= 20 and tick % 2 == 0:
       controls.append(control)
-      probs.append(agent.last_red_light_prob)
+      probs.append(agent.rules["red_light"].last_prob)
   braked = [c.brake == 1.0 and c.throttle == 0.0 for c in controls]
   assert [p > 0.99 for p in probs] == lamp and all(p < 0.01 for p, x in zip(probs, lamp) if not x)
   # Waypoints asking 5 m/s at 2 m/s: the PID accelerates unless the rule brakes.
   assert braked == [x and threshold < 1.0 for x in lamp]
-  assert agent.red_light_brakes == sum(braked)
+  assert agent.rules["red_light"].brakes == sum(braked)
+  assert agent.trace_fields()["red_light_brakes"] == sum(braked)
   assert all(c.throttle > 0 for c, b in zip(controls, braked) if not b)
 
 
 def test_light_rule_refuses_a_detector_of_other_cameras(monkeypatch):
-  monkeypatch.setattr(red_light, "rule_for_run", lambda work_dir: _red_pixel_rule((64, 64)))
+  _use_detector(monkeypatch, _red_pixel_rule((64, 64)))
   agent = LMGenDriveAgent(StraightPlanner())
   with pytest.raises(ConfigError, match=r"\(64, 64\)"):
     agent.setup(dict(camera_size=(32, 24), light_detector="some/run"))
 
 
 def test_light_rule_gives_up_a_standing_car_after_its_max_wait():
-  wait = red_light.WaitLimit(max_wait=20.0, release=5.0)
+  wait = rules.HoldLimit(max_wait=20.0, release=5.0)
   times = np.arange(0.0, 60.0, 0.1)
   said = [wait.brake(True, 0.0, t) for t in times]  # a red it never stops seeing, standing
   brake_at = lambda t: said[int(round(t * 10))]  # noqa: E731
   assert brake_at(0.0) and brake_at(19.9) and not brake_at(20.0) and not brake_at(24.9)
   assert brake_at(25.0) and brake_at(44.9) and not brake_at(45.0) and wait.releases == 2
   # Moving, or the light seen green, restarts the count.
-  wait = red_light.WaitLimit(max_wait=20.0, release=5.0)
+  wait = rules.HoldLimit(max_wait=20.0, release=5.0)
   assert wait.brake(True, 0.0, 0.0) and not wait.brake(False, 0.0, 15.0)
   assert wait.brake(True, 0.0, 16.0) and wait.brake(True, 0.0, 35.0)
   assert wait.brake(True, 3.0, 36.5) and wait.brake(True, 0.0, 37.0) and wait.brake(True, 0, 56.0)
   assert not wait.brake(True, 0.0, 57.0)
   # No limit.
-  assert red_light.WaitLimit(0.0, 5.0).brake(True, 0.0, 1e6)
+  assert rules.HoldLimit(0.0, 5.0).brake(True, 0.0, 1e6)
 
 
 class StandingPlanner(ScriptedPlanner):
@@ -274,12 +285,11 @@ def test_stop_sign_rule_brakes_in_the_zone_until_the_car_has_stood():
   assert not rule.brake(True, 0.0, 2.0) and rule.stops == 1  # stood in the zone: served
   assert not rule.brake(True, 1.5, 3.0) and not rule.brake(True, 2.0, 5.9)  # pulling away
   assert rule.brake(True, 2.0, 6.0)  # still seen after the release: a stop at the next zone
-  assert rule.brakes == 3
 
 
 def test_the_agent_stops_at_a_stop_sign_once_then_drives_on(monkeypatch):
   detector = _red_pixel_rule(view="front", label="stop_sign_zone")
-  monkeypatch.setattr(stop_sign, "detector_for", lambda work_dir: detector)
+  _use_detector(monkeypatch, detector)
   agent = LMGenDriveAgent(StraightPlanner(max_frames=8))
   agent.setup(dict(camera_size=(32, 24), stop_sign_detector="some/run"))
   cams = [s["id"] for s in agent.sensors() if s["type"].startswith("sensor.camera")]
@@ -306,18 +316,18 @@ def test_the_agent_stops_at_a_stop_sign_once_then_drives_on(monkeypatch):
 
 
 def test_a_detector_of_another_label_is_refused(monkeypatch):
-  from lmgendrive_jax.agent import detector as detector_lib
   stop_detector = _red_pixel_rule(view="front", label="stop_sign_zone")
   monkeypatch.setattr(detector_lib.ViewDetector, "from_run",
                       classmethod(lambda cls, work_dir: stop_detector))
   with pytest.raises(ConfigError, match="'stop_sign_zone'"):
-    red_light.rule_for_run("runs/stop_sign_detector_only")
-  assert stop_sign.detector_for("runs/stop_sign_detector_only") is stop_detector
+    detector_lib.detector_for_run("runs/stop_sign_detector_only", "red_light_ahead")
+  assert detector_lib.detector_for_run("runs/stop_sign_detector_only",
+                                       "stop_sign_zone") is stop_detector
 
 
 def test_hazard_rule_brakes_while_seen_yields_a_standing_car_and_holds_the_stuck_rule(monkeypatch):
   detector = _red_pixel_rule(view="front", label="hazard_ahead")
-  monkeypatch.setattr(hazard, "detector_for", lambda work_dir: detector)
+  _use_detector(monkeypatch, detector)
   agent = LMGenDriveAgent(StraightPlanner(max_frames=8))
   agent.setup(dict(camera_size=(32, 24), hazard_detector="some/run", hazard_max_wait=10.0,
                    hazard_release=3.0, stuck_seconds=2.0))
