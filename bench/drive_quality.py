@@ -17,8 +17,9 @@ resumes where it stopped and a later run with more seeds reuses the seeds alread
 Prints DS (with its standard error over the pooled routes) / RC / IS per agent, instruction
 following (of the junctions an agent drove through, the share it left the way its route, and so
 its instruction, said: sim/following.py), how the routes ended, the DS each agent lost by cause
-(`eval/ds_loss.py`: the route not driven, charged to its ending, and each penalty), and the
-targets: ours >= 70% of the expert's DS and above both baselines, instruction following >= 90%.
+(`eval/ds_loss.py`: the route not driven, charged to its ending, and each penalty), where the
+car first left its routes (`eval/route_exit.py`: a plain lane, approaching a junction, inside
+one, a lane change; and how many metres it drifted to get there), and the targets: ours >= 70% of the expert's DS and above both baselines, instruction following >= 90%.
 The pooled summary goes to `<out>/<set>_s<seeds>.json`. With `--light_detector` (a
 `configs/light_detector.py` run), ours and ours blanked drive with the agent's light rule
 (`agent/red_light.py`), with `--stop_sign_detector` and `--hazard_detector` with its stop-sign
@@ -43,6 +44,7 @@ sys.path.insert(0, _REPO)
 from bench.common import print_table, route_bench_parser  # noqa: E402
 from lmgendrive_jax import config as config_lib  # noqa: E402
 from lmgendrive_jax.eval import closed_loop  # noqa: E402
+from lmgendrive_jax.eval import route_exit  # noqa: E402
 from lmgendrive_jax.eval.ds_loss import ds_lost_by_cause  # noqa: E402
 from lmgendrive_jax.sim import scoring  # noqa: E402
 
@@ -114,6 +116,26 @@ def print_ds_lost(summaries: dict, names: dict) -> None:
               rows)
 
 
+def print_exits(summaries: dict, names: dict) -> None:
+  """Where each agent first left its routes (eval/route_exit.py: the place, and how many route
+  metres it drifted to get there): a route deviation is charged to its ending above, but the
+  drive went wrong here. Routes evaluated before results.json had `first_exit` count as
+  unknown."""
+  places = list(route_exit.PLACES) + ["never left", "unknown"]
+  counts, drifts = {}, {}
+  for agent, summary in summaries.items():
+    exits = [route.get("first_exit", "unknown") for route in summary["routes"]]
+    counts[agent] = collections.Counter(
+        e if isinstance(e, str) else "never left" if e is None else e["place"] for e in exits)
+    drifts[agent] = [e["drift_m"] for e in exits if isinstance(e, dict)]
+  shown = [p for p in places if any(counts[a][p] for a in AGENTS)]
+  rows = [[names[a]] + [str(counts[a][p]) for p in shown]
+          + [f"{np.median(drifts[a]):.0f}" if drifts[a] else "-"] for a in AGENTS]
+  print_table(f"Where the car first left its route (> {route_exit.OFF_ROUTE_M} m off; route "
+              "counts) and the median drift to there (route metres)",
+              ["agent"] + shown + ["drift m"], rows)
+
+
 def main(argv=None) -> int:
   parser = route_bench_parser(__doc__, several_seeds=True)
   parser.add_argument("--out", default="", help="default: <work_dir>/drive_quality")
@@ -155,6 +177,7 @@ def main(argv=None) -> int:
                                        "DS / expert DS", "instruction following", "routes"], rows)
   print_endings(summaries, names)
   print_ds_lost(summaries, names)
+  print_exits(summaries, names)
   ours = summaries["lmgendrive"]
   following = ours.get("instruction_following") or 0.0
   checks = {

@@ -13,7 +13,8 @@ Its layout (what report.py reads):
    from the defaults), "total_routes", "complete", "mean_ds", "mean_rc", "mean_is",
    "num_routes", "wall_seconds",
    "routes": [{"route_id", "town", "ds", "rc", "is", "infractions", "ending", "route_xy",
-               "trajectory_xy", + the scorer's fields (sim/scoring.py),
+               "trajectory_xy", "first_exit" (eval/route_exit.py: where the car first left
+               its route, null if never), + the scorer's fields (sim/scoring.py),
                "trace" (with `config.trace`: [{"t", "speed", "throttle", "steer", "brake",
                + the agent's `trace_fields()`}, ...] at the trajectory's points)}, ...]}
   (in set order)
@@ -31,7 +32,9 @@ from typing import Any, Callable
 import numpy as np
 
 from lmgendrive_jax.errors import ConfigError
+from lmgendrive_jax.eval import route_exit
 from lmgendrive_jax.sim import host, routes as routes_lib, scoring
+from lmgendrive_jax.sim import world as world_lib
 
 AGENT_KINDS = ("lmgendrive", "blank_instruction", "expert", "lane_keeping")
 TIMING_KEYS = ("wall_seconds",)
@@ -164,7 +167,10 @@ class _Recorder:
     folder = os.path.dirname(self.path)
     record = dict(route_id=name, town=str(episode.spec.town_id), **result)
     record["route_xy"] = polyline(episode.route.points, 2)
-    record["trajectory_xy"] = polyline(self.trajectories.pop(name, []), 1)
+    trajectory = self.trajectories.pop(name, [])
+    record["trajectory_xy"] = polyline(trajectory, 1)
+    record["first_exit"] = route_exit.first_exit(episode.route, episode.town, trajectory,
+                                                 self.every * world_lib.DT)
     if self.trace:
       record["trace"] = self.traces.pop(name, [])
     write_town_map(folder, episode.town, f"town_map_{episode.spec.town_id}.json")

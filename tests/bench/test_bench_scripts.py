@@ -71,3 +71,4 @@ def test_drive_quality_runs_every_agent_and_writes_its_targets(tmp_path, monkeyp
       "instruction following >= 90%": result["targets"]["instruction following >= 90%"]}
   printed = capsys.readouterr().out
   assert "DS lost by cause" in printed and "How the routes ended" in printed
+  assert "Where the car first left its route" in printed

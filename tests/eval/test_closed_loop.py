@@ -42,6 +42,7 @@ def test_interrupted_evaluation_resumes_to_the_uninterrupted_result(tmp_path):
                         "route_xy", "trajectory_xy"}
   assert len(route["trajectory_xy"]) >= 160 // 10
   assert "trace" not in route  # only when asked for (config.trace)
+  assert "first_exit" in route and all(r["first_exit"] is None for r in on_disk["routes"])
   # The report reads it and finds the town maps.
   results = report.read_eval_results(str(tmp_path / "cut" / "results.json"))
   assert len(results.routes) == 3
