@@ -23,9 +23,7 @@ from __future__ import annotations
 
 from lmgendrive_jax.agent import rules
 
-RULE = rules.RuleSpec(
-    name="red_light", detector_option="light_detector", label="red_light_ahead",
-    threshold_option="red_light_threshold",
-    make_policy=lambda config: rules.HoldLimit(float(config["red_light_max_wait"]),
-                                               float(config["red_light_release"])),
-    holds_standing_car=True)
+RULE = rules.RuleSpec(name="red_light", detector_option="light_detector", label="red_light_ahead",
+                      threshold_option="red_light_threshold",
+                      make_policy=rules.hold_limit("red_light_max_wait", "red_light_release"),
+                      holds_standing_car=True)

@@ -77,6 +77,11 @@ class HoldLimit:
     return True
 
 
+def hold_limit(max_wait_option: str, release_option: str) -> Callable[[dict], HoldLimit]:
+  """A RuleSpec's `make_policy`: a HoldLimit from the agent options of these names."""
+  return lambda config: HoldLimit(float(config[max_wait_option]), float(config[release_option]))
+
+
 class DetectorRule:
   """A detector read through a threshold and a policy (see the module docstring)."""
 
