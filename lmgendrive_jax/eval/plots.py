@@ -44,6 +44,8 @@ INFRACTION_STYLES = {
     "outside_route_lanes": ("v", "#7f7f7f"),
     "route_deviation": ("P", "#17becf"),
     "agent_blocked": ("*", "#bcbd22"),
+    # Not an infraction: where the car first left its route (eval/route_exit.py).
+    "first_exit": ("H", "#0b6e4f"),
 }
 FALLBACK_STYLES = (("h", "#2ca02c"), ("p", "#1f77b4"), ("8", "#000000"), ("d", "#aec7e8"))
 

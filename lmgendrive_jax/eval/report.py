@@ -666,8 +666,12 @@ def _route_maps(section: _Section, results: EvalResults, label: str, agent_index
     png = (f"route_{agent_index:02d}_{route_index:03d}_{_slug(label, 24)}_"
            f"{_slug(route['route_id'], 24)}.png")
     title = f"{label} · route {route['route_id']}"
-    plots.route_map(route.get("route_xy"), route.get("trajectory_xy"), route["infractions"], lanes,
-                    title, os.path.join(assets, png))
+    marks = list(route["infractions"])
+    exit_ = route.get("first_exit")
+    if isinstance(exit_, dict) and exit_.get("position") is not None:
+      marks.append({"type": "first_exit", "position": exit_["position"]})
+    plots.route_map(route.get("route_xy"), route.get("trajectory_xy"), marks, lanes, title,
+                    os.path.join(assets, png))
     figures.append(f'<figure><img src="assets/{_e(png)}" alt="{_e(title)}">'
                    f"<figcaption>{_e(_route_caption(route))}</figcaption></figure>")
   section.add('<div class="grid">\n' + "\n".join(figures) + "\n</div>\n")
@@ -686,6 +690,10 @@ def _route_caption(route: dict) -> str:
     elif unplaced:
       text += f" ({len(unplaced)} without position)"
     described.append(text)
+  exit_ = route.get("first_exit")
+  if isinstance(exit_, dict) and "place" in exit_:
+    parts.append(f"left its route at {_fmt(exit_.get('t'), 1)} s ({exit_['place']}, drifting "
+                 f"{_fmt(exit_.get('drift_m'), 1)} m)")
   return " · ".join(parts) + ("; infractions: " + ", ".join(described) if described else
                               "; no infractions")
 

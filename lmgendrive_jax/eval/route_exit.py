@@ -9,11 +9,13 @@ on drifts over tens of metres on a plain lane; one that takes the wrong branch l
 few metres inside a junction.
 
   exit = first_exit(route, town, trajectory_xy)  # None: never more than OFF_ROUTE_M off
-  exit -> {"t": s after the start, "route_s": m along the route, "place": PLACES, "drift_m": m,
-           "max_off_m": the farthest the car got from the route}
+  exit -> {"t": s after the start, "position": [x, y] of the car there, "route_s": m along the
+           route, "place": PLACES, "drift_m": m, "max_off_m": the farthest the car got from
+           the route}
 
-Closed-loop evaluation stores it per route (`results.json`: "first_exit"), and
-`bench/drive_quality.py` counts where each agent left its routes.
+Closed-loop evaluation stores it per route (`results.json`: "first_exit"),
+`bench/drive_quality.py` counts where each agent left its routes, and the report marks it on the
+route's map.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ def first_exit(route: routes_lib.Route, town: town_lib.Town, trajectory_xy,
   on_route = np.nonzero(off[:exit_point] <= ON_ROUTE_M)[0]
   drift_from = int(nearest[on_route[-1]]) if len(on_route) else 0
   index = int(nearest[exit_point])
-  return {"t": round(exit_point * every_s, 2), "route_s": round(float(route.s[index]), 1),
+  return {"t": round(exit_point * every_s, 2),
+          "position": [round(float(v), 2) for v in trajectory[exit_point]], "route_s": round(float(route.s[index]), 1),
           "place": place_on_route(route, town, index),
           "drift_m": round(max(float(route.s[index] - route.s[drift_from]), 0.0), 1),
           "max_off_m": round(float(off.max()), 1)}

@@ -122,7 +122,8 @@ def write_training_run(work_dir, steps=10, resumed=True):
     json.dump({"stage": "stage2", "preset": "tiny"}, f)
 
 
-def route(route_id, ds, rc, infractions, ending, offset=0.0, town=None, junctions=None):
+def route(route_id, ds, rc, infractions, ending, offset=0.0, town=None, junctions=None,
+          first_exit=None):
   xs = np.linspace(0.0, 60.0, 31)
   record = {"route_id": route_id, "ds": ds, "rc": rc, "is": ds / rc if rc else 0.0,
             "infractions": infractions, "ending": ending,
@@ -130,6 +131,8 @@ def route(route_id, ds, rc, infractions, ending, offset=0.0, town=None, junction
             "trajectory_xy": [[x, offset * np.sin(x / 10.0)] for x in xs]}
   if town is not None:
     record["town"] = town
+  if first_exit is not None:
+    record["first_exit"] = first_exit
   if junctions is not None:  # (entered, followed, missed), as sim/following.py records them
     (record["junctions_entered"], record["junctions_followed"],
      record["junctions_missed"]) = junctions
@@ -172,7 +175,9 @@ def fixture_inputs(tmp_path_factory):
   ours = write_results(str(root / "eval" / "ours" / "results.json"), "ours", [
       route(0, 30.0, 50.0, [{"type": "collision_vehicle", "time": 3.0, "position": [20.0, 0.0]},
                             {"type": "red_light", "time": 5.0, "position": [40.0, 1.0]}],
-            "route_deviation", offset=4.0, town="Town01", junctions=(3, 1, 1)),
+            "route_deviation", offset=4.0, town="Town01", junctions=(3, 1, 1),
+            first_exit={"t": 4.0, "position": [16.0, 3.0], "route_s": 16.0, "place": "lane",
+                        "drift_m": 12.0, "max_off_m": 4.0}),
       route(1, 50.0, 100.0, [{"type": "collision_vehicle", "time": 8.0, "position": [10.0, 0.0]},
                              {"type": "outside_route_lanes", "time": 9.0, "percentage": 3.5}],
             "completed", offset=1.0, town="Town01", junctions=(1, 1, 0)),
@@ -277,6 +282,14 @@ def test_route_map_draws_infractions(rendered):
 
   assert red_light_pixels(ours_with_red_light) > 20
   assert red_light_pixels(expert_clean) == 0
+  # Where ours first left its route: its own marker, and the caption says where and how.
+  exit_rgb = tuple(int(plots.INFRACTION_STYLES["first_exit"][1][i:i + 2], 16) for i in (1, 3, 5))
+
+  def exit_pixels(png):
+    image = imageio.imread(os.path.join(os.path.dirname(path), png))[..., :3].astype(int)
+    return int((np.abs(image - np.array(exit_rgb)).sum(-1) < 12).sum())
+  assert exit_pixels(ours_with_red_light) > 20 and exit_pixels(expert_clean) == 0
+  assert "left its route at 4.0 s (lane, drifting 12.0 m)" in open(path).read()
 
 
 def test_video_section_and_training_summary(rendered):

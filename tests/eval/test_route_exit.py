@@ -43,8 +43,10 @@ def test_a_car_on_its_route_never_exits(episode):
 def test_a_drift_off_the_lane_exits_on_the_lane_after_drifting(episode):
   s = np.arange(0.0, 24.0, 2.0)  # every 0.5 s at 4 m/s
   offsets = np.clip((s - 4.0) * 0.25, 0.0, None)  # leaves the centre at 4 m, 2.5 m off at 14 m
-  found = route_exit.first_exit(episode.route, episode.town, _drive(episode.route, s, offsets))
+  drive = _drive(episode.route, s, offsets)
+  found = route_exit.first_exit(episode.route, episode.town, drive)
   assert found["place"] == "lane" and found["t"] == 8 * 0.5  # s = 16: the first point > 2.5 m
+  assert found["position"] == pytest.approx(list(drive[8]), abs=0.01)
   assert found["route_s"] == pytest.approx(16.0, abs=1.0)
   assert found["drift_m"] == pytest.approx(16.0 - 6.0, abs=1.0)  # from s = 6 (0.5 m off)
   assert found["max_off_m"] == pytest.approx(4.5, abs=0.2)  # at s = 22
