@@ -19,7 +19,8 @@ following (of the junctions an agent drove through, the share it left the way it
 its instruction, said: sim/following.py), how the routes ended, the DS each agent lost by cause
 (`eval/ds_loss.py`: the route not driven, charged to its ending, and each penalty), where the
 car first left its routes (`eval/route_exit.py`: a plain lane, approaching a junction, inside
-one, a lane change; and how many metres it drifted to get there), and the targets: ours >= 70% of the expert's DS and above both baselines, instruction following >= 90%.
+one, a lane change; and how many metres it drifted to get there), and the targets: ours >= 70%
+of the expert's DS and above both baselines, instruction following >= 90%.
 The pooled summary goes to `<out>/<set>_s<seeds>.json`. With `--light_detector` (a
 `configs/light_detector.py` run), ours and ours blanked drive with the agent's light rule
 (`agent/red_light.py`), with `--stop_sign_detector` and `--hazard_detector` with its stop-sign

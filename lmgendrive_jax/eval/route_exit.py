@@ -28,6 +28,7 @@ from lmgendrive_jax.sim import town as town_lib
 OFF_ROUTE_M = 2.5
 ON_ROUTE_M = 0.5
 APPROACH_M = 10.0  # "approaching a junction": the route enters one within this many metres
+CHUNK = 256  # trajectory points per distance block
 JUNCTION_PLACES = {town_lib.LEFT: "junction: left", town_lib.RIGHT: "junction: right",
                    town_lib.STRAIGHT: "junction: straight", town_lib.LANEFOLLOW: "junction: bend"}
 PLACES = ("lane", "approaching a junction", "lane change") + tuple(JUNCTION_PLACES.values())
@@ -54,8 +55,11 @@ def first_exit(route: routes_lib.Route, town: town_lib.Town, trajectory_xy,
   if not len(trajectory):
     return None
   points = np.asarray(route.points, np.float64)
-  distance = np.linalg.norm(trajectory[:, None] - points[None], axis=-1)  # [T, R]
-  off, nearest = distance.min(axis=1), distance.argmin(axis=1)
+  off, nearest = np.empty(len(trajectory)), np.empty(len(trajectory), np.int64)
+  for start in range(0, len(trajectory), CHUNK):  # [CHUNK, R] at a time: long routes stay small
+    distance = np.linalg.norm(trajectory[start:start + CHUNK, None] - points[None], axis=-1)
+    off[start:start + CHUNK] = distance.min(axis=1)
+    nearest[start:start + CHUNK] = distance.argmin(axis=1)
   beyond = np.nonzero(off > OFF_ROUTE_M)[0]
   if not len(beyond):
     return None

@@ -40,7 +40,7 @@ def test_a_car_on_its_route_never_exits(episode):
   assert route_exit.first_exit(episode.route, episode.town, np.zeros((0, 2))) is None
 
 
-def test_a_drift_off_the_lane_exits_on_the_lane_after_drifting(episode):
+def test_a_drift_off_the_lane_exits_on_the_lane_after_drifting(episode, monkeypatch):
   s = np.arange(0.0, 24.0, 2.0)  # every 0.5 s at 4 m/s
   offsets = np.clip((s - 4.0) * 0.25, 0.0, None)  # leaves the centre at 4 m, 2.5 m off at 14 m
   drive = _drive(episode.route, s, offsets)
@@ -50,6 +50,8 @@ def test_a_drift_off_the_lane_exits_on_the_lane_after_drifting(episode):
   assert found["route_s"] == pytest.approx(16.0, abs=1.0)
   assert found["drift_m"] == pytest.approx(16.0 - 6.0, abs=1.0)  # from s = 6 (0.5 m off)
   assert found["max_off_m"] == pytest.approx(4.5, abs=0.2)  # at s = 22
+  monkeypatch.setattr(route_exit, "CHUNK", 3)  # the distances in blocks: the same answer
+  assert route_exit.first_exit(episode.route, episode.town, drive) == found
 
 
 def test_leaving_inside_the_crossing_is_abrupt_and_named_there(episode):
