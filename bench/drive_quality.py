@@ -123,12 +123,15 @@ def print_exits(summaries: dict, names: dict) -> None:
   drive went wrong here. Routes evaluated before results.json had `first_exit` count as
   unknown."""
   places = list(route_exit.PLACES) + ["never left", "unknown"]
-  counts, drifts = {}, {}
-  for agent, summary in summaries.items():
-    exits = [route.get("first_exit", "unknown") for route in summary["routes"]]
-    counts[agent] = collections.Counter(
-        e if isinstance(e, str) else "never left" if e is None else e["place"] for e in exits)
-    drifts[agent] = [e["drift_m"] for e in exits if isinstance(e, dict)]
+
+  def place(route: dict) -> str:
+    if "first_exit" not in route:
+      return "unknown"
+    return "never left" if route["first_exit"] is None else route["first_exit"]["place"]
+  counts = {agent: collections.Counter(place(route) for route in summary["routes"])
+            for agent, summary in summaries.items()}
+  drifts = {agent: [route["first_exit"]["drift_m"] for route in summary["routes"]
+                    if route.get("first_exit")] for agent, summary in summaries.items()}
   shown = [p for p in places if any(counts[a][p] for a in AGENTS)]
   rows = [[names[a]] + [str(counts[a][p]) for p in shown]
           + [f"{np.median(drifts[a]):.0f}" if drifts[a] else "-"] for a in AGENTS]

@@ -34,10 +34,9 @@ case "$PRESET" in
   small) MODEL=small; CAMERA=64x64; STEPS=(300 100 1500 80 20);  QFORMER_FRAMES=5000; ROUTES="${EVAL_ROUTES:-tiny_4}" ;;
   # The best hand-run recipe as one command (its first run drove 48.9 DS, below that recipe's
   # 64.7: docs/experiments.md): the small model trained longer (stage 2 1280 steps in one run;
-  # 640 more gave +2 DS), driven by its stage 2 (stage 3 lowered
-  # DS each time it was measured), with the agent's red-light and stop-sign rules (detectors
-  # trained on a telephoto-camera collection of their own, seeds held out from the evaluation)
-  # and its stuck rule.
+  # 640 more gave +2 DS), driven by its stage 2 (stage 3 lowered DS each time it was measured),
+  # with the agent's red-light and stop-sign rules (detectors trained on a telephoto-camera
+  # collection of their own, seeds held out from the evaluation) and its stuck rule.
   big)   MODEL=small; CAMERA=64x64; STEPS=(1200 400 6000 1280 80); QFORMER_FRAMES=20000
          ROUTES="${EVAL_ROUTES:-tiny_8}"; EVAL_SEED=1; EVAL_STAGE=stage2
          LIGHT_STEPS=3000; STOP_SIGN_STEPS=1000; LIGHT_SEEDS="0 6 7" ;;

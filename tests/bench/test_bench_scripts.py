@@ -65,10 +65,12 @@ def test_drive_quality_runs_every_agent_and_writes_its_targets(tmp_path, monkeyp
   assert ours["total_routes"] == ours["num_routes"] == 2 and len(ours["seed_ds"]) == 2
   assert ours["mean_ds"] == pytest.approx(sum(ours["seed_ds"]) / 2)
   # Every agent here is the expert: ours reaches its DS but is not above the baselines.
+  # (Following depends on the junctions 160 ticks reach: only its presence is checked.)
+  following = result["targets"].pop("instruction following >= 90%")
+  assert isinstance(following, bool)
   assert result["targets"] == {
       "ours >= 70% of the expert's DS": True, "ours above the lane-keeping baseline": False,
-      "ours above ours with the instruction blanked": False,
-      "instruction following >= 90%": result["targets"]["instruction following >= 90%"]}
+      "ours above ours with the instruction blanked": False}
   printed = capsys.readouterr().out
   assert "DS lost by cause" in printed and "How the routes ended" in printed
   assert "Where the car first left its route" in printed
