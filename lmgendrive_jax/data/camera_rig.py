@@ -58,3 +58,15 @@ def ground_points(camera: str, u: np.ndarray, v: np.ndarray, aspect: float
   depth = np.where(hits, origin[2] / np.maximum(down, 1e-6), 0.0)
   points = origin[:2] + depth[..., None] * directions[..., :2]
   return points.astype(np.float32), hits
+
+
+def crop_yaw(window: tuple[float, float, float, float]) -> float:
+  """The yaw (radians, + right) of the ray through a crop's centre column, from its camera's axis.
+
+  window: the part of a camera image a view shows, (u0, u1, v0, v1) as fractions of its width
+  and height (`data/view_layout.sub_window`). A view cropped off-centre looks like the camera
+  turned by this angle (to first order: the crop keeps the camera's principal point, a turned
+  camera would re-project), which is what a random crop teaches when its labels stay put.
+  """
+  centre = 0.5 * (window[0] + window[1])
+  return math.atan((centre - 0.5) * 2 * math.tan(math.radians(FOV_DEG / 2)))

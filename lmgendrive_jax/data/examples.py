@@ -14,12 +14,13 @@ import threading
 import grain
 import numpy as np
 
-from lmgendrive_jax.data import augment, clips, geometry, topdown, view_layout
+from lmgendrive_jax.data import augment, camera_rig, clips, geometry, topdown, view_layout
 from lmgendrive_jax.data.sources import RecordSource
 from lmgendrive_jax.data.tokenizer import encode_padded, load_tokenizer
 from lmgendrive_jax.errors import DataError
 
 ALL_VIEWS = ("front", "left", "right", "rear", "focus")
+RIG_VIEWS = ("front", "left", "right", "rear")  # one rig: a turn of the car turns them all
 _TOKENIZER_LOCK = threading.Lock()
 
 
@@ -34,13 +35,27 @@ class _ViewDecoder:
     self.height, self.width = (int(s) for s in cfg.view_size)
     self.crop_scale = float(cfg.crop_scale)
     self.random_crop = bool(cfg.random_crop)
+    # .get: configs saved before the key read as they were trained (independent crops).
+    self.rig_crop = self.random_crop and bool(cfg.get("rig_crop", False))
     self.jitter = float(cfg.colour_jitter)
 
   def draw(self, rng: np.random.Generator | None) -> dict:
-    """Per-example augmentation parameters (shared by all frames of a clip)."""
+    """Per-example augmentation parameters (shared by all frames of a clip). With `rig_crop` the
+    rig's views share one column offset: the crop turns the whole rig by one yaw."""
     crop_rng = rng if self.random_crop else None
-    return {"offsets": {v: augment.crop_params(crop_rng) for v in self.views},
-            "jitter": augment.jitter_factors(rng, self.jitter)}
+    offsets = {v: augment.crop_params(crop_rng) for v in self.views}
+    if self.rig_crop:
+      column = float(crop_rng.random())
+      offsets = {v: (row, column) if v in RIG_VIEWS else (row, col)
+                 for v, (row, col) in offsets.items()}
+    return {"offsets": offsets, "jitter": augment.jitter_factors(rng, self.jitter)}
+
+  def rig_yaw(self, windows: list[tuple]) -> float:
+    """The yaw (radians, + right) the rig's views were turned by (0 without `rig_crop`)."""
+    if not self.rig_crop:
+      return 0.0
+    view = next(i for i, v in enumerate(self.views) if v in RIG_VIEWS)
+    return camera_rig.crop_yaw(windows[view])
 
   def __call__(self, record: dict, params: dict) -> np.ndarray:
     """-> uint8[V, H, W, 3]."""
@@ -129,6 +144,11 @@ class FrameExample(grain.transforms.RandomMap):
   def __init__(self, cfg, stored_grid: geometry.BevGrid, train: bool,
                build_config: dict | None = None):
     self.decoder = _ViewDecoder(cfg)
+    if self.decoder.rig_crop and train:
+      # Its BEV targets and road map would have to turn with the views; nothing turns them yet.
+      raise DataError("data.rig_crop turns the waypoints of stage-2/3 clips only; stage-1 frames "
+                      "(BEV detection, road layout) would train on turned views with unturned "
+                      "targets: set data.rig_crop=False or data.random_crop=False")
     self.grid, self.stored_grid, self.train = _bev_grid(cfg), stored_grid, train
     self.layouts = _ViewLayouts(cfg, build_config or {})
 
@@ -229,12 +249,14 @@ class ClipExample(grain.transforms.RandomMap):
                       np.uint8)
     speed = np.zeros((self.window,), np.float32)
     layouts = []
+    yaw = 0.0
     for t in range(self.window):
       if not window.frame_mask[t]:
         layouts.append(None)
         continue
       frame = self.frames[int(frame_records[window.positions[t]])]
       images[t], windows = self.decoder.decode(frame, params)
+      yaw = self.decoder.rig_yaw(windows)
       speed[t] = frame["speed"]
       layouts.append(self.layouts(frame, windows) if self.layouts.enabled else None)
     texts = list(record["texts"])
@@ -253,7 +275,10 @@ class ClipExample(grain.transforms.RandomMap):
       notice = np.full((self.notice_len,), self.tokenizer.pad_token_id, np.int32)
       notice_mask = np.zeros((self.notice_len,), bool)
     mask = window.frame_mask
-    waypoints = np.asarray(record["waypoints"], np.float32)[window.positions]
+    # Views of a turned rig, waypoints as that turned car sees them: the path stays on the road
+    # while the heading the cameras show changes (`rig_crop`; config.data_preset says why).
+    waypoints = geometry.turn_ego(np.asarray(record["waypoints"], np.float32)[window.positions],
+                                  yaw)
     waypoint_mask = np.asarray(record["waypoint_mask"], bool)[window.positions] & mask[:, None]
     completed = np.asarray(record["completed"], bool)[window.positions]
     return {

@@ -52,6 +52,16 @@ def world_vector_to_ego(vectors: np.ndarray, theta: float) -> np.ndarray:
   return world_to_ego(vectors, np.zeros(2), theta)
 
 
+def turn_ego(points: np.ndarray, yaw: float) -> np.ndarray:
+  """Ego-frame points f32[..., 2] (right, forward) as seen from the ego turned `yaw` radians to
+  the right about its origin: a point straight ahead of the turned ego lands on (0, d)."""
+  c, s = np.cos(yaw), np.sin(yaw)
+  points = np.asarray(points, np.float32)
+  right = c * points[..., 0] - s * points[..., 1]
+  forward = s * points[..., 0] + c * points[..., 1]
+  return np.stack([right, forward], axis=-1).astype(np.float32)
+
+
 def actors_to_objects(actors: dict, ego_world: np.ndarray, theta: float) -> np.ndarray:
   """actors_data of one frame -> f32[N, 7] ego-frame boxes in `OBJECT_FIELDS` order.
 

@@ -13,7 +13,7 @@ import lmdrive_fixture as fx
 from data_pipelines.lmdrive_tfds import BuildConfig, build
 from lmgendrive_jax import parallel
 from lmgendrive_jax.config import data_preset, logical_axis_rules, mesh_config
-from lmgendrive_jax.data import examples, pipeline, sources, view_layout
+from lmgendrive_jax.data import augment, camera_rig, examples, geometry, pipeline, sources, view_layout
 from lmgendrive_jax.data.tokenizer import load_tokenizer
 from lmgendrive_jax.errors import DataError
 from lmgendrive_jax.sim.instructions import render
@@ -232,6 +232,66 @@ def test_view_layouts_follow_each_views_crop(built):
   assert moved >= 12
   # A frame without a road map gets no label (masked).
   assert not eval_map.random_map(dict(record, has_road_map=False), None)["view_layout_mask"]
+
+
+def test_crop_yaw_is_the_turn_that_brings_the_crop_centre_ray_straight_ahead():
+  # A crop shifted right shows the camera turned right: the ray through its centre column,
+  # seen from the car turned by that yaw, points straight ahead.
+  for u in (0.3, 0.5, 0.62):
+    window = (u - 0.2, u + 0.2, 0.1, 0.9)
+    _, ray = camera_rig.rays("front", np.array(u), np.array(0.5), aspect=0.75)
+    turned = geometry.turn_ego(ray[:2], camera_rig.crop_yaw(window))
+    assert abs(turned[0]) < 1e-6 and turned[1] > 0
+    assert np.sign(camera_rig.crop_yaw(window)) == np.sign(round(u - 0.5, 6))
+
+
+def test_rig_crop_turns_the_waypoints_with_the_views(built):
+  """`rig_crop`: the four rig views move by one column shift (one turn of the car) and the
+  waypoints turn by the angle that shift shows at the rig's field of view; the focus view and
+  the window drawn stay as without it."""
+  frames = sources.frame_source(built, "train")
+  record = sources.clip_source(built, "train")[0]
+  def example(seed, **overrides):
+    cfg = config(built, 2, window_frames=3, colour_jitter=0.0, **overrides)
+    return examples.ClipExample(cfg, frames, train=True).random_map(
+        record, np.random.default_rng(seed))
+  # The stored 64x48 views resized for a 32x32 crop at crop_scale 0.875, and the centred crop.
+  new_w, _, centred_left, _ = augment.crop_box(64, 48, 32, 32, 0.875)
+  turned = 0
+  for seed in range(6):
+    # The same seed draws the same window (before the crop): the centred example is its reference.
+    centred = example(seed, random_crop=False)
+    drawn = example(seed, random_crop=True, rig_crop=True)
+    assert centred["frame_mask"].all() and drawn["waypoint_mask"].any()
+    np.testing.assert_array_equal(drawn["speed"], centred["speed"])
+    np.testing.assert_array_equal(drawn["images"][:, 4], centred["images"][:, 4])  # focus
+    columns = set()
+    for view in range(4):
+      shifts = [(dy, dx) for dy in range(-3, 4) for dx in range(-9, 10)
+                if np.array_equal(_overlap(drawn["images"][0, view], dy, dx, 0),
+                                  _overlap(centred["images"][0, view], dy, dx, 1))]
+      assert len(shifts) == 1, shifts
+      columns.add(shifts[0][1])
+    assert len(columns) == 1, columns   # one column shift for the whole rig
+    shift = columns.pop()
+    centre = (centred_left + shift + 16) / new_w
+    yaw = np.arctan((centre - 0.5) * 2 * np.tan(np.radians(camera_rig.FOV_DEG / 2)))
+    np.testing.assert_allclose(drawn["waypoints"], geometry.turn_ego(centred["waypoints"], yaw),
+                               atol=1e-5)
+    if abs(shift) >= 2:
+      turned += 1
+      # Turned right (the crop moved right), the road ahead now lies to the left.
+      far = centred["waypoints"][0, -1]
+      assert np.sign(drawn["waypoints"][0, -1, 0] - far[0]) == -np.sign(shift) * np.sign(far[1])
+  assert turned >= 2
+
+
+def test_rig_crop_is_refused_for_stage_1_frames(built):
+  cfg = config(built, 1, random_crop=True, rig_crop=True)
+  grid = examples._stored_grid(sources.frame_source(cfg.data_dir, "train"))
+  with pytest.raises(DataError, match="rig_crop"):
+    examples.FrameExample(cfg, grid, train=True)
+  examples.FrameExample(cfg, grid, train=False)  # evaluation crops are centred: nothing to turn
 
 
 def _overlap(image, dy, dx, which):
