@@ -50,6 +50,15 @@ def crop_box(src_width: int, src_height: int, height: int, width: int, crop_scal
   return new_w, new_h, left, top
 
 
+def centred_window(window: tuple[float, float, float, float], width: int
+                   ) -> tuple[float, float, float, float]:
+  """The centred crop's window (`crop_box` at offsets 0.5) of the resized image that `window`
+  (u0, u1, v0, v1: fractions of it, `width` pixels wide) was cut from; rows kept."""
+  new_w = round(width / (window[1] - window[0]))
+  left = int(round(0.5 * (new_w - width)))
+  return left / new_w, (left + width) / new_w, window[2], window[3]
+
+
 def resize_crop(image: Image.Image, height: int, width: int, crop_scale: float,
                 offsets: tuple[float, float] = (0.5, 0.5)) -> np.ndarray:
   """Resize so a (height/crop_scale, width/crop_scale) box fits inside, crop (height, width) at

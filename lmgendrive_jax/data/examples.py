@@ -51,11 +51,15 @@ class _ViewDecoder:
     return {"offsets": offsets, "jitter": augment.jitter_factors(rng, self.jitter)}
 
   def rig_yaw(self, windows: list[tuple]) -> float:
-    """The yaw (radians, + right) the rig's views were turned by (0 without `rig_crop`)."""
+    """The yaw (radians, + right) the rig's views were turned by from the evaluation's centred
+    crop (0 without `rig_crop`). From the centred crop, not the camera's axis: an odd margin
+    puts that crop half a pixel off-axis (~1 degree at 64 px), and the planner must read the
+    evaluation views as the car's own heading."""
     if not self.rig_crop:
       return 0.0
-    view = next(i for i, v in enumerate(self.views) if v in RIG_VIEWS)
-    return camera_rig.crop_yaw(windows[view])
+    window = windows[next(i for i, v in enumerate(self.views) if v in RIG_VIEWS)]
+    return (camera_rig.crop_yaw(window)
+            - camera_rig.crop_yaw(augment.centred_window(window, self.width)))
 
   def __call__(self, record: dict, params: dict) -> np.ndarray:
     """-> uint8[V, H, W, 3]."""

@@ -274,8 +274,12 @@ def test_rig_crop_turns_the_waypoints_with_the_views(built):
       columns.add(shifts[0][1])
     assert len(columns) == 1, columns   # one column shift for the whole rig
     shift = columns.pop()
-    centre = (centred_left + shift + 16) / new_w
-    yaw = np.arctan((centre - 0.5) * 2 * np.tan(np.radians(camera_rig.FOV_DEG / 2)))
+    # The turn is from the centred crop (which an odd margin puts half a pixel off-axis).
+    tan_half = np.tan(np.radians(camera_rig.FOV_DEG / 2))
+    yaw = (np.arctan(((centred_left + shift + 16) / new_w - 0.5) * 2 * tan_half)
+           - np.arctan(((centred_left + 16) / new_w - 0.5) * 2 * tan_half))
+    if shift == 0:
+      np.testing.assert_array_equal(drawn["waypoints"], centred["waypoints"])
     np.testing.assert_allclose(drawn["waypoints"], geometry.turn_ego(centred["waypoints"], yaw),
                                atol=1e-5)
     if abs(shift) >= 2:
