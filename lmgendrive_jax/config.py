@@ -496,11 +496,10 @@ def data_preset(name: str, stage: int = 2) -> ConfigDict:
   # random crop shifts a 64-px view by up to +-4.5 px, an apparent yaw of +-8 degrees at the rig's
   # 100-degree FOV, while the ego-frame waypoints and BEV targets stay put: for a planner that
   # reads its cameras it teaches that such heading errors change nothing. `tiny` and `small` keep
-  # it for now: the one bigger run with centre crops drove held-out tiny_8 at DS 7.8 (it crept
-  # along at ~0.1 m/s) vs 59.0 with random crops, and its planner did not read its cameras
-  # (bench/planner_inputs.py: 0.99x L1 with images zeroed; earlier random-crop recipes 1.00x),
-  # so the crop is not what holds it back yet (README: bench/drive_quality.py). Revisit once the
-  # planner sees.
+  # it: on the big curriculum (a planner that reads its cameras), centre crops and `rig_crop`
+  # halved its one-step heading slope (bench/lane_response.py: 0.146 -> 0.084 / 0.081 m/deg) but
+  # drove 39.4 and 42.4 DS vs 45.5 with random crops on 40 held-out routes
+  # (docs/experiments.md, 2026-12-06, 9th).
   presets = {
       "tiny": dict(view_size=(32, 32), batch_size=8, num_workers=0, bev_rows=8, bev_cols=8,
                    max_instruction_tokens=32, max_notice_tokens=16,
