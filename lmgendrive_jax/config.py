@@ -487,10 +487,10 @@ def data_preset(name: str, stage: int = 2) -> ConfigDict:
       # Stages 2-3 (training, with random_crop): the four rig views share one column offset, so
       # the crop looks like the car turned by one yaw from the evaluation's centred crop
       # (camera_rig.crop_yaw, up to ~8 degrees at crop_scale 0.875), and the waypoints are
-      # turned with it (geometry.turn_ego): the path
-      # stays on the road while the heading the cameras show changes, which teaches steering
-      # back from a heading error instead of ignoring one (below). The stored focus view cannot
-      # turn (it is cut at build time) and stays centred.
+      # turned with it (geometry.turn_ego): the path stays on the road while the heading the
+      # cameras show changes, which teaches steering back from a heading error instead of
+      # ignoring one (below; measured, it did not raise DS). The stored focus view cannot turn
+      # (it is cut at build time) and stays centred.
       rig_crop=False)
   # random_crop: LMDrive (InterFuser's resize-then-CenterCrop) centre-crops, as `paper` does. A
   # random crop shifts a 64-px view by up to +-4.5 px, an apparent yaw of +-8 degrees at the rig's

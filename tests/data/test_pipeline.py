@@ -13,7 +13,8 @@ import lmdrive_fixture as fx
 from data_pipelines.lmdrive_tfds import BuildConfig, build
 from lmgendrive_jax import parallel
 from lmgendrive_jax.config import data_preset, logical_axis_rules, mesh_config
-from lmgendrive_jax.data import augment, camera_rig, examples, geometry, pipeline, sources, view_layout
+from lmgendrive_jax.data import (augment, camera_rig, examples, geometry, pipeline, sources,
+                                 view_layout)
 from lmgendrive_jax.data.tokenizer import load_tokenizer
 from lmgendrive_jax.errors import DataError
 from lmgendrive_jax.sim.instructions import render
