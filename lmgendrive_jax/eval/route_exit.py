@@ -58,8 +58,9 @@ def first_exit(route: routes_lib.Route, town: town_lib.Town, trajectory_xy,
   off, nearest = np.empty(len(trajectory)), np.empty(len(trajectory), np.int64)
   for start in range(0, len(trajectory), CHUNK):  # [CHUNK, R] at a time: long routes stay small
     distance = np.linalg.norm(trajectory[start:start + CHUNK, None] - points[None], axis=-1)
-    off[start:start + CHUNK] = distance.min(axis=1)
-    nearest[start:start + CHUNK] = distance.argmin(axis=1)
+    closest = distance.argmin(axis=1)
+    nearest[start:start + CHUNK] = closest
+    off[start:start + CHUNK] = distance[np.arange(len(closest)), closest]
   beyond = np.nonzero(off > OFF_ROUTE_M)[0]
   if not len(beyond):
     return None
@@ -68,7 +69,8 @@ def first_exit(route: routes_lib.Route, town: town_lib.Town, trajectory_xy,
   drift_from = int(nearest[on_route[-1]]) if len(on_route) else 0
   index = int(nearest[exit_point])
   return {"t": round(exit_point * every_s, 2),
-          "position": [round(float(v), 2) for v in trajectory[exit_point]], "route_s": round(float(route.s[index]), 1),
+          "position": [round(float(v), 2) for v in trajectory[exit_point]],
+          "route_s": round(float(route.s[index]), 1),
           "place": place_on_route(route, town, index),
           "drift_m": round(max(float(route.s[index] - route.s[drift_from]), 0.0), 1),
           "max_off_m": round(float(off.max()), 1)}
