@@ -29,6 +29,12 @@ def get_config(arg=None):
   # offset that behaviour cloning gets (a clean expert on a grid town drives straight, and a model
   # trained on it drifts off the lane in closed loop). The waypoints the noise affected are masked.
   config.expert_noise = {"tiny": 0.0, "small": 0.1, "paper": 0.05}[arg.preset]
+  # Recovery views (lmgendrive_jax/sim/view_shift.py): during shift episodes (a mean `gap_m` route
+  # metres apart, 0 = off) the cameras are rendered from up to `max_offset_m` beside the car, as
+  # if it had drifted off its lane over `length_m`, and the frame's waypoints (the expert's own
+  # future) lead back to the path. The car and every other frame stay the clean expert's.
+  config.view_shift = config_lib.ConfigDict(dict(
+      gap_m=0.0, length_m=(15.0, 30.0), min_offset_m=0.3, max_offset_m=1.5))
   config.max_routes = -1  # -1: every route of the sets
   config.actor_radius = 60.0  # actors_data lists actors within this many metres of the ego
   # On-policy collection (DAgger, lmgendrive_jax/agent/takeover.py): a trained stage-2/3 run

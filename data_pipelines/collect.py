@@ -25,6 +25,10 @@ drives and the expert takes over where it goes wrong (`lmgendrive_jax/agent/take
 measurements flag the learner's frames (`learner_control`), `route_meta.json` has the route's
 `takeover` summary (takeovers by trigger, ticks each drove), and the TFDS reader keeps only the
 expert's futures as waypoint targets. Use route seeds the evaluation does not (it uses 1-5).
+
+Recovery views (`view_shift.gap_m` > 0, lmgendrive_jax/sim/view_shift.py): during shift episodes
+the cameras and the road map are rendered from a pose beside the car's, which the frame's
+measurement records as `view_pose`; the TFDS reader computes that frame's labels from it.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from PIL import Image
 from lmgendrive_jax.sim import render as render_lib
 from lmgendrive_jax.sim import road_map as road_map_lib
 from lmgendrive_jax.sim import routes as routes_lib
+from lmgendrive_jax.sim import view_shift as view_shift_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/collect.py:preset=...")
 
@@ -64,10 +69,13 @@ def _gps(p) -> list[float]:
 
 
 def measurement(episode, state: dict, control: np.ndarray, labels: dict,
-                info: dict | None = None) -> dict:
+                info: dict | None = None, view_pose: tuple | None = None) -> dict:
   """Every LMDrive measurement key for the tick (specs/lmdrive_format.md), plus our own:
   `stop_sign_zone` (the simulator's `info`, when given: the ego is in a stop sign's waiting
-  zone, up to 6 m before its line: where the scorer wants it to stand)."""
+  zone, up to 6 m before its line: where the scorer wants it to stand) and, on a recovery view
+  (`view_pose`: CARLA-frame (pos, yaw) the cameras were rendered from, sim/view_shift.py),
+  `view_pose` as {gps_x, gps_y, x, y, theta}: the TFDS reader computes the frame's labels in that
+  frame. The other keys stay the car's."""
   route = episode.route
   pos = np.asarray(state["ego_pos"], np.float64)
   progress = float(labels.get("progress", episode.scorer.progress_m))
@@ -76,10 +84,8 @@ def measurement(episode, state: dict, control: np.ndarray, labels: dict,
   idx = int(np.clip(np.searchsorted(route.s, progress), 0, len(route.s) - 1))
   future = [_gps(route.point_at(min(progress + d, route.length))) for d in range(2, 22, 2)]
   weather = render_lib.WEATHERS[episode.spec.weather_id % len(render_lib.WEATHERS)]
-  gps = _gps(pos)
   return {
-      "gps_x": gps[0], "gps_y": gps[1], "x": float(pos[0]), "y": float(pos[1]),
-      "theta": float((float(state["ego_yaw"]) + math.pi / 2) % (2 * math.pi)),
+      **pose_keys(pos, float(state["ego_yaw"])),
       "speed": float(state["ego_speed"]), "target_speed": float(labels.get("target_speed", 0.0)),
       "x_command": _gps(route.nodes[near])[0], "y_command": _gps(route.nodes[near])[1],
       "command": int(route.node_option[near]), "gt_command": int(route.option[idx]),
@@ -106,7 +112,15 @@ def measurement(episode, state: dict, control: np.ndarray, labels: dict,
       # The light's actors_data id (LMDrive: the CARLA actor id), not the town's light index.
       "affected_light_id": light_actor_id(int(labels.get("affected_light_id", -1))),
       **({} if info is None else {"stop_sign_zone": bool(int(info["stop_zone"]) >= 0)}),
+      **({} if view_pose is None else {"view_pose": pose_keys(*view_pose)}),
   }
+
+
+def pose_keys(pos, yaw: float) -> dict:
+  """A CARLA-frame pose as LMDrive's measurement keys (gps_x, gps_y, x, y, theta)."""
+  gps = _gps(pos)
+  return {"gps_x": gps[0], "gps_y": gps[1], "x": float(pos[0]), "y": float(pos[1]),
+          "theta": float((float(yaw) + math.pi / 2) % (2 * math.pi))}
 
 
 def light_actor_id(light: int) -> int:
@@ -174,6 +188,13 @@ def topdown_png(episode, state: dict) -> bytes:
   return buffer.getvalue()
 
 
+def shift_config(config) -> view_shift_lib.ViewShiftConfig:
+  """The collection's recovery views (`config.view_shift`; off without one)."""
+  shift = None if config is None else config.get("view_shift")
+  return (view_shift_lib.ViewShiftConfig() if shift is None
+          else view_shift_lib.ViewShiftConfig.from_config(shift))
+
+
 @dataclasses.dataclass
 class OpenRoute:
   """A route folder being written: the frames written so far, and the agent driving it (for
@@ -188,6 +209,20 @@ class Collector:
   def __init__(self, out_dir: str, config, views: tuple[str, ...]):
     self.out_dir, self.config, self.views = out_dir, config, views
     self.open: dict[int, OpenRoute] = {}  # by id(episode)
+    self.shift_config = shift_config(config)
+    self.shifts: dict[int, view_shift_lib.ViewShift] = {}  # by id(episode)
+    self.offsets: dict[int, tuple[float, float]] = {}  # by id(episode): of the last render
+
+  def view_offset(self, episode, state) -> tuple[float, float]:
+    """host.run_routes' `view_offset`: the route's recovery-view offset (right_m, yaw_rad) at the
+    car's route progress (sim/view_shift.py), kept for the tick's on_tick."""
+    del state
+    key = id(episode)
+    if key not in self.shifts:
+      self.shifts[key] = view_shift_lib.ViewShift(
+          self.shift_config, seed=[episode.spec.route_seed, int(self.config.seed), 23])
+    self.offsets[key] = self.shifts[key].offset(episode.scorer.progress_m)
+    return self.offsets[key]
 
   def _written_views(self) -> tuple[str, ...]:
     """LMDrive's four cameras, plus `rgb_focus` when the rig renders the telephoto focus camera
@@ -215,16 +250,24 @@ class Collector:
     for view in self._written_views():
       with open(os.path.join(route_dir, f"rgb_{view}", name + ".jpg"), "wb") as f:
         f.write(encode_jpeg(images[self.views.index(view)], int(self.config.jpeg_quality)))
+    right_m, yaw_rad = self.offsets.get(key, (0.0, 0.0))
+    view_pose = None
+    if right_m or yaw_rad:
+      view_pose = view_shift_lib.shifted_pose(state["ego_pos"], float(state["ego_yaw"]), right_m,
+                                              yaw_rad)
     with open(os.path.join(route_dir, "topdown", name + ".png"), "wb") as f:
-      f.write(topdown_png(episode, state))
+      f.write(topdown_png(episode, state if view_pose is None else dict(
+          state, ego_pos=view_pose[0], ego_yaw=view_pose[1])))
     labels = getattr(agent, "last_labels", {}) or {}
     _write_json(os.path.join(route_dir, "measurements", name + ".json"),
-                measurement(episode, state, control, labels, info))
+                measurement(episode, state, control, labels, info, view_pose))
     _write_json(os.path.join(route_dir, "actors_data", name + ".json"),
                 actors_data(episode, state, info["light_states"], float(self.config.actor_radius)))
     self.open[key].frames = frame + 1
 
   def on_end(self, episode, result) -> None:
+    self.shifts.pop(id(episode), None)
+    self.offsets.pop(id(episode), None)
     route = self.open.pop(id(episode), OpenRoute(frames=0, agent=None))
     n_frames, agent = route.frames, route.agent
     route_dir = self._dir(episode)
@@ -327,6 +370,10 @@ def collect(config, collector=None) -> list[dict]:
   expert_cfg = sim.expert.copy_and_resolve_references()
   with expert_cfg.unlocked():
     expert_cfg.noise_prob = float(config.expert_noise)
+  if shift_config(config).enabled and config.get("learner") and config.learner.work_dir:
+    from lmgendrive_jax.errors import ConfigError
+    raise ConfigError("view_shift.gap_m > 0 with learner.work_dir: the learner would drive from "
+                      "the shifted cameras; collect recovery views with the expert alone")
   make_agent, agent_config = agent_factory(config, expert_cfg)
   rig = host.rig_from_config(sim, _probe_sensors(make_agent, agent_config))
   collector = (collector or Collector)(config.out_dir, config, rig.views)
@@ -338,7 +385,9 @@ def collect(config, collector=None) -> list[dict]:
   with tqdm(total=len(specs), initial=len(specs) - len(todo), desc="collect", unit="route") as bar:
     results = host.run_routes(todo, make_agent, sim, agent_config=agent_config,
                               batch_size=int(config.batch_size), render_every=2,
-                              on_tick=collector.on_tick, on_end=collector.on_end, progress=bar)
+                              on_tick=collector.on_tick, on_end=collector.on_end, progress=bar,
+                              view_offset=(collector.view_offset
+                                           if collector.shift_config.enabled else None))
   write_index(config.out_dir)
   return results
 

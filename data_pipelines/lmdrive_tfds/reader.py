@@ -35,6 +35,8 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False  # A truncated JPEG must fail loudly, no
 
 ROUTE_NAME = re.compile(r"routes_town(\d+)_\w+?_w(\d+)_")
 RED = 0  # actors_data "sta" of a red traffic light (CARLA's TrafficLightState)
+# A recovery view's pose (collect.py: `view_pose`), in the measurement's own pose keys.
+VIEW_POSE_KEYS = ("gps_x", "gps_y", "x", "y", "theta")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +160,13 @@ class RouteReader:
     for key in MEASUREMENT_FLOATS + MEASUREMENT_INTS:
       if not _is_number(data[key]):
         raise BadInput(path, "bad_value", f"{key}={data[key]!r} is not a number")
+    if "view_pose" in data:
+      view = data["view_pose"]
+      if not isinstance(view, dict):
+        raise BadInput(path, "bad_value", f"view_pose={view!r} is not a JSON object")
+      for key in VIEW_POSE_KEYS:
+        if not _is_number(view.get(key)):
+          raise BadInput(path, "bad_value", f"view_pose.{key}={view.get(key)!r} is not a number")
     _check_finite({k: v for k, v in data.items() if k != "actors_data"}, path, "measurement")
     if "actors_data" not in data:
       data = dict(data, actors_data=_read_json(self._path("actors_data", frame, "json")))
@@ -310,10 +319,15 @@ def frame_labels(measurements: dict[int, dict], frame: int, config: BuildConfig)
   (`learner_control`: on-policy collection): such a future shows the noise or the learner, not
   the expert. The frames after them keep their waypoints: they are the expert's recovery, which
   a clean expert never shows.
+
+  Every label is in the frame of the pose the cameras saw: the car's, or on a recovery view
+  (data_pipelines/collect.py, lmgendrive_jax/sim/view_shift.py) the measurement's `view_pose`
+  beside it, from which the expert's future positions lead back to its path.
   """
   m = measurements[frame]
-  ego_gps = np.array([m["gps_x"], m["gps_y"]])
-  theta = float(m["theta"])
+  pose = {**m, **m.get("view_pose", {})}
+  ego_gps = np.array([pose["gps_x"], pose["gps_y"]])
+  theta = float(pose["theta"])
   waypoints = np.zeros((NUM_WAYPOINTS, 2), np.float32)
   mask = np.zeros((NUM_WAYPOINTS,), bool)
   last = np.zeros(2, np.float32)
@@ -327,7 +341,7 @@ def frame_labels(measurements: dict[int, dict], frame: int, config: BuildConfig)
       last = geometry.gps_to_ego(np.array([future["gps_x"], future["gps_y"]]), ego_gps, theta)
       mask[k] = clean_until >= target
     waypoints[k] = last  # Unknown future: hold the last known point, masked out.
-  objects = geometry.actors_to_objects(m["actors_data"], np.array([m["x"], m["y"]]), theta)
+  objects = geometry.actors_to_objects(m["actors_data"], np.array([pose["x"], pose["y"]]), theta)
   stop = m.get("stop_sign", m["is_stop_sign_present"])
   return {
       "target_point": geometry.gps_to_ego(np.array([m["x_command"], m["y_command"]]), ego_gps,

@@ -47,6 +47,7 @@ from lmgendrive_jax.sim import routes as routes_lib
 from lmgendrive_jax.sim import scenario as scenario_lib
 from lmgendrive_jax.sim import scoring
 from lmgendrive_jax.sim import town as town_lib
+from lmgendrive_jax.sim import view_shift
 from lmgendrive_jax.sim import world as world_lib
 
 CAMERA_IDS = {"rgb_front": "front", "rgb_left": "left", "rgb_right": "right", "rgb_rear": "rear",
@@ -230,7 +231,8 @@ def _control_array(control) -> np.ndarray:
 def run_routes(specs: list[routes_lib.RouteSpec], make_agent: Callable[[], Any], cfg,
                batch_size: int | None = None, agent_config: Any = None, render_every: int = 1,
                on_tick: Callable | None = None, on_end: Callable | None = None,
-               progress: Any = None, max_ticks: int | None = None) -> list[dict]:
+               progress: Any = None, max_ticks: int | None = None,
+               view_offset: Callable | None = None) -> list[dict]:
   """Drives `make_agent()` agents over `specs`, `batch_size` worlds in lockstep.
 
   make_agent() is called once per route (then `setup(agent_config)`, optional
@@ -241,7 +243,11 @@ def run_routes(specs: list[routes_lib.RouteSpec], make_agent: Callable[[], Any],
   on_tick(episode, state, info, images, control, agent): after each agent step (collection).
   on_end(episode, result): when a route ends. progress: a tqdm-like bar (update(1) per route).
   max_ticks: stop a route after this many ticks ("timeout" is still the spec's rule; this is a
-  hard safety cap). Returns the scoring records in the order of `specs`.
+  hard safety cap).
+  view_offset(episode, state) -> (right_m, yaw_rad): on rendered ticks, render that world's
+  cameras from a pose beside the car's (view_shift.py: collection's recovery views); the agents
+  see those images, the physics and the scorer the car's own pose.
+  Returns the scoring records in the order of `specs`.
   """
   if not specs:
     return []
@@ -293,7 +299,12 @@ def run_routes(specs: list[routes_lib.RouteSpec], make_agent: Callable[[], Any],
       lights = jax.device_get(jax.vmap(world_lib.light_states)(towns, states["t"]))
       infos_np = _empty_infos(len(slots), lights)
     if render_every and tick % render_every == 0:
-      images_np = np.asarray(worlds.render(towns, states))
+      render_states = states
+      if view_offset is not None:
+        render_states = _shifted_views(states, states_np, [
+            (0.0, 0.0) if slot is None else view_offset(slot["episode"], _take(states_np, b))
+            for b, slot in enumerate(slots)])
+      images_np = np.asarray(worlds.render(towns, render_states))
     for b, slot in enumerate(slots):
       if slot is None:
         controls[b] = (0.0, 0.0, 1.0)
@@ -328,6 +339,18 @@ def run_routes(specs: list[routes_lib.RouteSpec], make_agent: Callable[[], Any],
           progress.update(1)
         slots[b] = None
   return results
+
+
+def _shifted_views(states: dict, states_np: dict, offsets: list[tuple[float, float]]) -> dict:
+  """`states` with each world's ego pose moved by its (right_m, yaw_rad) offset (for rendering)."""
+  if not any(right or yaw for right, yaw in offsets):
+    return states
+  pos = np.array(states_np["ego_pos"], np.float64)
+  yaw = np.array(states_np["ego_yaw"], np.float64)
+  for b, (right_m, yaw_rad) in enumerate(offsets):
+    pos[b], yaw[b] = view_shift.shifted_pose(pos[b], yaw[b], right_m, yaw_rad)
+  return dict(states, ego_pos=jnp.asarray(pos, states["ego_pos"].dtype),
+              ego_yaw=jnp.asarray(yaw, states["ego_yaw"].dtype))
 
 
 def _reset_info(infos: dict, b: int) -> dict:

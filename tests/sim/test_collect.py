@@ -3,6 +3,7 @@ rendered pixels), instruction files list each clip with correct frame ranges, re
 finished routes."""
 
 import json
+import math
 import os
 
 import numpy as np
@@ -140,3 +141,59 @@ def test_the_focus_camera_is_written_when_the_rig_renders_it(tmp_path):
   assert collect.Collector(str(tmp_path), config, collect.VIEWS)._written_views() == collect.VIEWS
   with_focus = collect.VIEWS + ("focus",)
   assert collect.Collector(str(tmp_path), config, with_focus)._written_views() == with_focus
+
+
+class ShiftSpy(collect.Collector):
+  """The real collector, keeping each tick's images, state and town (to re-render them)."""
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.seen = {}
+
+  def on_tick(self, episode, state, info, images, control, agent):
+    super().on_tick(episode, state, info, images, control, agent)
+    if episode.tick % 2 == 0 and images is not None:
+      self.seen[episode.tick // 2] = dict(images=np.array(images), state=state,
+                                          town=episode.town)
+
+
+def test_recovery_views_move_the_cameras_not_the_car(collected, tmp_path):
+  """With `view_shift`, the same expert drive (same poses) is written, with the cameras of the
+  shift episodes' frames rendered from the measurement's `view_pose` and the others unchanged."""
+  import jax
+
+  from lmgendrive_jax.sim import host, render, town as town_lib
+  clean_out, _, _, _ = collected
+  config = load_config("configs/collect.py:preset=tiny", [
+      f"--config.out_dir={tmp_path}", "--config.max_routes=1", "--config.view_shift.gap_m=8"])
+  spy = {}
+  collect.collect(config, collector=lambda *a: spy.setdefault("c", ShiftSpy(*a)))
+  spy = spy["c"]
+  (route,) = collect.finished_routes(str(tmp_path))
+  frames = sorted(spy.seen)
+  assert len(os.listdir(os.path.join(clean_out, route, "measurements"))) == len(frames)
+  shifted = []
+  for frame in frames:
+    name = f"{frame:04d}"
+    m = json.load(open(os.path.join(tmp_path, route, "measurements", name + ".json")))
+    clean = json.load(open(os.path.join(clean_out, route, "measurements", name + ".json")))
+    view = m.pop("view_pose", None)
+    assert m == clean  # the car drove exactly as without recovery views
+    jpeg = open(os.path.join(tmp_path, route, "rgb_front", name + ".jpg"), "rb").read()
+    clean_jpeg = open(os.path.join(clean_out, route, "rgb_front", name + ".jpg"), "rb").read()
+    if view is None:
+      assert jpeg == clean_jpeg
+    else:
+      assert jpeg != clean_jpeg
+      shifted.append((frame, view))
+  assert 0.2 * len(frames) < len(shifted) < 0.9 * len(frames)
+  rig = host.rig_from_config(config.sim)
+  draw = jax.jit(lambda town, state: render.render_views(town, state, rig))
+  for frame, view in shifted[::max(len(shifted) // 3, 1)]:
+    seen = spy.seen[frame]
+    town = seen["town"].arrays(town_lib.max_shapes([seen["town"]]))
+    state = dict(seen["state"], ego_pos=np.array([view["x"], view["y"]], np.float32),
+                 ego_yaw=np.float32(view["theta"] - np.pi / 2))
+    np.testing.assert_array_equal(np.asarray(draw(town, state)), seen["images"])
+    assert abs(math.hypot(view["x"] - seen["state"]["ego_pos"][0],
+                          view["y"] - seen["state"]["ego_pos"][1])) <= 1.5 + 1e-3
