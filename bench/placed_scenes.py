@@ -47,8 +47,12 @@ class PlacedScenes:
       episode = host.Episode(spec, self.sim, *self._pads)
       yield episode, jax.tree.map(jnp.asarray, episode.town.arrays(self._shapes))
 
+  def cameras(self, town: dict, state: dict) -> np.ndarray:
+    """uint8[V, H, W, 3]: the rig's cameras rendered in `state` (views in `rig.views` order)."""
+    return np.asarray(self._render(town, jax.tree.map(jnp.asarray, state), rig=self.rig))
+
   def views(self, town: dict, state: dict) -> np.ndarray:
     """The cameras rendered in `state`, preprocessed as the agent feeds its planner."""
-    images = np.asarray(self._render(town, jax.tree.map(jnp.asarray, state), rig=self.rig))
+    images = self.cameras(town, state)
     return self.agent.preprocess({v: images[self.rig.views.index(v)]
                                   for v in self.agent.preprocess.camera_views})
