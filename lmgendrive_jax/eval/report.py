@@ -667,8 +667,8 @@ def _route_maps(section: _Section, results: EvalResults, label: str, agent_index
            f"{_slug(route['route_id'], 24)}.png")
     title = f"{label} · route {route['route_id']}"
     marks = list(route["infractions"])
-    exit_ = route.get("first_exit")
-    if isinstance(exit_, dict) and exit_.get("position") is not None:
+    exit_ = _first_exit(route)
+    if exit_.get("position") is not None:
       marks.append({"type": "first_exit", "position": exit_["position"]})
     plots.route_map(route.get("route_xy"), route.get("trajectory_xy"), marks, lanes, title,
                     os.path.join(assets, png))
@@ -690,12 +690,19 @@ def _route_caption(route: dict) -> str:
     elif unplaced:
       text += f" ({len(unplaced)} without position)"
     described.append(text)
-  exit_ = route.get("first_exit")
-  if isinstance(exit_, dict) and "place" in exit_:
+  exit_ = _first_exit(route)
+  if "place" in exit_:
     parts.append(f"left its route at {_fmt(exit_.get('t'), 1)} s ({exit_['place']}, drifting "
                  f"{_fmt(exit_.get('drift_m'), 1)} m)")
   return " · ".join(parts) + ("; infractions: " + ", ".join(described) if described else
                               "; no infractions")
+
+
+def _first_exit(route: dict) -> dict:
+  """The route's `first_exit` record (eval/route_exit.py); {} when it never left its route or
+  its results predate the record."""
+  exit_ = route.get("first_exit")
+  return exit_ if isinstance(exit_, dict) else {}
 
 
 def _town_map_path(results_path: str, town) -> str | None:
