@@ -11,7 +11,10 @@ few metres inside a junction.
   exit = first_exit(route, town, trajectory_xy)  # None: never more than OFF_ROUTE_M off
   exit -> {"t": s after the start, "position": [x, y] of the car there, "route_s": m along the
            route, "place": PLACES, "drift_m": m, "max_off_m": the farthest the car got from
-           the route}
+           the route near its progress}
+
+Each trajectory point is matched to the route near where the previous one was (a route may pass
+a place twice: a drift off one pass must not read as driving on the other).
 
 Closed-loop evaluation stores it per route (`results.json`: "first_exit"),
 `bench/drive_quality.py` counts where each agent left its routes, and the report marks it on the
@@ -28,7 +31,8 @@ from lmgendrive_jax.sim import town as town_lib
 OFF_ROUTE_M = 2.5
 ON_ROUTE_M = 0.5
 APPROACH_M = 10.0  # "approaching a junction": the route enters one within this many metres
-CHUNK = 256  # trajectory points per distance block
+WINDOW_BACK_M = 5.0  # a point may match the route this far behind the previous match
+MAX_SPEED_MPS = 20.0  # the simulator's top speed (sim/world.py: WorldParams.max_speed)
 JUNCTION_PLACES = {town_lib.LEFT: "junction: left", town_lib.RIGHT: "junction: right",
                    town_lib.STRAIGHT: "junction: straight", town_lib.LANEFOLLOW: "junction: bend"}
 PLACES = ("lane", "approaching a junction", "lane change") + tuple(JUNCTION_PLACES.values())
@@ -54,13 +58,19 @@ def first_exit(route: routes_lib.Route, town: town_lib.Town, trajectory_xy,
   trajectory = np.asarray(trajectory_xy, np.float64).reshape(-1, 2)
   if not len(trajectory):
     return None
-  points = np.asarray(route.points, np.float64)
+  points, s = np.asarray(route.points, np.float64), np.asarray(route.s, np.float64)
+  # Each point is matched to the route near the car's progress so far, not anywhere on it: a
+  # route that passes a place twice would otherwise match a drift off its first pass to its
+  # second. The window reaches as far ahead as the car can drive between two points.
+  ahead_m = MAX_SPEED_MPS * every_s + WINDOW_BACK_M
   off, nearest = np.empty(len(trajectory)), np.empty(len(trajectory), np.int64)
-  for start in range(0, len(trajectory), CHUNK):  # [CHUNK, R] at a time: long routes stay small
-    distance = np.linalg.norm(trajectory[start:start + CHUNK, None] - points[None], axis=-1)
-    closest = distance.argmin(axis=1)
-    nearest[start:start + CHUNK] = closest
-    off[start:start + CHUNK] = distance[np.arange(len(closest)), closest]
+  progress = float(s[0])
+  for i, position in enumerate(trajectory):
+    window = np.flatnonzero((s >= progress - WINDOW_BACK_M) & (s <= progress + ahead_m))
+    distance = np.linalg.norm(points[window] - position, axis=1)
+    nearest[i] = window[int(distance.argmin())]
+    off[i] = float(distance.min())
+    progress = float(s[nearest[i]])
   beyond = np.nonzero(off > OFF_ROUTE_M)[0]
   if not len(beyond):
     return None

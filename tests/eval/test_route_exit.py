@@ -40,7 +40,7 @@ def test_a_car_on_its_route_never_exits(episode):
   assert route_exit.first_exit(episode.route, episode.town, np.zeros((0, 2))) is None
 
 
-def test_a_drift_off_the_lane_exits_on_the_lane_after_drifting(episode, monkeypatch):
+def test_a_drift_off_the_lane_exits_on_the_lane_after_drifting(episode):
   s = np.arange(0.0, 24.0, 2.0)  # every 0.5 s at 4 m/s
   offsets = np.clip((s - 4.0) * 0.25, 0.0, None)  # leaves the centre at 4 m, 2.5 m off at 14 m
   drive = _drive(episode.route, s, offsets)
@@ -50,8 +50,6 @@ def test_a_drift_off_the_lane_exits_on_the_lane_after_drifting(episode, monkeypa
   assert found["route_s"] == pytest.approx(16.0, abs=1.0)
   assert found["drift_m"] == pytest.approx(16.0 - 6.0, abs=1.0)  # from s = 6 (0.5 m off)
   assert found["max_off_m"] == pytest.approx(4.5, abs=0.2)  # at s = 22
-  monkeypatch.setattr(route_exit, "CHUNK", 3)  # the distances in blocks: the same answer
-  assert route_exit.first_exit(episode.route, episode.town, drive) == found
 
 
 def test_leaving_inside_the_crossing_is_abrupt_and_named_there(episode):
@@ -64,3 +62,22 @@ def test_leaving_inside_the_crossing_is_abrupt_and_named_there(episode):
   offsets = np.clip((s - 12.0) * 0.25, 0.0, None)
   found = route_exit.first_exit(episode.route, episode.town, _drive(episode.route, s, offsets))
   assert found["place"] == "approaching a junction"
+
+
+def test_a_route_passing_a_place_twice_matches_the_pass_the_car_is_on():
+  """A route out 40 m east and back west 3 m beside itself (a U): a car drifting off its way out
+  towards the way back exits there, though the way back stays within 2.5 m of it."""
+  from types import SimpleNamespace
+  arc = [(40.0 + 1.5 * np.sin(a), -1.5 + 1.5 * np.cos(a)) for a in np.linspace(0, np.pi, 20)]
+  points = np.array([(x, 0.0) for x in np.arange(0.0, 40.0, 0.5)] + arc
+                    + [(x, -3.0) for x in np.arange(39.5, -0.1, -0.5)])
+  s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(points, axis=0), axis=1))])
+  route = SimpleNamespace(points=points, s=s, option=np.full(len(points), 4),
+                          lane=np.zeros(len(points), np.int64))
+  town = SimpleNamespace(lane_junction=np.array([-1]))
+  x = np.arange(0.0, 36.0, 2.0)
+  drive = np.stack([x, -np.clip((x - 10.0) * 0.15, 0.0, 3.0)], axis=1)  # 3 m off by x = 30
+  found = route_exit.first_exit(route, town, drive)
+  assert found is not None and found["place"] == "lane"
+  assert found["route_s"] == pytest.approx(28.0, abs=1.0)  # x = 28: the first point > 2.5 m off
+  assert found["drift_m"] == pytest.approx(28.0 - 12.0, abs=1.0)  # from x = 12 (0.3 m off)
