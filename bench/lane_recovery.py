@@ -11,10 +11,11 @@ places), the car starts `OFFSET_M` m left or right of its lane centre, along the
 with no other traffic, and the agent of `--work_dir` drives it for `--seconds` as it drives a
 route (cameras at 10 Hz into its KV cache, LMDrive's PID, the simulator's 20 Hz physics; the
 instruction "Follow the road."). Its distance from the lane centre is read every 0.5 s from the
-route (whose points lie on lane centres). Printed per second: the offset it keeps, as a share of
-the starting one on the starting side (1 = held, 0 = back on the centre, < 0 = across it), per
-starting side, and how many runs went past the evaluation's route-exit distance (2.5 m). The
-second row drives with every camera black: a planner blind to its lane.
+route (whose points lie on lane centres). Printed per second: the mean distance from the lane
+centre (1.0 at the start; 0 = back on it), the mean signed offset (+ right) at the end from each
+starting side (a planner that drifts one way ends on that side from both), and how many runs went
+past the evaluation's route-exit distance (2.5 m). The second row drives with every camera black:
+a planner blind to its lane.
 """
 
 from __future__ import annotations
@@ -84,10 +85,14 @@ def drive(agent, scenes, step_world, episode: host.Episode, town: dict, state: d
   return np.asarray(offsets)
 
 
-def kept_share(runs: list[tuple[float, np.ndarray]], read: int) -> float:
-  """Mean over runs of the offset at reading `read` on the starting side, over the start's."""
-  return float(np.mean([offsets[read] * math.copysign(1.0, start) / abs(start)
-                        for start, offsets in runs]))
+def mean_abs(runs: list[tuple[float, np.ndarray]], read: int) -> float:
+  """Mean over runs of |lane offset| (m) at reading `read`."""
+  return float(np.mean([abs(offsets[read]) for _, offsets in runs]))
+
+
+def mean_signed(runs: list[tuple[float, np.ndarray]], read: int) -> float:
+  """Mean over runs of the lane offset (m, + right) at reading `read`."""
+  return float(np.mean([offsets[read] for _, offsets in runs]))
 
 
 def main(argv=None) -> int:
@@ -126,15 +131,15 @@ def main(argv=None) -> int:
     left = [r for r in kind_runs if r[0] < 0]
     right = [r for r in kind_runs if r[0] > 0]
     exits = sum(bool(np.any(np.abs(offsets) > OFF_ROUTE_M)) for _, offsets in kind_runs)
-    rows.append([name] + [f"{kept_share(kind_runs, i):+.2f}" for i in reads] + [
-        f"{kept_share(left, reads[-1]):+.2f} / {kept_share(right, reads[-1]):+.2f}",
+    rows.append([name] + [f"{mean_abs(kind_runs, i):.2f}" for i in reads] + [
+        f"{mean_signed(left, reads[-1]):+.2f} / {mean_signed(right, reads[-1]):+.2f}",
         f"{exits}/{len(kind_runs)}"])
   last_s = reads[-1] * READ_EVERY_S
   print_table(
       f"Lane recovery of {args.work_dir}: {places} places on {args.route_set} (seed {args.seed}),"
       f" starting {OFFSET_M:g} m left or right of the lane centre at 5 m/s",
-      ["cameras"] + [f"offset kept at {i * READ_EVERY_S:g} s" for i in reads] + [
-          f"at {last_s:g} s from left / right", f"past {OFF_ROUTE_M:g} m"], rows)
+      ["cameras"] + [f"|offset| m at {i * READ_EVERY_S:g} s" for i in reads] + [
+          f"offset at {last_s:g} s from left / right", f"past {OFF_ROUTE_M:g} m"], rows)
   return 0
 
 

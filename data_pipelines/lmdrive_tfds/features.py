@@ -88,6 +88,12 @@ class BuildConfig:
     `lmgendrive_jax/data/topdown.py`). A file in another format (LMDrive's CARLA data has RGB
     renders there) is reported as `bad_topdown` and its frame kept without a map: build such data
     with read_topdown=False.
+  recovery_merge_m: on a recovery view (collect.py `view_pose`), how the waypoints lead back to
+    the expert's path: its future positions shifted by the view's offset times
+    exp(-travelled / recovery_merge_m), `travelled` the metres the expert drove to each; 4.5 m
+    is about the expert's own pure-pursuit lookahead (sim/expert.py), so they follow the path the
+    expert would drive back on. A standing car's waypoints stay at the view pose (0: onto the
+    path at once, which asks a creeping car for a sideways jump).
   """
   camera_size: tuple[int, int] = (800, 600)
   view_size: tuple[int, int] | None = None
@@ -107,6 +113,7 @@ class BuildConfig:
   blocked_min_frames: int = 10
   num_paraphrases: int = 8
   read_topdown: bool = True
+  recovery_merge_m: float = 4.5
 
   @property
   def bev_grid(self) -> BevGrid:

@@ -322,12 +322,17 @@ def frame_labels(measurements: dict[int, dict], frame: int, config: BuildConfig)
 
   Every label is in the frame of the pose the cameras saw: the car's, or on a recovery view
   (data_pipelines/collect.py, lmgendrive_jax/sim/view_shift.py) the measurement's `view_pose`
-  beside it, from which the expert's future positions lead back to its path.
+  beside it. There the waypoints lead back to the expert's path: its future positions shifted by
+  the view's offset, which fades with the distance the expert drove (`recovery_merge_m`).
   """
   m = measurements[frame]
-  pose = {**m, **m.get("view_pose", {})}
+  view = m.get("view_pose")
+  pose = {**m, **(view or {})}
   ego_gps = np.array([pose["gps_x"], pose["gps_y"]])
   theta = float(pose["theta"])
+  view_offset = None if view is None else ego_gps - np.array([m["gps_x"], m["gps_y"]])
+  travelled = (None if view is None else _travelled(
+      measurements, frame, frame + NUM_WAYPOINTS * config.waypoint_step_frames))
   waypoints = np.zeros((NUM_WAYPOINTS, 2), np.float32)
   mask = np.zeros((NUM_WAYPOINTS,), bool)
   last = np.zeros(2, np.float32)
@@ -338,7 +343,11 @@ def frame_labels(measurements: dict[int, dict], frame: int, config: BuildConfig)
       clean_until += 1
     future = measurements.get(target)
     if future is not None:
-      last = geometry.gps_to_ego(np.array([future["gps_x"], future["gps_y"]]), ego_gps, theta)
+      point = np.array([future["gps_x"], future["gps_y"]])
+      if view_offset is not None:
+        point = point + view_offset * _merge_weight(travelled.get(target, 0.0),
+                                                     config.recovery_merge_m)
+      last = geometry.gps_to_ego(point, ego_gps, theta)
       mask[k] = clean_until >= target
     waypoints[k] = last  # Unknown future: hold the last known point, masked out.
   objects = geometry.actors_to_objects(m["actors_data"], np.array([pose["x"], pose["y"]]), theta)
@@ -353,6 +362,23 @@ def frame_labels(measurements: dict[int, dict], frame: int, config: BuildConfig)
       "stop_sign_zone": stop_sign_zone(m),
       "hazard_ahead": hazard_ahead(m),
   }
+
+
+def _travelled(measurements: dict[int, dict], frame: int, last: int) -> dict[int, float]:
+  """{later frame up to `last`: metres the car drove from `frame` to it}, over the consecutive
+  frames that exist (a missing frame ends it: its waypoints are masked anyway)."""
+  out, total, previous = {}, 0.0, measurements[frame]
+  later = frame + 1
+  while later in measurements and later <= last:
+    m = measurements[later]
+    total += math.hypot(m["gps_x"] - previous["gps_x"], m["gps_y"] - previous["gps_y"])
+    out[later], previous, later = total, m, later + 1
+  return out
+
+
+def _merge_weight(travelled_m: float, merge_m: float) -> float:
+  """How much of a recovery view's offset a waypoint `travelled_m` ahead still carries."""
+  return math.exp(-travelled_m / merge_m) if merge_m > 0 else 0.0
 
 
 HAZARD_KEYS = ("is_vehicle_present", "is_bike_present", "is_pedestrian_present")

@@ -79,6 +79,7 @@ def test_a_straight_wheel_keeps_its_offset_and_steering_back_loses_it(place, off
   for name, agent in (("straight", Straight()), ("back", BackToRoute(episode.route))):
     offsets = lane_recovery.drive(agent, scenes, step, episode, town, state, 4.0, s)
     assert len(offsets) == 9 and offsets[0] == pytest.approx(offset, abs=1e-3)
-    kept[name] = lane_recovery.kept_share([(offset, offsets)], 8)
+    kept[name] = lane_recovery.mean_abs([(offset, offsets)], 8)
+    assert lane_recovery.mean_signed([(offset, offsets)], 0) == pytest.approx(offset, abs=1e-3)
   assert kept["straight"] > 0.8
-  assert abs(kept["back"]) < 0.3
+  assert kept["back"] < 0.3

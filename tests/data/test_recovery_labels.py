@@ -24,21 +24,37 @@ def _straight_drive(frames: int, yaw: float) -> tuple[dict, list[np.ndarray]]:
   return measurements, positions
 
 
-def test_labels_of_a_recovery_view_lead_back_to_the_experts_path():
+@pytest.mark.parametrize("merge_m", [0.0, 4.5])
+def test_labels_of_a_recovery_view_lead_back_to_the_experts_path(merge_m):
   yaw = 0.4
   measurements, positions = _straight_drive(40, yaw)
-  config = BuildConfig()
+  config = BuildConfig(recovery_merge_m=merge_m)
   clean = reader.frame_labels(measurements, 3, config)
   view_pos, view_yaw = view_shift_lib.shifted_pose(positions[3], yaw, 1.0, 0.1)
   measurements[3] = dict(measurements[3], view_pose=collect.pose_keys(view_pos, view_yaw))
   shifted = reader.frame_labels(measurements, 3, config)
-  # The expert's future positions, seen from the shifted pose (the simulator's own geometry).
-  futures = [positions[3 + (k + 1) * config.waypoint_step_frames]
-             for k in range(len(clean["waypoints"]))]
+  # The expert's future positions, moved by the view's offset times exp(-travelled / merge_m)
+  # (0: none of it), seen from the shifted pose (the simulator's own geometry).
+  steps = [(k + 1) * config.waypoint_step_frames for k in range(len(clean["waypoints"]))]
+  weights = [math.exp(-0.4 * n / merge_m) if merge_m else 0.0 for n in steps]
+  futures = [positions[3 + n] + w * (view_pos - positions[3]) for n, w in zip(steps, weights)]
   expected = expert.world_to_ego(np.array(futures), view_pos, view_yaw)
   np.testing.assert_allclose(shifted["waypoints"], expected, atol=1e-4)
-  assert (shifted["waypoints"][:, 0] < clean["waypoints"][:, 0] - 1.0).all()  # back to the left
+  # Back to the left (the view is 1 m right of the path), and further the further ahead.
+  lateral_back = clean["waypoints"][:, 0] - shifted["waypoints"][:, 0]
+  assert (lateral_back > 0.5).all() and (np.diff(lateral_back) > -1e-6).all()
   np.testing.assert_array_equal(shifted["waypoint_mask"], clean["waypoint_mask"])
+
+
+def test_a_standing_car_on_a_recovery_view_is_asked_to_stay():
+  """The expert stands (a red light): merged waypoints stay at the view pose, not a sideways
+  jump onto the path that a creeping car could only follow with the wheel at full lock."""
+  measurements, positions = _straight_drive(40, 0.4)
+  standing = {f: dict(measurements[3]) for f in range(40)}
+  view_pos, view_yaw = view_shift_lib.shifted_pose(positions[3], 0.4, 1.0, 0.0)
+  standing[3] = dict(standing[3], view_pose=collect.pose_keys(view_pos, view_yaw))
+  labels = reader.frame_labels(standing, 3, BuildConfig())
+  np.testing.assert_allclose(labels["waypoints"], 0.0, atol=1e-4)
 
 
 def test_a_bad_view_pose_is_reported_with_its_key(tmp_path):
