@@ -105,23 +105,19 @@ def main(argv=None) -> int:
   config = dict(work_dir=args.work_dir, brake_ticks=0)  # it starts rolling, not standing
   params = world_lib.WorldParams.from_config(scenes.sim.world)
   step_world = jax.jit(functools.partial(world_lib.step, params=params))
-  per_route = max(1, math.ceil(args.places / len(scenes.specs)))
 
   runs = {"cameras as rendered": [], "every camera black": []}
   places = 0
-  for episode, town in scenes.episodes():
-    for s in straight_places(episode.route, per_route):
-      if places >= args.places:
-        break
-      places += 1
-      centre, lane_yaw = lane_pose(episode.route, s)
-      for offset in (-OFFSET_M, OFFSET_M):
-        state = jax.tree.map(jnp.asarray, placed_state(episode.initial_state, centre, lane_yaw,
-                                                       offset, 0.0))
-        for name, black in (("cameras as rendered", False), ("every camera black", True)):
-          scenes.agent.setup(config)  # a fresh agent: empty KV cache, PID and rules
-          runs[name].append((offset, drive(scenes.agent, scenes, step_world, episode, town,
-                                           state, args.seconds, s, black)))
+  for episode, town, s in scenes.places(args.places, straight_places):
+    places += 1
+    centre, lane_yaw = lane_pose(episode.route, s)
+    for offset in (-OFFSET_M, OFFSET_M):
+      state = jax.tree.map(jnp.asarray, placed_state(episode.initial_state, centre, lane_yaw,
+                                                     offset, 0.0))
+      for name, black in (("cameras as rendered", False), ("every camera black", True)):
+        scenes.agent.setup(config)  # a fresh agent: empty KV cache, PID and rules
+        runs[name].append((offset, drive(scenes.agent, scenes, step_world, episode, town,
+                                         state, args.seconds, s, black)))
   if not places:
     print(f"no straight lane-follow stretch on {args.route_set} (seed {args.seed})")
     return 1

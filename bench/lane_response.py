@@ -95,7 +95,6 @@ def main(argv=None) -> int:
 
   scenes = PlacedScenes(args)
   agent = scenes.agent
-  per_route = max(1, math.ceil(args.poses / len(scenes.specs)))
 
   # results[kind]: rows of (offset, heading, lateral of the 2.5 s waypoint in the lane frame).
   results = {"recorded": [], "zeroed": [], "probe": []}
@@ -105,25 +104,22 @@ def main(argv=None) -> int:
     probe = jax.jit(lambda variables, images, speed: model.apply(
         variables, images, speed, method=lambda m, i, v: m.probe(m.encode_frames(i, v))[0]))
   places = 0
-  for episode, town in scenes.episodes():
-    for s in straight_places(episode.route, per_route):
-      if places >= args.poses:
-        break
-      places += 1
-      centre, lane_yaw = lane_pose(episode.route, s)
-      poses = [(o, 0.0) for o in OFFSETS_M] + [(0.0, h) for h in HEADINGS_DEG]
-      for offset, heading in poses:
-        state = placed_state(episode.initial_state, centre, lane_yaw, offset, heading)
-        views = scenes.views(town, state)
-        for kind, shown in (("recorded", views), ("zeroed", np.zeros_like(views))):
-          waypoints, _, _ = agent.planner.step(agent.planner.start(INSTRUCTION), shown, SPEED)
-          results[kind].append((offset, heading, lane_lateral(np.asarray(waypoints)[-1], offset,
-                                                              heading)))
-        if probe is not None:
-          waypoints = probe(agent.planner.variables, jnp.asarray(views)[None, None],
-                            jnp.full((1, 1), SPEED, jnp.float32))[0, 0]
-          results["probe"].append((offset, heading, lane_lateral(np.asarray(waypoints)[-1],
-                                                                 offset, heading)))
+  for episode, town, s in scenes.places(args.poses, straight_places):
+    places += 1
+    centre, lane_yaw = lane_pose(episode.route, s)
+    poses = [(o, 0.0) for o in OFFSETS_M] + [(0.0, h) for h in HEADINGS_DEG]
+    for offset, heading in poses:
+      state = placed_state(episode.initial_state, centre, lane_yaw, offset, heading)
+      views = scenes.views(town, state)
+      for kind, shown in (("recorded", views), ("zeroed", np.zeros_like(views))):
+        waypoints, _, _ = agent.planner.step(agent.planner.start(INSTRUCTION), shown, SPEED)
+        results[kind].append((offset, heading, lane_lateral(np.asarray(waypoints)[-1], offset,
+                                                            heading)))
+      if probe is not None:
+        waypoints = probe(agent.planner.variables, jnp.asarray(views)[None, None],
+                          jnp.full((1, 1), SPEED, jnp.float32))[0, 0]
+        results["probe"].append((offset, heading, lane_lateral(np.asarray(waypoints)[-1],
+                                                               offset, heading)))
   if not places:
     print(f"no straight lane-follow stretch on {args.route_set} (seed {args.seed})")
     return 1

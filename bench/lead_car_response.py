@@ -29,7 +29,6 @@ the car at all, and whether the Q-Former passes it on: the planner cannot do bet
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 
@@ -174,39 +173,35 @@ def main(argv=None) -> int:
   readers = [reader for reader in (
       perception_at_car(args.stage1_dir, camera_size) if args.stage1_dir else None,
       probe_at_car(agent, camera_size)) if reader is not None]
-  per_route = max(1, math.ceil(args.poses / len(scenes.specs)))
 
   # results[(kind, gap)]: rows of (asked speed, planned distance in 2.5 s, PID brakes);
   # readings[gap]: per place, ({column: P(object)} with the car, the same cells without it).
   results: dict = {}
   readings: dict = {}
   places = 0
-  for episode, town in scenes.episodes():
-    # straight_places keeps 30 m of lane follow ahead: the farthest car (25 m) stands on it.
+  # straight_places keeps 30 m of lane follow ahead: the farthest car (25 m) stands on it.
+  for episode, town, s in scenes.places(args.poses, straight_places):
+    places += 1
     half_length, half_width = (float(x) for x in episode.initial_state["npc_half"][0])
-    for s in straight_places(episode.route, per_route):
-      if places >= args.poses:
-        break
-      places += 1
-      no_car = None
-      for gap in GAPS_M:
-        state = placed_state(episode.initial_state, episode.route, s, gap)
-        views = scenes.views(town, state)
-        no_car = views if gap is None else no_car  # GAPS_M starts with None
-        if readers:
-          # Where the car stands (at 15 m with none), with it and without it (the cells empty).
-          forward = EGO_HALF_LENGTH_M + (15.0 if gap is None else gap) + half_length
-          car = np.array([[0.0, forward, 0.0, 2 * half_length, 2 * half_width, 0.0, 0.0]],
-                         np.float32)
-          readings.setdefault(gap, []).append(tuple(
-              {k: v for reader in readers for k, v in reader(shown, car).items()}
-              for shown in (views, no_car)))
-        for kind, shown in (("recorded", views), ("zeroed", np.zeros_like(views))):
-          waypoints, _, _ = agent.planner.step(agent.planner.start(INSTRUCTION), shown, SPEED)
-          waypoints = np.asarray(waypoints, np.float64)
-          asked = float(np.linalg.norm(waypoints[0] - waypoints[1]) * 2.0)
-          brakes = controller.control(waypoints, SPEED).brake > 0.0
-          results.setdefault((kind, gap), []).append((asked, waypoints[-1][1], brakes))
+    no_car = None
+    for gap in GAPS_M:
+      state = placed_state(episode.initial_state, episode.route, s, gap)
+      views = scenes.views(town, state)
+      no_car = views if gap is None else no_car  # GAPS_M starts with None
+      if readers:
+        # Where the car stands (at 15 m with none), with it and without it (the cells empty).
+        forward = EGO_HALF_LENGTH_M + (15.0 if gap is None else gap) + half_length
+        car = np.array([[0.0, forward, 0.0, 2 * half_length, 2 * half_width, 0.0, 0.0]],
+                       np.float32)
+        readings.setdefault(gap, []).append(tuple(
+            {k: v for reader in readers for k, v in reader(shown, car).items()}
+            for shown in (views, no_car)))
+      for kind, shown in (("recorded", views), ("zeroed", np.zeros_like(views))):
+        waypoints, _, _ = agent.planner.step(agent.planner.start(INSTRUCTION), shown, SPEED)
+        waypoints = np.asarray(waypoints, np.float64)
+        asked = float(np.linalg.norm(waypoints[0] - waypoints[1]) * 2.0)
+        brakes = controller.control(waypoints, SPEED).brake > 0.0
+        results.setdefault((kind, gap), []).append((asked, waypoints[-1][1], brakes))
   if not places:
     print(f"no straight lane-follow stretch on {args.route_set} (seed {args.seed})")
     return 1

@@ -3,7 +3,8 @@ trained run's agent, its camera rig and one jitted renderer, and the held-out ro
 with their towns padded alike, so that the renderer compiles once for every town.
 
   scenes = PlacedScenes(args)                  # args: --work_dir, --preset, --route_set, --seed
-  for episode, town in scenes.episodes():
+  for episode, town, s in scenes.places(16, straight_places):  # up to 16 route arc lengths
+    state = ...                                # the episode's initial state, placed at s
     views = scenes.views(town, state)          # uint8[V, H, W, 3] as the planner reads them
     waypoints, _, _ = scenes.agent.planner.step(scenes.agent.planner.start(text), views, speed)
 """
@@ -11,7 +12,8 @@ with their towns padded alike, so that the renderer compiles once for every town
 from __future__ import annotations
 
 import argparse
-from typing import Iterator
+import math
+from typing import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +48,19 @@ class PlacedScenes:
     for spec in self.specs:
       episode = host.Episode(spec, self.sim, *self._pads)
       yield episode, jax.tree.map(jnp.asarray, episode.town.arrays(self._shapes))
+
+  def places(self, count: int, pick: Callable[[routes_lib.Route, int], list[float]]
+             ) -> Iterator[tuple[host.Episode, dict, float]]:
+    """(episode, its town's arrays, arc length) at up to `count` places over the set's routes:
+    `pick(route, n)` chooses up to n = count / routes (rounded up) arc lengths on each."""
+    per_route = max(1, math.ceil(count / len(self.specs)))
+    given = 0
+    for episode, town in self.episodes():
+      for s in pick(episode.route, per_route):
+        if given >= count:
+          return
+        given += 1
+        yield episode, town, s
 
   def cameras(self, town: dict, state: dict) -> np.ndarray:
     """uint8[V, H, W, 3]: the rig's cameras rendered in `state` (views in `rig.views` order)."""

@@ -26,7 +26,8 @@ MEASUREMENT_KEYS = (
 
 
 class Spy(collect.Collector):
-  """The real collector, also keeping what it was given in memory (to compare with the files)."""
+  """The real collector, also keeping what it was given in memory (to compare with the files;
+  the state and town to re-render the images)."""
 
   def __init__(self, *args, **kwargs):
     super().__init__(*args, **kwargs)
@@ -39,7 +40,8 @@ class Spy(collect.Collector):
       self.seen[(collect.route_dir_name(episode.spec), episode.tick // 2)] = dict(
           images=np.array(images),
           measurement=collect.measurement(episode, state, control, agent.last_labels, info),
-          instruction=(clip["instruction_id"], clip["misleading"]))
+          instruction=(clip["instruction_id"], clip["misleading"]), state=state,
+          town=episode.town)
 
 
 @pytest.fixture(scope="module")
@@ -143,20 +145,6 @@ def test_the_focus_camera_is_written_when_the_rig_renders_it(tmp_path):
   assert collect.Collector(str(tmp_path), config, with_focus)._written_views() == with_focus
 
 
-class ShiftSpy(collect.Collector):
-  """The real collector, keeping each tick's images, state and town (to re-render them)."""
-
-  def __init__(self, *args, **kwargs):
-    super().__init__(*args, **kwargs)
-    self.seen = {}
-
-  def on_tick(self, episode, state, info, images, control, agent):
-    super().on_tick(episode, state, info, images, control, agent)
-    if episode.tick % 2 == 0 and images is not None:
-      self.seen[episode.tick // 2] = dict(images=np.array(images), state=state,
-                                          town=episode.town)
-
-
 def test_recovery_views_move_the_cameras_not_the_car(collected, tmp_path):
   """With `view_shift`, the same expert drive (same poses) is written, with the cameras of the
   shift episodes' frames rendered from the measurement's `view_pose` and the others unchanged."""
@@ -167,10 +155,10 @@ def test_recovery_views_move_the_cameras_not_the_car(collected, tmp_path):
   config = load_config("configs/collect.py:preset=tiny", [
       f"--config.out_dir={tmp_path}", "--config.max_routes=1", "--config.view_shift.gap_m=8"])
   spy = {}
-  collect.collect(config, collector=lambda *a: spy.setdefault("c", ShiftSpy(*a)))
+  collect.collect(config, collector=lambda *a: spy.setdefault("c", Spy(*a)))
   spy = spy["c"]
   (route,) = collect.finished_routes(str(tmp_path))
-  frames = sorted(spy.seen)
+  frames = sorted(frame for _, frame in spy.seen)
   assert len(os.listdir(os.path.join(clean_out, route, "measurements"))) == len(frames)
   shifted = []
   for frame in frames:
@@ -190,7 +178,7 @@ def test_recovery_views_move_the_cameras_not_the_car(collected, tmp_path):
   rig = host.rig_from_config(config.sim)
   draw = jax.jit(lambda town, state: render.render_views(town, state, rig))
   for frame, view in shifted[::max(len(shifted) // 3, 1)]:
-    seen = spy.seen[frame]
+    seen = spy.seen[(route, frame)]
     town = seen["town"].arrays(town_lib.max_shapes([seen["town"]]))
     state = dict(seen["state"], ego_pos=np.array([view["x"], view["y"]], np.float32),
                  ego_yaw=np.float32(view["theta"] - np.pi / 2))
