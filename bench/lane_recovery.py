@@ -36,7 +36,7 @@ from bench.common import print_table, route_bench_parser  # noqa: E402
 from bench.lane_response import INSTRUCTION, lane_pose, placed_state  # noqa: E402
 from bench.lane_response import straight_places  # noqa: E402
 from bench.placed_scenes import PlacedScenes  # noqa: E402
-from lmgendrive_jax.eval.route_exit import OFF_ROUTE_M  # noqa: E402
+from lmgendrive_jax.eval.route_exit import MAX_SPEED_MPS, OFF_ROUTE_M  # noqa: E402
 from lmgendrive_jax.sim import host  # noqa: E402
 from lmgendrive_jax.sim import routes as routes_lib  # noqa: E402
 from lmgendrive_jax.sim import world as world_lib  # noqa: E402
@@ -66,8 +66,9 @@ def drive(agent, scenes, step_world, episode: host.Episode, town: dict, state: d
   ticks = int(round(seconds / world_lib.DT))
   read_every = int(round(READ_EVERY_S / world_lib.DT))
   episode.instruction_text, episode.notice_text = INSTRUCTION, ""
+  reach = s_start + 10.0 + MAX_SPEED_MPS * seconds  # as far as the car can get
   lateral = lambda s: route_lateral(episode.route, np.asarray(s["ego_pos"], np.float64),
-                                    s_start - 5.0, s_start + 60.0)
+                                    s_start - 5.0, reach)
   state_np = jax.device_get(state)
   offsets, images = [lateral(state_np)], None
   for tick in range(ticks):
@@ -98,8 +99,11 @@ def mean_signed(runs: list[tuple[float, np.ndarray]], read: int) -> float:
 def main(argv=None) -> int:
   parser = route_bench_parser(__doc__, "simulator preset")
   parser.add_argument("--places", type=int, default=12, help="straight stretches driven")
-  parser.add_argument("--seconds", type=float, default=4.0, help="driving per start")
+  parser.add_argument("--seconds", type=float, default=4.0,
+                      help="driving per start (the straight stretch is 30 m: ~5 s at 5 m/s)")
   args = parser.parse_args(argv)
+  if args.seconds < 1.0:
+    parser.error(f"--seconds {args.seconds}: the table reads the offset every second; give >= 1")
 
   scenes = PlacedScenes(args)
   config = dict(work_dir=args.work_dir, brake_ticks=0)  # it starts rolling, not standing
