@@ -40,6 +40,23 @@ def num_devices():
   return jax.device_count()
 
 
+@pytest.fixture
+def straight_place():
+  """(tiny sim preset, episode, arc length): the first route of held-out tiny_8 seed 1 with a
+  straight lane-follow stretch (bench/lane_response.py: straight_places), and its first place."""
+  from bench.lane_response import straight_places
+  from lmgendrive_jax.config import sim_preset
+  from lmgendrive_jax.sim import host, routes
+  sim = sim_preset("tiny")
+  for spec in routes.route_set("tiny_8", 1):
+    episode = host.Episode(spec, sim, int(sim.traffic.num_vehicles) + host.EXTRA_ACTORS,
+                           int(sim.traffic.num_pedestrians) + host.EXTRA_ACTORS)
+    places = straight_places(episode.route, 1)
+    if places:
+      return sim, episode, places[0]
+  raise AssertionError("no straight lane-follow stretch on tiny_8 seed 1")
+
+
 # transformers and timm import torchvision eagerly; make that import work before any test module
 # imports them (see tests/torch_refs.py for why).
 import torch_refs  # noqa: E402

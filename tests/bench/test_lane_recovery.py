@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 from bench import lane_recovery
-from bench.lane_response import lane_pose, placed_state, straight_places
-from lmgendrive_jax.config import sim_preset
-from lmgendrive_jax.sim import host, pid, routes, world
+from bench.lane_response import lane_pose, placed_state
+from lmgendrive_jax.sim import host, pid, world
 
 SPEED = 5.0
 
@@ -54,18 +53,12 @@ class BlankScenes:
     return np.zeros((len(self.rig.views), self.rig.height, self.rig.width, 3), np.uint8)
 
 
-@pytest.fixture(scope="module")
-def place():
-  sim = sim_preset("tiny")
-  for spec in routes.route_set("tiny_8", 1):
-    episode = host.Episode(spec, sim, int(sim.traffic.num_vehicles) + host.EXTRA_ACTORS,
-                           int(sim.traffic.num_pedestrians) + host.EXTRA_ACTORS)
-    places = straight_places(episode.route, 1)
-    if places:
-      break
+@pytest.fixture
+def place(straight_place):
+  sim, episode, s = straight_place
   step = jax.jit(functools.partial(world.step, params=world.WorldParams.from_config(sim.world)))
   town = jax.tree.map(jnp.asarray, episode.town.arrays())
-  return sim, episode, town, places[0], step
+  return sim, episode, town, s, step
 
 
 @pytest.mark.parametrize("offset", [-1.0, 1.0])

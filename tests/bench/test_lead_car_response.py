@@ -5,22 +5,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bench.lane_response import straight_places
 from bench.lead_car_response import EGO_HALF_LENGTH_M, lane_position, placed_state
-from lmgendrive_jax.config import sim_preset
-from lmgendrive_jax.sim import host, routes, world
+from lmgendrive_jax.sim import world
 
 
 @pytest.mark.parametrize("gap", [3.0, 15.0])
-def test_the_car_stands_the_gap_ahead_in_the_egos_lane(gap):
-  sim = sim_preset("tiny")
-  for spec in routes.route_set("tiny_8", 1):  # the first route with a straight stretch
-    episode = host.Episode(spec, sim, int(sim.traffic.num_vehicles) + host.EXTRA_ACTORS,
-                           int(sim.traffic.num_pedestrians) + host.EXTRA_ACTORS)
-    places = straight_places(episode.route, 1)
-    if places:
-      break
-  s = places[0]
+def test_the_car_stands_the_gap_ahead_in_the_egos_lane(gap, straight_place):
+  _, episode, s = straight_place
   state = placed_state(episode.initial_state, episode.route, s, gap)
   assert state["npc_active"].sum() == 1 and state["npc_active"][0]
   assert not state["ped_active"].any() and state["ego_speed"] == pytest.approx(5.0)

@@ -140,31 +140,23 @@ def test_a_turned_car_is_wider_and_the_ego_is_no_object():
                             objects=_car(0.0, 12.0, kind=2))
 
 
-def test_the_object_class_is_where_the_renderer_draws_the_car():
+def test_the_object_class_is_where_the_renderer_draws_the_car(straight_place):
   """A car placed ahead in the embedded simulator, converted to an ego-frame box the way the
   collector and the TFDS reader do (actors_data -> geometry.actors_to_objects), covers exactly
   the pixels the renderer changes in the front and side views."""
   import jax
   import jax.numpy as jnp
 
-  from bench.lane_response import straight_places
   from bench.lead_car_response import placed_state
   from data_pipelines.collect import actors_data
-  from lmgendrive_jax.config import sim_preset
   from lmgendrive_jax.data import geometry
-  from lmgendrive_jax.sim import host, render, routes
+  from lmgendrive_jax.sim import render
 
-  sim = sim_preset("tiny")
-  for spec in routes.route_set("tiny_8", 1):
-    episode = host.Episode(spec, sim, int(sim.traffic.num_vehicles) + host.EXTRA_ACTORS,
-                           int(sim.traffic.num_pedestrians) + host.EXTRA_ACTORS)
-    places = straight_places(episode.route, 1)
-    if places:
-      break
+  _, episode, place = straight_place
   rig = render.CameraRig(views=("front", "left", "right"), width=64, height=64, max_boxes=64,
                          draw_distance=120.0)
   town = jax.tree.map(jnp.asarray, episode.town.arrays())
-  with_car, without = (placed_state(episode.initial_state, episode.route, places[0], gap)
+  with_car, without = (placed_state(episode.initial_state, episode.route, place, gap)
                        for gap in (2.0, None))
   images = [np.asarray(render.render_views(town, jax.tree.map(jnp.asarray, s), rig), np.int32)
             for s in (with_car, without)]
