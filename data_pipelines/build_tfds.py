@@ -2,7 +2,7 @@
 
   python -m data_pipelines.build_tfds --data_dir /data/lmdrive --out /data/lmdrive_tfds \
       [--workers 8] [--view_size 400x300] [--camera_size 800x600] [--image_format jpeg]
-      [--no_topdown]
+      [--no_topdown] [--recovery_merge_m 4.5] [--recovery_min_step_m 0]
 
 Resumable: rerun the same command after an interruption and finished routes are not redone.
 Bad inputs are skipped and listed in OUT/build_report.json (see data_pipelines/lmdrive_tfds).
@@ -47,6 +47,13 @@ def main(argv=None) -> dict:
   parser.add_argument("--focus_camera", action="store_true",
                       help="focus view from rgb_focus/ (the collector's telephoto focus camera) "
                            "instead of a crop of the front image")
+  parser.add_argument("--recovery_merge_m", type=float, default=BuildConfig.recovery_merge_m,
+                      help="recovery views (collect view_shift): metres over which their "
+                           "waypoints merge into the expert's path (0: onto it at once)")
+  parser.add_argument("--recovery_min_step_m", type=float,
+                      default=BuildConfig.recovery_min_step_m,
+                      help="recovery views: mask their waypoints where the expert drove less "
+                           "than this to the first one (0: keep all)")
   parser.add_argument("--no_progress", action="store_true")
   args = parser.parse_args(argv)
   rows, cols, ahead, behind, side = (float(v) for v in args.bev_grid.split(","))
@@ -55,7 +62,8 @@ def main(argv=None) -> dict:
       image_format=args.image_format, jpeg_quality=args.jpeg_quality,
       validation_weathers=tuple(int(w) for w in args.validation_weathers.split(",") if w),
       bev_rows=int(rows), bev_cols=int(cols), bev_ahead=ahead, bev_behind=behind, bev_side=side,
-      read_topdown=not args.no_topdown, focus_camera=args.focus_camera)
+      read_topdown=not args.no_topdown, focus_camera=args.focus_camera,
+      recovery_merge_m=args.recovery_merge_m, recovery_min_step_m=args.recovery_min_step_m)
   report = build(args.data_dir, args.out, config, workers=args.workers,
                  progress=not args.no_progress)
   print(json.dumps({k: report[k] for k in ("examples", "clip_examples", "counts")}, indent=1))

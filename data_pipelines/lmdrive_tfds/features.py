@@ -94,6 +94,10 @@ class BuildConfig:
     is about the expert's own pure-pursuit lookahead (sim/expert.py), so they follow the path the
     expert would drive back on. A standing car's waypoints stay at the view pose (0: onto the
     path at once, which asks a creeping car for a sideways jump).
+  recovery_min_step_m: on a recovery view, mask the waypoints (keep the images) when the expert
+    drove less than this to the first waypoint (at 10 Hz and 0.5 s: 1.5 m = 3 m/s). Another way
+    out of the creeping car's sideways jump than merging: such frames then teach nothing about
+    steering back. 0: keep every frame.
   """
   camera_size: tuple[int, int] = (800, 600)
   view_size: tuple[int, int] | None = None
@@ -114,6 +118,7 @@ class BuildConfig:
   num_paraphrases: int = 8
   read_topdown: bool = True
   recovery_merge_m: float = 4.5
+  recovery_min_step_m: float = 0.0
 
   @property
   def bev_grid(self) -> BevGrid:

@@ -323,7 +323,8 @@ def frame_labels(measurements: dict[int, dict], frame: int, config: BuildConfig)
   Every label is in the frame of the pose the cameras saw: the car's, or on a recovery view
   (data_pipelines/collect.py, lmgendrive_jax/sim/view_shift.py) the measurement's `view_pose`
   beside it. There the waypoints lead back to the expert's path: its future positions shifted by
-  the view's offset, which fades with the distance the expert drove (`recovery_merge_m`).
+  the view's offset, which fades with the distance the expert drove (`recovery_merge_m`); they
+  are masked out where the expert drove less than `recovery_min_step_m` to the first one.
   """
   m = measurements[frame]
   view = m.get("view_pose")
@@ -333,6 +334,8 @@ def frame_labels(measurements: dict[int, dict], frame: int, config: BuildConfig)
   view_offset = None if view is None else ego_gps - np.array([m["gps_x"], m["gps_y"]])
   travelled = (None if view is None else _travelled(
       measurements, frame, frame + NUM_WAYPOINTS * config.waypoint_step_frames))
+  crawling = view is not None and (travelled.get(frame + config.waypoint_step_frames, 0.0)
+                                    < config.recovery_min_step_m)
   waypoints = np.zeros((NUM_WAYPOINTS, 2), np.float32)
   mask = np.zeros((NUM_WAYPOINTS,), bool)
   last = np.zeros(2, np.float32)
@@ -348,7 +351,7 @@ def frame_labels(measurements: dict[int, dict], frame: int, config: BuildConfig)
         point = point + view_offset * _merge_weight(travelled.get(target, 0.0),
                                                      config.recovery_merge_m)
       last = geometry.gps_to_ego(point, ego_gps, theta)
-      mask[k] = clean_until >= target
+      mask[k] = clean_until >= target and not crawling
     waypoints[k] = last  # Unknown future: hold the last known point, masked out.
   objects = geometry.actors_to_objects(m["actors_data"], np.array([pose["x"], pose["y"]]), theta)
   stop = m.get("stop_sign", m["is_stop_sign_present"])

@@ -14,10 +14,12 @@ from lmgendrive_jax.sim import expert
 from lmgendrive_jax.sim import view_shift as view_shift_lib
 
 
-def _straight_drive(frames: int, yaw: float) -> tuple[dict, list[np.ndarray]]:
-  """Measurements of a car driving 4 m/s straight along `yaw`, and its positions."""
+def _straight_drive(frames: int, yaw: float, step_m: float = 0.4
+                    ) -> tuple[dict, list[np.ndarray]]:
+  """Measurements of a car driving straight along `yaw`, `step_m` per 10-Hz frame (4 m/s), and
+  its positions."""
   direction = np.array([math.cos(yaw), math.sin(yaw)])
-  positions = [np.array([30.0, 40.0]) + 0.4 * f * direction for f in range(frames)]
+  positions = [np.array([30.0, 40.0]) + step_m * f * direction for f in range(frames)]
   measurements = {f: dict(collect.pose_keys(p, yaw), actors_data={}, is_red_light_present=[],
                           is_stop_sign_present=[], x_command=0.0, y_command=0.0)
                   for f, p in enumerate(positions)}
@@ -68,3 +70,16 @@ def test_a_bad_view_pose_is_reported_with_its_key(tmp_path):
   route.measurement(0)
   with pytest.raises(reader.BadInput, match="view_pose.theta"):
     route.measurement(1)
+
+
+@pytest.mark.parametrize("speed_mps, masked", [(4.0, False), (1.0, True)])
+def test_recovery_min_step_masks_a_crawling_cars_recovery_view(speed_mps, masked):
+  """`recovery_min_step_m`: a recovery view whose expert drove less than it to the first
+  waypoint keeps no waypoints; the clean frames of the same crawl keep theirs."""
+  measurements, positions = _straight_drive(40, 0.4, step_m=speed_mps / 10)
+  config = BuildConfig(recovery_merge_m=0.0, recovery_min_step_m=1.5)
+  view_pos, view_yaw = view_shift_lib.shifted_pose(positions[3], 0.4, 1.0, 0.0)
+  shifted = {**measurements, 3: dict(measurements[3],
+                                     view_pose=collect.pose_keys(view_pos, view_yaw))}
+  assert reader.frame_labels(shifted, 3, config)["waypoint_mask"].any() != masked
+  assert reader.frame_labels(measurements, 3, config)["waypoint_mask"].all()
