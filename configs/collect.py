@@ -34,7 +34,8 @@ def get_config(arg=None):
   # if it had drifted off its lane over `length_m`, and the frame's waypoints (the expert's own
   # future) lead back to the path. The car and every other frame stay the clean expert's.
   # Off: gap_m=20 on the small preset's collection (stage 2 only) drove 41.6 +- 3.9 on 40 held-out
-  # routes, the clean collection 45.5 +- 3.0 (docs/experiments.md, 2026-12-06 10th).
+  # routes, the clean collection 45.5 +- 3.0 (docs/experiments.md, 2026-12-06 10th); with the
+  # other labels `build_tfds` offers (--recovery_merge_m, --recovery_min_step_m) 34.8-46.6 (11th).
   config.view_shift = config_lib.ConfigDict(dict(
       gap_m=0.0, length_m=(15.0, 30.0), min_offset_m=0.3, max_offset_m=1.5))
   config.max_routes = -1  # -1: every route of the sets
