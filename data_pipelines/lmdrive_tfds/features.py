@@ -42,6 +42,7 @@ import tensorflow_datasets as tfds
 from lmgendrive_jax.data import sources
 from lmgendrive_jax.data.geometry import BEV_CHANNELS, OBJECT_FIELDS, BevGrid
 from lmgendrive_jax.data.topdown import TOPDOWN_GRID
+from lmgendrive_jax.errors import ConfigError
 
 VIEWS = ("front", "left", "right", "rear")
 STORED_VIEWS = VIEWS + ("focus",)
@@ -119,6 +120,11 @@ class BuildConfig:
   read_topdown: bool = True
   recovery_merge_m: float = 4.5
   recovery_min_step_m: float = 0.0
+
+  def __post_init__(self):
+    for name in ("recovery_merge_m", "recovery_min_step_m"):
+      if getattr(self, name) < 0:
+        raise ConfigError(f"BuildConfig.{name}={getattr(self, name)} must be >= 0 (0: off)")
 
   @property
   def bev_grid(self) -> BevGrid:

@@ -10,6 +10,7 @@ import pytest
 import lmdrive_fixture as fx
 from data_pipelines import collect
 from data_pipelines.lmdrive_tfds import BuildConfig, reader
+from lmgendrive_jax.errors import ConfigError
 from lmgendrive_jax.sim import expert
 from lmgendrive_jax.sim import view_shift as view_shift_lib
 
@@ -83,3 +84,9 @@ def test_recovery_min_step_masks_a_crawling_cars_recovery_view(speed_mps, masked
                                      view_pose=collect.pose_keys(view_pos, view_yaw))}
   assert reader.frame_labels(shifted, 3, config)["waypoint_mask"].any() != masked
   assert reader.frame_labels(measurements, 3, config)["waypoint_mask"].all()
+
+
+@pytest.mark.parametrize("field", ["recovery_merge_m", "recovery_min_step_m"])
+def test_negative_recovery_distances_are_refused_by_name(field):
+  with pytest.raises(ConfigError, match=field):
+    BuildConfig(**{field: -1.0})
