@@ -5,7 +5,7 @@ Where it sits: hosted by the embedded simulator (`sim/host.py: run_routes`, via
 
   raw cameras --preprocess.ViewPreprocessor--> uint8[V, H, W, 3]
      --planner.CachedPlanner.step (encode frame, extend the KV cache)--> waypoints f32[5, 2]
-     --sim/pid.WaypointController (LMDrive's PID)--> Control(steer, throttle, brake)
+     --sim/pid.WaypointController (LMDrive's PID; aim point option)--> Control(steer, throttle, brake)
      [--rules.DetectorRule: red_light / stop_sign / hazard, and the stuck rule (options, off by
        default)--> braked / pushed]
 
@@ -41,7 +41,9 @@ stop-sign detector run, `configs/stop_sign_detector.py`; "" = none), `stop_sign_
 ignore it this many seconds), `hazard_detector` (a hazard detector run,
 `configs/hazard_detector.py`; "" = none), `hazard_threshold`, `hazard_max_wait` and
 `hazard_release` (`hazard.py`: brake while its probability is above, holding a standing car at
-most `hazard_max_wait` seconds, then yielding `hazard_release` seconds).
+most `hazard_max_wait` seconds, then yielding `hazard_release` seconds), `aim_lookahead_m`
+(0 = LMDrive's aim point, the mean of the first two waypoints; > 0 = the expert's: the point
+max(aim_lookahead_m, 0.5 x speed + 2) metres along the predicted path; `sim/pid.py` says why).
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ AGENT_DEFAULTS = dict(
     red_light_max_wait=20.0, red_light_release=5.0, stuck_seconds=0.0,
     forced_forward_seconds=0.6, stop_sign_detector="", stop_sign_threshold=0.5,
     stop_sign_release=4.0, hazard_detector="", hazard_threshold=0.5, hazard_max_wait=30.0,
-    hazard_release=3.0)
+    hazard_release=3.0, aim_lookahead_m=0.0)
 # The detector rules, in the order they are asked (each is asked every model step: its
 # probability goes into the trace whether or not another rule already brakes).
 RULES = (red_light.RULE, stop_sign.RULE, hazard.RULE)
@@ -136,7 +138,8 @@ class LMGenDriveAgent:
       self.camera_views += tuple(v for v in rule.camera_views if v not in self.camera_views)
     self.max_frames = int(self.planner.max_frames)
     self.frame_stride = int(self.config["frame_stride"]) or int(data.get("stride", 1))
-    self.controller = pid_lib.WaypointController()
+    self.controller = pid_lib.WaypointController(
+        aim_lookahead_m=float(self.config["aim_lookahead_m"]))
     self.step = -1
     self.prev_control = pid_lib.Control(brake=1.0)
     self.state = None

@@ -87,6 +87,14 @@ def test_scripted_planner_completes_a_route_through_the_agent_code_path():
   assert not agent.rules
 
 
+def test_the_aim_option_reaches_the_controller_and_lmdrives_aim_is_the_default():
+  default, lookahead = ScriptedAgent(ScriptedPlanner()), ScriptedAgent(ScriptedPlanner())
+  default.setup(dict(camera_size=(32, 24)))
+  lookahead.setup(dict(camera_size=(32, 24), aim_lookahead_m=4.0))
+  assert default.controller.aim_lookahead_m == 0.0
+  assert lookahead.controller.aim_lookahead_m == 4.0
+
+
 def _encode_png(array):
   buffer = io.BytesIO()
   Image.fromarray(array).save(buffer, format="PNG")
