@@ -25,9 +25,10 @@ The pooled summary goes to `<out>/<set>_s<seeds>.json`. With `--light_detector` 
 `configs/light_detector.py` run), ours and ours blanked drive with the agent's light rule
 (`agent/red_light.py`), with `--stop_sign_detector` and `--hazard_detector` with its stop-sign
 and hazard rules (`agent/stop_sign.py`, `agent/hazard.py`), with `--stuck_seconds` with its
-stuck rule (`agent/stuck.py`); their results go to
-`<agent>[+light_rule][+stop_rule][+hazard_rule][+stuck]/` beside the others, so the expert's and
-lane keeping's routes are reused.
+stuck rule (`agent/stuck.py`), with `--aim_lookahead_m` at the expert's aim point instead of
+LMDrive's (`sim/pid.py`); their results go to
+`<agent>[+light_rule][+stop_rule][+hazard_rule][+stuck][+aim<L>]/` beside the others, so the
+expert's and lane keeping's routes are reused.
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ def evaluate_agent(args, agent: str, seed: int) -> dict:
   if ours and args.stuck_seconds > 0:
     overrides["agent.stuck_seconds"] = args.stuck_seconds
     folder += "+stuck"
+  if ours and args.aim_lookahead_m > 0:
+    overrides["agent.aim_lookahead_m"] = args.aim_lookahead_m
+    folder += f"+aim{args.aim_lookahead_m:g}"
   overrides["out_dir"] = os.path.join(args.out, f"{args.route_set}_s{seed}", folder)
   config = config_lib.load_config(
       os.path.join(_REPO, "configs", "eval.py") + f":preset={args.preset},agent={agent}",
@@ -154,6 +158,9 @@ def main(argv=None) -> int:
   parser.add_argument("--hazard_detector", default="",
                       help="a hazard detector run: ours brakes for what it sees (agent/hazard.py)")
   parser.add_argument("--hazard_threshold", type=float, default=0.5)
+  parser.add_argument("--aim_lookahead_m", type=float, default=0.0,
+                      help="> 0: ours steers at the expert's aim point on its predicted path "
+                           "instead of LMDrive's (sim/pid.py: WaypointController)")
   parser.add_argument("--trace", action="store_true",
                       help="routes driven now record a trace (configs/eval.py: trace)")
   args = parser.parse_args(argv)
