@@ -66,7 +66,8 @@ def main(argv=None) -> dict:
       recovery_merge_m=args.recovery_merge_m, recovery_min_step_m=args.recovery_min_step_m)
   report = build(args.data_dir, args.out, config, workers=args.workers,
                  progress=not args.no_progress)
-  print(json.dumps({k: report[k] for k in ("examples", "clip_examples", "counts")}, indent=1))
+  print(json.dumps({k: report[k] for k in ("examples", "clip_examples", "recovery_views",
+                                           "counts")}, indent=1))
   print(f"report: {os.path.join(args.out, 'build_report.json')}")
   return report
 

@@ -10,7 +10,7 @@
    names, routes in name order), clips are written per split, TFDS metadata (`dataset_info.json`,
    `features.json`) is written for both datasets, and `build_report.json` lists every skipped
    input: `skipped` [{path, reason, detail}], `counts` {reason: n}, `examples` {split: frames
-   written}, `clip_examples` {split: clips written}.
+   written}, `clip_examples` {split: clips written}, `recovery_views` {written, crawl_masked}.
 """
 
 from __future__ import annotations
@@ -114,6 +114,7 @@ def process_route(task: tuple[str, str, str, str]) -> dict:
   blocked = reader_lib.blocked_flags(measurements, frames, config.blocked_min_frames)
   features = frame_features(config)
   written, waypoints, waypoint_masks, road_options = [], {}, {}, {}
+  recovery_views = crawl_masked = 0
   tmp_path = os.path.join(route_work, "frames.array_record.tmp")
   writer = ArrayRecordWriter(tmp_path, WRITER_OPTIONS)
   for frame in frames:
@@ -140,11 +141,15 @@ def process_route(task: tuple[str, str, str, str]) -> dict:
     waypoints[str(frame)] = labels["waypoints"].tolist()
     waypoint_masks[str(frame)] = labels["waypoint_mask"].tolist()
     road_options[str(frame)] = example["measurements"]["gt_command"]
+    if measurements[frame].get("view_pose") is not None:
+      recovery_views += 1
+      crawl_masked += reader_lib.recovery_view_crawling(measurements, frame, config)
   writer.close()
   os.replace(tmp_path, os.path.join(route_work, "frames.array_record"))
   done = {"version": VERSION, "route": route, "split": split, "town_id": town,
           "weather_id": weather, "frames": written, "waypoints": waypoints,
           "waypoint_masks": waypoint_masks, "road_options": road_options,
+          "recovery_views": recovery_views, "recovery_views_crawl_masked": crawl_masked,
           "skipped": [s.to_dict() for s in skipped]}
   with open(done_path + ".tmp", "w") as f:
     json.dump(done, f)
@@ -450,6 +455,10 @@ def build(data_dir: str, out: str, config: BuildConfig = BuildConfig(), workers:
       "data_dir": root, "build_config": json.loads(config.to_json()),
       "examples": {split: sum(shard_lengths[split]) for split in SPLITS},
       "clip_examples": {split: len(clips[split]) for split in SPLITS},
+      # Frames written with cameras at a shifted pose (data_pipelines/collect.py view_shift), and
+      # those whose waypoints are masked because the expert crawled (recovery_min_step_m).
+      "recovery_views": {key: sum(r.get(f"recovery_views{suffix}", 0) for r in results)
+                         for key, suffix in (("written", ""), ("crawl_masked", "_crawl_masked"))},
       "counts": dict(collections.Counter(s.reason for s in skipped)),
       "skipped": [s.to_dict() for s in skipped],
   }

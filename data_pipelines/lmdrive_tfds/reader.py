@@ -334,8 +334,7 @@ def frame_labels(measurements: dict[int, dict], frame: int, config: BuildConfig)
   view_offset = None if view is None else ego_gps - np.array([m["gps_x"], m["gps_y"]])
   travelled = (None if view is None else _travelled(
       measurements, frame, frame + NUM_WAYPOINTS * config.waypoint_step_frames))
-  crawling = view is not None and (travelled.get(frame + config.waypoint_step_frames, 0.0)
-                                    < config.recovery_min_step_m)
+  crawling = view is not None and _crawling(travelled, frame, config)
   waypoints = np.zeros((NUM_WAYPOINTS, 2), np.float32)
   mask = np.zeros((NUM_WAYPOINTS,), bool)
   last = np.zeros(2, np.float32)
@@ -365,6 +364,20 @@ def frame_labels(measurements: dict[int, dict], frame: int, config: BuildConfig)
       "stop_sign_zone": stop_sign_zone(m),
       "hazard_ahead": hazard_ahead(m),
   }
+
+
+def recovery_view_crawling(measurements: dict[int, dict], frame: int,
+                           config: BuildConfig) -> bool:
+  """True when `frame` is a recovery view whose waypoints `frame_labels` masks out because the
+  expert drove less than `recovery_min_step_m` to the first one (the build report counts them)."""
+  if measurements[frame].get("view_pose") is None:
+    return False
+  return _crawling(_travelled(measurements, frame, frame + config.waypoint_step_frames), frame,
+                   config)
+
+
+def _crawling(travelled: dict[int, float], frame: int, config: BuildConfig) -> bool:
+  return travelled.get(frame + config.waypoint_step_frames, 0.0) < config.recovery_min_step_m
 
 
 def _travelled(measurements: dict[int, dict], frame: int, last: int) -> dict[int, float]:

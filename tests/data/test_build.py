@@ -256,3 +256,28 @@ def test_stop_sign_zone_label_is_unknown_where_the_source_does_not_say():
   assert reader.hazard_ahead({"is_vehicle_present": [], "is_pedestrian_present": [4]}) == 1
   assert reader.hazard_ahead({"is_vehicle_present": [], "is_bike_present": []}) == 0
   assert reader.hazard_ahead({}) == -1
+
+
+def test_report_counts_recovery_views_and_those_masked_as_crawling(tmp_path):
+  """Frames whose measurement has a `view_pose` (recovery views) are counted in the report, and
+  of them those `recovery_min_step_m` masks: here the first waypoint is 5 frames (0.5 s) ahead,
+  2.0 m at 4 m/s (under 2.5: masked) and 3.0 m at 6 m/s (kept)."""
+  slow, fast = fx.route_name(1, 1, 0), fx.route_name(1, 1, 1)
+  fx.write_dataset(str(tmp_path / "src"), [dict(name=slow, num_frames=20, speed=4.0),
+                                           dict(name=fast, num_frames=20, speed=6.0)])
+  for route, shifted in ((slow, range(3, 11)), (fast, range(3, 7))):
+    for frame in shifted:
+      path = tmp_path / "src" / route / "measurements" / f"{frame:04d}.json"
+      m = json.loads(path.read_text())
+      m["view_pose"] = {"gps_x": m["gps_x"] + 0.5, "gps_y": m["gps_y"], "x": m["x"],
+                        "y": m["y"] - 0.5, "theta": m["theta"]}
+      path.write_text(json.dumps(m))
+  report = build(str(tmp_path / "src"), str(tmp_path / "out"),
+                 BuildConfig(camera_size=SIZE, recovery_min_step_m=2.5), progress=False)
+  assert report["counts"] == {}
+  assert report["recovery_views"] == {"written": 12, "crawl_masked": 8}
+  frames = frame_source(str(tmp_path / "out"), "train")
+  first_kept = {(r["route"].decode(), int(r["frame"])): bool(np.asarray(r["waypoint_mask"])[0])
+                for r in (frames[i] for i in range(len(frames)))}
+  assert [first_kept[(slow, f)] for f in (2, 3, 10, 11)] == [True, False, False, True]
+  assert first_kept[(fast, 3)] and first_kept[(fast, 6)]
