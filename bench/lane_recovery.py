@@ -1,7 +1,7 @@
 """Does a trained agent steer back to its lane, closed loop? Lane keeping judged in minutes.
 
   python bench/lane_recovery.py --work_dir work_dirs/quickstart_small/stage2_small \
-      [--route_set tiny_8] [--seed 1] [--places 12] [--seconds 4]
+      [--route_set tiny_8] [--seed 1] [--places 12] [--seconds 4] [--aim_lookahead_m 4]
 
 `bench/lane_response.py` asks a fresh planner one step from a placed pose; on three planners it
 ranked them opposite to their closed-loop DS (docs/experiments.md, 2026-12-06 9th), since closed
@@ -101,12 +101,16 @@ def main(argv=None) -> int:
   parser.add_argument("--places", type=int, default=12, help="straight stretches driven")
   parser.add_argument("--seconds", type=float, default=4.0,
                       help="driving per start (the straight stretch is 30 m: ~5 s at 5 m/s)")
+  parser.add_argument("--aim_lookahead_m", type=float, default=0.0,
+                      help="> 0: the agent steers at the expert's aim point on its predicted "
+                           "path instead of LMDrive's (sim/pid.py: WaypointController)")
   args = parser.parse_args(argv)
   if args.seconds < 1.0:
     parser.error(f"--seconds {args.seconds}: the table reads the offset every second; give >= 1")
 
   scenes = PlacedScenes(args)
-  config = dict(work_dir=args.work_dir, brake_ticks=0)  # it starts rolling, not standing
+  # brake_ticks 0: it starts rolling, not standing.
+  config = dict(work_dir=args.work_dir, brake_ticks=0, aim_lookahead_m=args.aim_lookahead_m)
   params = world_lib.WorldParams.from_config(scenes.sim.world)
   step_world = jax.jit(functools.partial(world_lib.step, params=params))
 
@@ -137,7 +141,9 @@ def main(argv=None) -> int:
   last_s = reads[-1] * READ_EVERY_S
   print_table(
       f"Lane recovery of {args.work_dir}: {places} places on {args.route_set} (seed {args.seed}),"
-      f" starting {OFFSET_M:g} m left or right of the lane centre at 5 m/s",
+      f" starting {OFFSET_M:g} m left or right of the lane centre at 5 m/s"
+      + (f", the expert's aim point (lookahead {args.aim_lookahead_m:g} m)"
+         if args.aim_lookahead_m > 0 else ""),
       ["cameras"] + [f"|offset| m at {i * READ_EVERY_S:g} s" for i in reads] + [
           f"offset at {last_s:g} s from left / right", f"past {OFF_ROUTE_M:g} m"], rows)
   return 0
