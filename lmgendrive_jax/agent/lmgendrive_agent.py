@@ -5,7 +5,7 @@ Where it sits: hosted by the embedded simulator (`sim/host.py: run_routes`, via
 
   raw cameras --preprocess.ViewPreprocessor--> uint8[V, H, W, 3]
      --planner.CachedPlanner.step (encode frame, extend the KV cache)--> waypoints f32[5, 2]
-     --sim/pid.WaypointController (LMDrive's PID; aim point option)--> Control(steer, throttle, brake)
+     --sim/pid.WaypointController (LMDrive's PID)--> Control(steer, throttle, brake)
      [--rules.DetectorRule: red_light / stop_sign / hazard, and the stuck rule (options, off by
        default)--> braked / pushed]
 

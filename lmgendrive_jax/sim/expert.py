@@ -201,7 +201,7 @@ class Expert:
     if not should_brake and lead_gap < 15.0:
       target = min(target, max(lead_speed, 1.0))
 
-    lookahead = max(self.lookahead, 0.5 * speed + 2.0)
+    lookahead = pid_lib.expert_lookahead(self.lookahead, speed)
     aim = world_to_ego(self.route.point_at(min(progress + lookahead, self.route.length + 2.0)),
                        pos, yaw)
     control = self.controller.control_from_targets(target, aim, speed,

@@ -65,8 +65,8 @@ class WaypointController:
   """Waypoints (ego frame, 0.5 s apart) -> Control, by LMDrive's agent rules.
 
   aim_lookahead_m: 0 (default) = LMDrive's aim, the mean of the first two waypoints. > 0 = the
-  expert's aim rule on the predicted path instead: the point max(aim_lookahead_m, 0.5 x speed +
-  2) metres along it (`path_point`). LMDrive's aim sits 0.75 s of the asked speed ahead, so a
+  expert's aim rule on the predicted path instead: the point `expert_lookahead(aim_lookahead_m,
+  speed)` metres along it (`path_point`). LMDrive's aim sits 0.75 s of the asked speed ahead, so a
   crawling planner's aim is within a metre and any lateral noise in it is a large angle, which
   the turn PID's 40-step integral winds up to full lock; and at the expert's 4 m/s turning speed
   it sits 3 m ahead where the expert that drew the labels aimed 4 m ahead (the same PID gains),
@@ -76,7 +76,7 @@ class WaypointController:
   def __init__(self, config: PIDConfig = PIDConfig(), aim_lookahead_m: float = 0.0):
     if aim_lookahead_m < 0:
       raise ConfigError(f"aim_lookahead_m={aim_lookahead_m}: give 0 (LMDrive's aim) or a "
-                       f"distance in metres > 0")
+                        f"distance in metres > 0")
     self.config = config
     self.aim_lookahead_m = float(aim_lookahead_m)
     self.turn = PIDController(config.turn_KP, config.turn_KI, config.turn_KD, config.turn_n)
@@ -110,10 +110,15 @@ class WaypointController:
     """waypoints f32[K >= 2, 2] ego frame, 0.5 s apart; speed m/s -> Control."""
     waypoints = np.asarray(waypoints, np.float64)
     if self.aim_lookahead_m > 0:
-      aim = path_point(waypoints, max(self.aim_lookahead_m, 0.5 * speed + 2.0))
+      aim = path_point(waypoints, expert_lookahead(self.aim_lookahead_m, speed))
     else:
       aim = (waypoints[0] + waypoints[1]) / 2.0
     return self.control_from_targets(desired_speed(waypoints), aim, speed)
+
+
+def expert_lookahead(floor_m: float, speed: float) -> float:
+  """The expert's aim distance (m) at `speed` m/s: 0.5 s of driving + 2 m, at least `floor_m`."""
+  return max(floor_m, 0.5 * speed + 2.0)
 
 
 def path_point(waypoints: np.ndarray, distance: float) -> np.ndarray:
