@@ -164,6 +164,8 @@ def main(argv=None) -> int:
   parser.add_argument("--trace", action="store_true",
                       help="routes driven now record a trace (configs/eval.py: trace)")
   args = parser.parse_args(argv)
+  if args.aim_lookahead_m < 0:
+    parser.error(f"--aim_lookahead_m {args.aim_lookahead_m}: give 0 (LMDrive's aim) or metres > 0")
   args.out = args.out or os.path.join(args.work_dir, "drive_quality")
   summaries = {agent: pooled([evaluate_agent(args, agent, seed) for seed in args.seed])
                for agent in AGENTS}
