@@ -457,8 +457,9 @@ def build(data_dir: str, out: str, config: BuildConfig = BuildConfig(), workers:
       "clip_examples": {split: len(clips[split]) for split in SPLITS},
       # Frames written with cameras at a shifted pose (data_pipelines/collect.py view_shift), and
       # those whose waypoints are masked because the expert crawled (recovery_min_step_m).
-      "recovery_views": {key: sum(r.get(f"recovery_views{suffix}", 0) for r in results)
-                         for key, suffix in (("written", ""), ("crawl_masked", "_crawl_masked"))},
+      "recovery_views": {
+          "written": sum(r.get("recovery_views", 0) for r in results),
+          "crawl_masked": sum(r.get("recovery_views_crawl_masked", 0) for r in results)},
       "counts": dict(collections.Counter(s.reason for s in skipped)),
       "skipped": [s.to_dict() for s in skipped],
   }
