@@ -18,6 +18,13 @@ L1 of that waypoint and how often its side (left/right) is the recorded one. Ima
 of a turn once the car is in it; the gap between "recorded inputs" and "instruction blanked"
 there is what the language adds. Windows are drawn at random from each clip (seeded, without the
 training augmentation or the junction weighting) so that turns are among them.
+A third table asks whether it holds a sideways bias where it should keep its line: over the
+frames whose recorded 2.5-s waypoint lies within 0.5 m of straight ahead, the signed mean
+sideways position (+ right) of each predicted waypoint and of the recorded ones. A few
+centimetres at 0.5-1 s are LMDrive's aim point (the mean of the first two waypoints) held off
+the car's line: in closed loop the car drifts that way until the camera's correction, weak at
+those horizons, balances it (the 8th-session planner: -5 cm at 0.5 s, drifting left in
+`bench/lane_recovery.py` from either side). Its sign differs between otherwise equal runs.
 Cheap (a few minutes on 2 cores) next to `bench/drive_quality.py`.
 
 Given a stage-1 run, it asks the same of the encoder every later stage reads: its perception
@@ -47,6 +54,21 @@ from lmgendrive_jax.train.trained import (  # noqa: E402
 
 
 TURN_M = 2.0  # metres sideways at 2.5 s: a turn, not lane keeping
+STRAIGHT_M = 0.5  # metres sideways at 2.5 s within which the recorded path keeps its line
+
+
+def straight_frames(recorded_x: np.ndarray, known: np.ndarray) -> np.ndarray:
+  """bool[B, T]: frames whose recorded 2.5-s waypoint is known and within STRAIGHT_M of the
+  car's line. recorded_x, known: [B, T, W] (sideways metres, + right; waypoint known)."""
+  return known[..., -1] & (np.abs(recorded_x[..., -1]) < STRAIGHT_M)
+
+
+def signed_means(parts: list[np.ndarray]) -> tuple[np.ndarray, int]:
+  """Per-horizon mean of the rows of `parts` (each f32[N_i, W]) -> (f32[W], N); NaN for none."""
+  rows = np.concatenate(parts) if parts else np.zeros((0, 0))
+  if not len(rows):
+    return np.full(rows.shape[1:] or (0,), np.nan), 0
+  return rows.mean(0), len(rows)
 
 
 def ablations(batch: dict) -> dict[str, dict]:
@@ -134,6 +156,7 @@ def main(argv=None) -> int:
   forward = jax.jit(predict)
   has_probe = bool(model.visual_probe)
   sums, turn_predicted, turn_recorded, done = {}, {}, [], 0
+  straight_predicted, straight_recorded = {}, []
   for step in range(args.batches):
     try:
       batch = batches.batch(step)
@@ -144,6 +167,8 @@ def main(argv=None) -> int:
     recorded_x = batch["waypoints"][..., -1, 0]  # f32[B, T]: 2.5-s waypoint, metres right
     turning = known[..., -1, 0] & (np.abs(recorded_x) > TURN_M)
     turn_recorded.append(recorded_x[turning])
+    straight = straight_frames(batch["waypoints"][..., 0], known[..., 0])
+    straight_recorded.append(batch["waypoints"][..., 0][straight])
     for name, inputs in ablations(batch).items():
       waypoints, probe = forward(variables, *stage2.model_inputs(inputs))
       # error: f32[B, T, 5, 2] (x = right, y = forward); lateral is the x part.
@@ -153,6 +178,7 @@ def main(argv=None) -> int:
       sums[name] = (total + error.sum(), lateral + error[..., 0].sum(),
                     probe_total + probe_error.sum(), count + known.sum())
       turn_predicted.setdefault(name, []).append(np.asarray(waypoints)[..., -1, 0][turning])
+      straight_predicted.setdefault(name, []).append(np.asarray(waypoints)[..., 0][straight])
   recorded_l1 = sums["recorded inputs"][0] / (2 * sums["recorded inputs"][3])
   rows = []
   for name, (total, lateral, probe_total, count) in sums.items():
@@ -173,6 +199,16 @@ def main(argv=None) -> int:
                 f"{int(np.sum(recorded < 0))} left)", ["inputs", "frames",
                                                        "lateral L1 at 2.5 s (m)",
                                                        "turns the recorded way"], rows)
+  recorded_means, frames = signed_means(straight_recorded)
+  if frames:
+    horizons = [f"{(i + 1) * 0.5:g} s" for i in range(len(recorded_means))]
+    rows = [["recorded path", str(frames)] + [f"{m:+.3f}" for m in recorded_means]]
+    for name in ("recorded inputs", "instruction blanked"):
+      rows.append([name, str(frames)] + [f"{m:+.3f}" for m in signed_means(
+          straight_predicted[name])[0]])
+    print_table(f"Where the recorded path keeps its line (2.5-s waypoint within {STRAIGHT_M:g} m):"
+                " signed mean sideways position of each waypoint (m, + right)",
+                ["waypoints", "frames"] + horizons, rows)
   return 0
 
 
