@@ -52,6 +52,19 @@ def _fmt(value) -> str:
   return str(value)
 
 
+def add_aim_lookahead_argument(parser: argparse.ArgumentParser) -> None:
+  """--aim_lookahead_m: the agent option `aim_lookahead_m` (sim/pid.py: WaypointController);
+  a negative value is refused by argparse, naming it."""
+  def metres(text: str) -> float:
+    value = float(text)
+    if value < 0:
+      raise argparse.ArgumentTypeError(f"{value:g}: give 0 (LMDrive's aim) or metres > 0")
+    return value
+  parser.add_argument("--aim_lookahead_m", type=metres, default=0.0,
+                      help="> 0: our agent steers at the expert's aim point on its predicted path "
+                           "instead of LMDrive's (sim/pid.py: WaypointController)")
+
+
 def run_data_parser(doc: str, work_dir_help: str, split_default: str = "",
                     batches: int = 20) -> argparse.ArgumentParser:
   """argparse parser with the arguments of the benches that run a trained model over frames of

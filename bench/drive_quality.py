@@ -43,7 +43,7 @@ import numpy as np
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 
-from bench.common import print_table, route_bench_parser  # noqa: E402
+from bench.common import add_aim_lookahead_argument, print_table, route_bench_parser  # noqa: E402
 from lmgendrive_jax import config as config_lib  # noqa: E402
 from lmgendrive_jax.eval import closed_loop  # noqa: E402
 from lmgendrive_jax.eval import route_exit  # noqa: E402
@@ -158,14 +158,10 @@ def main(argv=None) -> int:
   parser.add_argument("--hazard_detector", default="",
                       help="a hazard detector run: ours brakes for what it sees (agent/hazard.py)")
   parser.add_argument("--hazard_threshold", type=float, default=0.5)
-  parser.add_argument("--aim_lookahead_m", type=float, default=0.0,
-                      help="> 0: ours steers at the expert's aim point on its predicted path "
-                           "instead of LMDrive's (sim/pid.py: WaypointController)")
+  add_aim_lookahead_argument(parser)
   parser.add_argument("--trace", action="store_true",
                       help="routes driven now record a trace (configs/eval.py: trace)")
   args = parser.parse_args(argv)
-  if args.aim_lookahead_m < 0:
-    parser.error(f"--aim_lookahead_m {args.aim_lookahead_m}: give 0 (LMDrive's aim) or metres > 0")
   args.out = args.out or os.path.join(args.work_dir, "drive_quality")
   summaries = {agent: pooled([evaluate_agent(args, agent, seed) for seed in args.seed])
                for agent in AGENTS}

@@ -32,7 +32,7 @@ import numpy as np
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 
-from bench.common import print_table, route_bench_parser  # noqa: E402
+from bench.common import add_aim_lookahead_argument, print_table, route_bench_parser  # noqa: E402
 from bench.lane_response import INSTRUCTION, lane_pose, placed_state  # noqa: E402
 from bench.lane_response import straight_places  # noqa: E402
 from bench.placed_scenes import PlacedScenes  # noqa: E402
@@ -101,9 +101,7 @@ def main(argv=None) -> int:
   parser.add_argument("--places", type=int, default=12, help="straight stretches driven")
   parser.add_argument("--seconds", type=float, default=4.0,
                       help="driving per start (the straight stretch is 30 m: ~5 s at 5 m/s)")
-  parser.add_argument("--aim_lookahead_m", type=float, default=0.0,
-                      help="> 0: the agent steers at the expert's aim point on its predicted "
-                           "path instead of LMDrive's (sim/pid.py: WaypointController)")
+  add_aim_lookahead_argument(parser)
   args = parser.parse_args(argv)
   if args.seconds < 1.0:
     parser.error(f"--seconds {args.seconds}: the table reads the offset every second; give >= 1")

@@ -31,6 +31,16 @@ def test_script_imports_and_prints_its_help(script, monkeypatch, capsys):
   assert "usage:" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("script", ["drive_quality.py", "lane_recovery.py"])
+def test_a_negative_aim_lookahead_is_refused_by_name(script, monkeypatch, capsys):
+  path = os.path.join(REPO, "bench", script)
+  monkeypatch.setattr(sys, "argv", [path, "--work_dir", "unused", "--aim_lookahead_m", "-2"])
+  with pytest.raises(SystemExit) as exit_info:
+    runpy.run_path(path, run_name="__main__")
+  assert exit_info.value.code == 2
+  assert "--aim_lookahead_m: -2: give 0 (LMDrive's aim) or metres > 0" in capsys.readouterr().err
+
+
 def test_drive_quality_runs_every_agent_and_writes_its_targets(tmp_path, monkeypatch, capsys):
   """Each of the bench's evaluations is the expert on the first route of tiny_3, 160 ticks, in the
   folder and with the seed the bench chose: the bench's own code runs as it does on a real run."""
