@@ -170,15 +170,16 @@ def main(argv=None) -> int:
     straight = straight_frames(batch["waypoints"][..., 0], known[..., 0])
     straight_recorded.append(batch["waypoints"][..., 0][straight])
     for name, inputs in ablations(batch).items():
-      waypoints, probe = forward(variables, *stage2.model_inputs(inputs))
+      waypoints, probe = (np.asarray(x) for x in forward(variables,
+                                                         *stage2.model_inputs(inputs)))
       # error: f32[B, T, 5, 2] (x = right, y = forward); lateral is the x part.
-      error = np.abs(np.asarray(waypoints) - batch["waypoints"]) * known
-      probe_error = np.abs(np.asarray(probe) - batch["waypoints"]) * known
+      error = np.abs(waypoints - batch["waypoints"]) * known
+      probe_error = np.abs(probe - batch["waypoints"]) * known
       total, lateral, probe_total, count = sums.get(name, (0.0, 0.0, 0.0, 0.0))
       sums[name] = (total + error.sum(), lateral + error[..., 0].sum(),
                     probe_total + probe_error.sum(), count + known.sum())
-      turn_predicted.setdefault(name, []).append(np.asarray(waypoints)[..., -1, 0][turning])
-      straight_predicted.setdefault(name, []).append(np.asarray(waypoints)[..., 0][straight])
+      turn_predicted.setdefault(name, []).append(waypoints[..., -1, 0][turning])
+      straight_predicted.setdefault(name, []).append(waypoints[..., 0][straight])
   recorded_l1 = sums["recorded inputs"][0] / (2 * sums["recorded inputs"][3])
   rows = []
   for name, (total, lateral, probe_total, count) in sums.items():
