@@ -116,19 +116,16 @@ if [ -n "$DAGGER_SEEDS" ]; then
   # most of the other core idle. The build masks the waypoints whose future holds the learner's
   # driving, so the targets are the expert's recoveries from the planner's own mistakes.
   stamp "4b/8 on-policy round: ${STAGE2_RUN} drives collection seeds ${DAGGER_SEEDS} with the expert taking over, mixed with the expert's routes, fine-tuned on the mix"
-  PIDS=()
+  PIDS=(); LOGS=(); SOURCES=("$RUN/data/raw")
   for SEED in $DAGGER_SEEDS; do
+    SOURCES+=("$RUN/data/raw_dagger_s${SEED}"); LOGS+=("$RUN/data/dagger_s${SEED}.log")
     python -m data_pipelines.collect --config="configs/collect.py:preset=${MODEL}" \
-      --config.out_dir="$RUN/data/raw_dagger_s${SEED}" --config.seed="$SEED" \
-      --config.learner.work_dir="$RUN/${STAGE2_RUN}" > "$RUN/data/dagger_s${SEED}.log" 2>&1 &
+      --config.out_dir="${SOURCES[-1]}" --config.seed="$SEED" \
+      --config.learner.work_dir="$RUN/${STAGE2_RUN}" > "${LOGS[-1]}" 2>&1 &
     PIDS+=($!)
   done
-  for I in "${!PIDS[@]}"; do
-    wait "${PIDS[$I]}" || { SEED=$(echo $DAGGER_SEEDS | cut -d' ' -f$((I + 1)));
-                            cat "$RUN/data/dagger_s${SEED}.log"; exit 1; }
-  done
-  python -m data_pipelines.mix_routes --out "$RUN/data/raw_dagger" "$RUN/data/raw" \
-    $(for SEED in $DAGGER_SEEDS; do echo "$RUN/data/raw_dagger_s${SEED}"; done)
+  for I in "${!PIDS[@]}"; do wait "${PIDS[$I]}" || { cat "${LOGS[$I]}"; exit 1; }; done
+  python -m data_pipelines.mix_routes --out "$RUN/data/raw_dagger" "${SOURCES[@]}"
   python -m data_pipelines.build_tfds --data_dir "$RUN/data/raw_dagger" \
     --out "$RUN/data/tfds_dagger" --camera_size "$CAMERA" --no_progress
   # From all of stage 2's weights, at half its rate, a new data order; windows drawn where the
