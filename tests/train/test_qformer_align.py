@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lmgendrive_jax.errors import DataError
-from lmgendrive_jax.train.qformer_align import TokenCache
+from lmgendrive_jax.train.qformer_align import LazyBatches, TokenCache
 
 
 def _cache(seed=0, frames=50):
@@ -47,3 +47,30 @@ def test_a_cache_of_other_data_is_refused_on_resume():
     _cache(frames=40).set_state(_cache().get_state())
   with pytest.raises(DataError, match="no frames"):
     TokenCache(np.zeros((0, 3, 4)), {}, 2, 0, {})
+
+
+def test_the_cache_is_built_on_its_first_batch_only():
+  builds = []
+
+  def build(frames=50):
+    builds.append(frames)
+    return _cache(frames=frames)
+
+  first = _cache()
+  first.batch(0), first.batch(1)
+  finished = LazyBatches(build)  # a rerun of a finished run: restored, no step trained
+  finished.set_state(first.get_state())
+  assert finished.get_state() == first.get_state() and builds == []
+
+  resumed = LazyBatches(build)
+  resumed.set_state(first.get_state())
+  straight = _cache()
+  expected = [straight.batch(step) for step in range(3)][2]
+  np.testing.assert_array_equal(resumed.batch(2)["vision_tokens"], expected["vision_tokens"])
+  resumed.batch(3)
+  assert builds == [50] and resumed.get_state()["step"] == 4
+
+  other = LazyBatches(lambda: build(frames=40))  # its fingerprint is checked once it is built
+  other.set_state(first.get_state())
+  with pytest.raises(DataError, match="another token cache"):
+    other.batch(2)
