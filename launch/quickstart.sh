@@ -78,12 +78,12 @@ train() {  # train <config>[,<config args>] <steps> [overrides...]
     --config.runs_root="$RUN" --config.train.steps="$steps" \
     --config.optim.total_steps="$steps" --config.train.log_every="$log_every" "$@"
 }
-# The red-light and stop-sign detectors share nothing with the curriculum: their collection (the
-# telephoto `focus` camera added; it records the stop-sign zones too), TFDS build and trainings
-# run beside the curriculum's, on the other core. The stop-sign detector reads the front view.
 # The stuck rule (agent/stuck.py): a car stood STUCK_SECONDS with nothing ahead drives on.
 OURS_OPTS=()
 if [ "$STUCK_SECONDS" != 0 ]; then OURS_OPTS=(--config.agent.stuck_seconds="$STUCK_SECONDS"); fi
+# The red-light and stop-sign detectors share nothing with the curriculum: their collection (the
+# telephoto `focus` camera added; it records the stop-sign zones too), TFDS build and trainings
+# run beside the curriculum's, on the other core. The stop-sign detector reads the front view.
 if [ "$LIGHT_STEPS" -gt 0 ]; then
   OURS_OPTS+=(--config.agent.light_detector="$RUN/light_detector_${MODEL}"
               --config.agent.stop_sign_detector="$RUN/stop_sign_detector_${MODEL}")
