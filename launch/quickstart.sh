@@ -6,8 +6,9 @@
 #
 #   ./launch/quickstart.sh                 # default: small preset, ~20 min on 2 CPU cores
 #   PRESET=tiny ./launch/quickstart.sh     # minutes, a smoke run (the agent will not drive well)
-#   PRESET=big ./launch/quickstart.sh      # the bigger preset, with a DAgger round: ~2.5 h (README)
+#   PRESET=big ./launch/quickstart.sh      # the bigger preset, with a DAgger round: ~2 h (README)
 #   STEPS_SCALE=4 ./launch/quickstart.sh   # any preset with its training steps scaled
+#   DAGGER="8 9,10 11" PRESET=big ./launch/quickstart.sh  # two on-policy rounds (seeds per round)
 #   RULES=1 ./launch/quickstart.sh         # also train the red-light and stop-sign detectors and
 #                                          # drive with the agent's light, stop-sign and stuck rules
 set -euo pipefail
@@ -28,8 +29,9 @@ stamp() { echo "[quickstart $(( $(date +%s) - START ))s] $*"; }
 # Per preset: the model preset (configs/*.py:preset=), collection camera size, training steps
 # (x STEPS_SCALE) of the text LLM, stage 1, the Q-Former alignment, stage 2 and stage 3, the
 # Q-Former's cached frames (x STEPS_SCALE), eval route set and its seed (0: the collection's
-# routes; 1-5 are held out), the stage whose planner drives, the on-policy (DAgger) round's
-# collection seeds ("": none), fine-tuning steps and learning rate (half stage 2's), ours' stuck
+# routes; 1-5 are held out), the stage whose planner drives (stage3, or stage2: the last on-policy
+# round's), the on-policy (DAgger) rounds' collection seeds (rounds separated by commas; "": none;
+# DAGGER=... overrides), each round's fine-tuning steps and learning rate (half stage 2's), ours' stuck
 # rule's seconds (0: off), and with RULES=1 the red-light and stop-sign detectors' steps and their
 # collection's seeds.
 EVAL_SEED=0; EVAL_STAGE=stage3; DAGGER_SEEDS=""; DAGGER_STEPS=0; DAGGER_LR=0; STUCK_SECONDS=0
@@ -49,10 +51,11 @@ case "$PRESET" in
   # DS points), which the rule starts again. The light and stop rules (RULES=1) lowered the 13th
   # session's DAgger planner's DS (seeds 1-3: 48.2 vs 56.0 without).
   big)   MODEL=small; CAMERA=64x64; STEPS=(1200 400 6000 320 80); QFORMER_FRAMES=20000
-         ROUTES="${EVAL_ROUTES:-tiny_8}"; EVAL_SEED=1; EVAL_STAGE=stage2_dagger; STUCK_SECONDS=8
+         ROUTES="${EVAL_ROUTES:-tiny_8}"; EVAL_SEED=1; EVAL_STAGE=stage2; STUCK_SECONDS=8
          DAGGER_SEEDS="8 9"; DAGGER_STEPS=320; DAGGER_LR=2.5e-4; LIGHT_STEPS=3000; STOP_SIGN_STEPS=1000 ;;
   *) echo "PRESET must be tiny, small or big (paper runs on a pod: see README)"; exit 2 ;;
 esac
+DAGGER_SEEDS="${DAGGER-$DAGGER_SEEDS}"
 if [ "${RULES:-0}" = 1 ]; then STUCK_SECONDS=8; else LIGHT_STEPS=0; fi
 scale() { echo $(( $1 * STEPS_SCALE )); }
 
@@ -105,7 +108,7 @@ if [ "$LIGHT_STEPS" -gt 0 ]; then
   LIGHT_PID=$!
 fi
 
-stamp "4/8 train: text LLM, stage 1 (vision + VAE), Q-Former alignment, stage 2${DAGGER_SEEDS:+ (+ an on-policy round)}, stage 3"
+stamp "4/8 train: text LLM, stage 1 (vision + VAE), Q-Former alignment, stage 2${DAGGER_SEEDS:+ (+ on-policy rounds)}, stage 3"
 train llm_text "$(scale ${STEPS[0]})"
 train stage1 "$(scale ${STEPS[1]})" --config.data.data_dir="$RUN/data/tfds"
 # The Q-Former's frames scale with the steps: caching them takes ~1 min per 2500 on 2 cores.
@@ -114,14 +117,20 @@ train qformer "$(scale ${STEPS[2]})" --config.data.data_dir="$RUN/data/tfds" \
 train stage2 "$(scale ${STEPS[3]})" --config.data.data_dir="$RUN/data/tfds"
 STAGE2_RUN="stage2_${MODEL}"
 
-if [ -n "$DAGGER_SEEDS" ]; then
-  # Behaviour cloning on the expert never shows the states our planner drives into; this round
-  # does (README: on-policy data). One collection process per seed: a batch-1 model step leaves
-  # most of the other core idle. The build masks the waypoints whose future holds the learner's
-  # driving, so the targets are the expert's recoveries from the planner's own mistakes.
-  stamp "4b/8 on-policy round: ${STAGE2_RUN} drives collection seeds ${DAGGER_SEEDS} with the expert taking over, mixed with the expert's routes, fine-tuned on the mix"
-  PIDS=(); LOGS=(); SOURCES=("$RUN/data/raw")
-  for SEED in $DAGGER_SEEDS; do
+# DAGGER_SEEDS: one round per comma-separated group of collection seeds ("8 9,10 11": two rounds).
+ROUND=0; SOURCES=("$RUN/data/raw")
+IFS=, read -r -a DAGGER_ROUNDS <<< "$DAGGER_SEEDS"
+for ROUND_SEEDS in "${DAGGER_ROUNDS[@]}"; do
+  # Behaviour cloning on the expert never shows the states our planner drives into; each round
+  # does (README: on-policy data), for the planner the previous round left. One collection
+  # process per seed: a batch-1 model step leaves most of the other core idle. The build masks
+  # the waypoints whose future holds the learner's driving, so the targets are the expert's
+  # recoveries from the planner's own mistakes. Rounds aggregate: each mixes every earlier
+  # round's collections with the expert's routes (DAgger's data aggregation).
+  ROUND=$(( ROUND + 1 )); SUFFIX=$([ "$ROUND" = 1 ] || echo "$ROUND")
+  stamp "4b/8 on-policy round ${ROUND}: ${STAGE2_RUN} drives collection seeds ${ROUND_SEEDS} with the expert taking over, mixed with the expert's routes and earlier rounds', fine-tuned on the mix"
+  PIDS=(); LOGS=()
+  for SEED in $ROUND_SEEDS; do
     SOURCES+=("$RUN/data/raw_dagger_s${SEED}"); LOGS+=("$RUN/data/dagger_s${SEED}.log")
     python -m data_pipelines.collect --config="configs/collect.py:preset=${MODEL}" \
       --config.out_dir="${SOURCES[-1]}" --config.seed="$SEED" \
@@ -129,29 +138,32 @@ if [ -n "$DAGGER_SEEDS" ]; then
     PIDS+=($!)
   done
   for I in "${!PIDS[@]}"; do wait "${PIDS[$I]}" || { cat "${LOGS[$I]}"; exit 1; }; done
-  python -m data_pipelines.mix_routes --out "$RUN/data/raw_dagger" "${SOURCES[@]}"
-  python -m data_pipelines.build_tfds --data_dir "$RUN/data/raw_dagger" \
-    --out "$RUN/data/tfds_dagger" --camera_size "$CAMERA" --no_progress
-  # From all of stage 2's weights, at half its rate, a new data order; windows drawn where the
-  # mix has targets (the learner's own stretches have none).
+  python -m data_pipelines.mix_routes --out "$RUN/data/raw_dagger${SUFFIX}" "${SOURCES[@]}"
+  python -m data_pipelines.build_tfds --data_dir "$RUN/data/raw_dagger${SUFFIX}" \
+    --out "$RUN/data/tfds_dagger${SUFFIX}" --camera_size "$CAMERA" --no_progress
+  # From all of the learner's weights, at half stage 2's rate, a new data order per round;
+  # windows drawn where the mix has targets (the learner's own stretches have none).
   train "stage2,from_run=${STAGE2_RUN}" "$(scale ${DAGGER_STEPS})" \
-    --config.run_name="stage2_dagger_${MODEL}" --config.data.data_dir="$RUN/data/tfds_dagger" \
-    --config.optim.lr="$DAGGER_LR" --config.data.seed=1 --config.data.labelled_windows=True
-  STAGE2_RUN="stage2_dagger_${MODEL}"
-fi
+    --config.run_name="stage2_dagger${SUFFIX}_${MODEL}" \
+    --config.data.data_dir="$RUN/data/tfds_dagger${SUFFIX}" --config.optim.lr="$DAGGER_LR" \
+    --config.data.seed="$ROUND" --config.data.labelled_windows=True
+  STAGE2_RUN="stage2_dagger${SUFFIX}_${MODEL}"
+done
 train "stage3,from_run=${STAGE2_RUN}" "$(scale ${STEPS[4]})" --config.data.data_dir="$RUN/data/tfds"
+# The planner that drives: stage 3's, or stage 2's after the last on-policy round.
+if [ "$EVAL_STAGE" = stage3 ]; then EVAL_RUN="stage3_${MODEL}"; else EVAL_RUN="$STAGE2_RUN"; fi
 
 if [ "$LIGHT_STEPS" -gt 0 ]; then
   wait "$LIGHT_PID" || { cat "$RUN/light_detector.log"; exit 1; }
 fi
 
-stamp "5/8 closed-loop evaluation on route set ${ROUTES} (seed ${EVAL_SEED}) by ${EVAL_STAGE}: ours, expert, baselines"
+stamp "5/8 closed-loop evaluation on route set ${ROUTES} (seed ${EVAL_SEED}) by ${EVAL_RUN}: ours, expert, baselines"
 evaluate() {  # evaluate <agent>: one eval process, its log in $RUN/eval/<agent>.log
   mkdir -p "$RUN/eval"
   local opts=()
   case "$1" in lmgendrive|blank_instruction) opts=("${OURS_OPTS[@]}") ;; esac
   if python launch/eval.py --config="configs/eval.py:preset=${MODEL},agent=$1" \
-      --config.agent.work_dir="$RUN/${EVAL_STAGE}_${MODEL}" "${opts[@]}" --config.seed="$EVAL_SEED" \
+      --config.agent.work_dir="$RUN/${EVAL_RUN}" "${opts[@]}" --config.seed="$EVAL_SEED" \
       --config.route_set="$ROUTES" --config.out_dir="$RUN/eval/$1" > "$RUN/eval/$1.log" 2>&1; then
     tail -n 1 "$RUN/eval/$1.log"
   else
