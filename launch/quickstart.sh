@@ -29,11 +29,11 @@ stamp() { echo "[quickstart $(( $(date +%s) - START ))s] $*"; }
 # Per preset: the model preset (configs/*.py:preset=), collection camera size, training steps
 # (x STEPS_SCALE) of the text LLM, stage 1, the Q-Former alignment, stage 2 and stage 3, the
 # Q-Former's cached frames (x STEPS_SCALE), eval route set and its seed (0: the collection's
-# routes; 1-5 are held out), the stage whose planner drives (stage3, or stage2: the last on-policy
-# round's), the on-policy (DAgger) rounds' collection seeds (rounds separated by commas; "": none;
-# DAGGER=... overrides), each round's fine-tuning steps and learning rate (half stage 2's), ours' stuck
-# rule's seconds (0: off), and with RULES=1 the red-light and stop-sign detectors' steps and their
-# collection's seeds.
+# routes; 1-5 are held out), the stage whose planner drives (stage3, or stage2: the last
+# on-policy round's), the on-policy (DAgger) rounds' collection seeds (rounds separated by commas;
+# "": none; DAGGER=... overrides), each round's fine-tuning steps and learning rate (half stage
+# 2's), ours' stuck rule's seconds (0: off), and with RULES=1 the red-light and stop-sign
+# detectors' steps and their collection's seeds.
 EVAL_SEED=0; EVAL_STAGE=stage3; DAGGER_SEEDS=""; DAGGER_STEPS=0; DAGGER_LR=0; STUCK_SECONDS=0
 LIGHT_STEPS=0; STOP_SIGN_STEPS=0; LIGHT_SEEDS="0 6 7"
 case "$PRESET" in
@@ -50,6 +50,8 @@ case "$PRESET" in
   # the round trades leaving the route for standing (2026-12-06 14th: standing timeouts 0 -> 19.7
   # DS points), which the rule starts again. The light and stop rules (RULES=1) lowered the 13th
   # session's DAgger planner's DS (seeds 1-3: 48.2 vs 56.0 without).
+  # A second round (DAGGER="8 9,10 11") lowered DS (2026-12-06 15th: 47.6 vs 56.9, paired
+  # -9.3 +- 3.0 on 40 routes; its planner drives into static objects).
   big)   MODEL=small; CAMERA=64x64; STEPS=(1200 400 6000 320 80); QFORMER_FRAMES=20000
          ROUTES="${EVAL_ROUTES:-tiny_8}"; EVAL_SEED=1; EVAL_STAGE=stage2; STUCK_SECONDS=8
          DAGGER_SEEDS="8 9"; DAGGER_STEPS=320; DAGGER_LR=2.5e-4; LIGHT_STEPS=3000; STOP_SIGN_STEPS=1000 ;;
