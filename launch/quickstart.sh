@@ -129,7 +129,9 @@ for ROUND_SEEDS in "${DAGGER_ROUNDS[@]}"; do
   # the waypoints whose future holds the learner's driving, so the targets are the expert's
   # recoveries from the planner's own mistakes. Rounds aggregate: each mixes every earlier
   # round's collections with the expert's routes (DAgger's data aggregation).
-  ROUND=$(( ROUND + 1 )); SUFFIX=$([ "$ROUND" = 1 ] || echo "$ROUND")
+  # Round 1's names carry no number (raw_dagger, stage2_dagger_<model>); round N's carry N.
+  ROUND=$(( ROUND + 1 )); SUFFIX=""; [ "$ROUND" = 1 ] || SUFFIX="$ROUND"
+  DAGGER_RUN="stage2_dagger${SUFFIX}_${MODEL}"
   stamp "4b/8 on-policy round ${ROUND}: ${STAGE2_RUN} drives collection seeds ${ROUND_SEEDS} with the expert taking over, mixed with the expert's routes and earlier rounds', fine-tuned on the mix"
   PIDS=(); LOGS=()
   for SEED in $ROUND_SEEDS; do
@@ -146,10 +148,10 @@ for ROUND_SEEDS in "${DAGGER_ROUNDS[@]}"; do
   # From all of the learner's weights, at half stage 2's rate, a new data order per round;
   # windows drawn where the mix has targets (the learner's own stretches have none).
   train "stage2,from_run=${STAGE2_RUN}" "$(scale ${DAGGER_STEPS})" \
-    --config.run_name="stage2_dagger${SUFFIX}_${MODEL}" \
+    --config.run_name="$DAGGER_RUN" \
     --config.data.data_dir="$RUN/data/tfds_dagger${SUFFIX}" --config.optim.lr="$DAGGER_LR" \
     --config.data.seed="$ROUND" --config.data.labelled_windows=True
-  STAGE2_RUN="stage2_dagger${SUFFIX}_${MODEL}"
+  STAGE2_RUN="$DAGGER_RUN"
 done
 train "stage3,from_run=${STAGE2_RUN}" "$(scale ${STEPS[4]})" --config.data.data_dir="$RUN/data/tfds"
 # The planner that drives: stage 3's, or stage 2's after the last on-policy round.
