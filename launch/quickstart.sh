@@ -32,9 +32,10 @@ stamp() { echo "[quickstart $(( $(date +%s) - START ))s] $*"; }
 # routes; 1-5 are held out), the stage whose planner drives (stage3, or stage2: the last
 # on-policy round's), the on-policy (DAgger) rounds' collection seeds (rounds separated by commas;
 # "": none; DAGGER=... overrides), each round's fine-tuning steps and learning rate (half stage
-# 2's), ours' stuck rule's seconds (0: off), and with RULES=1 the red-light and stop-sign
-# detectors' steps and their collection's seeds.
+# 2's), ours' stuck rule's seconds (0: off; the big preset and RULES=1 turn it on), and with
+# RULES=1 the red-light and stop-sign detectors' steps and their collection's seeds.
 EVAL_SEED=0; EVAL_STAGE=stage3; DAGGER_SEEDS=""; DAGGER_STEPS=0; DAGGER_LR=0; STUCK_SECONDS=0
+STUCK_RULE_SECONDS=8  # the stuck rule's wait where it is on (docs/experiments.md, 5th and 14th)
 LIGHT_STEPS=0; STOP_SIGN_STEPS=0; LIGHT_SEEDS="0 6 7"
 case "$PRESET" in
   tiny)  MODEL=tiny;  CAMERA=64x64; STEPS=(20 40 40 40 20);      QFORMER_FRAMES=32;   ROUTES="${EVAL_ROUTES:-tiny_2}"
@@ -53,12 +54,12 @@ case "$PRESET" in
   # A second round (DAGGER="8 9,10 11") lowered DS (2026-12-06 15th: 47.6 vs 56.9, paired
   # -9.3 +- 3.0 on 40 routes; its planner drives into static objects).
   big)   MODEL=small; CAMERA=64x64; STEPS=(1200 400 6000 320 80); QFORMER_FRAMES=20000
-         ROUTES="${EVAL_ROUTES:-tiny_8}"; EVAL_SEED=1; EVAL_STAGE=stage2; STUCK_SECONDS=8
+         ROUTES="${EVAL_ROUTES:-tiny_8}"; EVAL_SEED=1; EVAL_STAGE=stage2; STUCK_SECONDS=$STUCK_RULE_SECONDS
          DAGGER_SEEDS="8 9"; DAGGER_STEPS=320; DAGGER_LR=2.5e-4; LIGHT_STEPS=3000; STOP_SIGN_STEPS=1000 ;;
   *) echo "PRESET must be tiny, small or big (paper runs on a pod: see README)"; exit 2 ;;
 esac
 DAGGER_SEEDS="${DAGGER-$DAGGER_SEEDS}"
-if [ "${RULES:-0}" = 1 ]; then STUCK_SECONDS=8; else LIGHT_STEPS=0; fi
+if [ "${RULES:-0}" = 1 ]; then STUCK_SECONDS=$STUCK_RULE_SECONDS; else LIGHT_STEPS=0; fi
 scale() { echo $(( $1 * STEPS_SCALE )); }
 
 stamp "1/8 tokenizer (byte-level BPE on the LangAuto instruction vocabulary)"
