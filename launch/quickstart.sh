@@ -59,7 +59,7 @@ case "$PRESET" in
   # DS points), which the rule starts again; and with the light and stop-sign rules, whose
   # detectors train beside the curriculum: with the stuck rule's 1.5-s push the three rules drove
   # 64.3 on 40 routes vs 56.9 with the stuck rule's 0.6-s push alone (2026-12-07 16th: paired
-  # +7.4 +- 3.8; red lights and stop signs 11.0 -> 1.9 DS points, standing 5.4 -> 1.6).
+  # +7.4 +- 3.8; red lights and stop signs 11.0 -> 1.8 DS points, standing 5.4 -> 1.6).
   # A second round (DAGGER="8 9,10 11") lowered DS (2026-12-06 15th: 47.6 vs 56.9, paired
   # -9.3 +- 3.0 on 40 routes; its planner drives into static objects).
   big)   MODEL=small; CAMERA=64x64; STEPS=(1200 400 6000 320 80); QFORMER_FRAMES=20000

@@ -10,7 +10,11 @@ route metre, so here the wait is the agent option `stuck_seconds` (0 = off) and 
 bigger run's planner (docs/experiments.md): 8 s gave 51.5 DS vs 48.9 without it and 54.6 with
 neither; the pushes restart some cars and drive others into the car they stood behind. With the
 standing test on integrated distance (StuckRule says why) and the light rule: 63.9 vs 64.7 on
-the 1280-step planner (paired -0.8 +- 0.7), 62.0 vs 61.8 on the DAgger-trained one.
+the 1280-step planner (paired -0.8 +- 0.7), 62.0 vs 61.8 on the DAgger-trained one. The push's
+length decides whether the planner drives on: pushed 0.6 s a car reaches ~1.8 m/s and our planner,
+which reads the ego speed, brakes again; pushed 1.5 s it reaches ~3 m/s and the planner asks
+~4 m/s (the big preset's planner with the light and stop-sign rules: 64.3 vs 58.0 DS on 40
+routes, docs/experiments.md 16th), so the quickstart pushes 1.5 s.
 
   rule = StuckRule(stuck_seconds=8.0, forced_forward_seconds=0.6)
   throttle = rule.forced_throttle(speed, t, may_push=not braking_for_a_light)  # None: keep
