@@ -25,10 +25,13 @@ The pooled summary goes to `<out>/<set>_s<seeds>.json`. With `--light_detector` 
 `configs/light_detector.py` run), ours and ours blanked drive with the agent's light rule
 (`agent/red_light.py`), with `--stop_sign_detector` and `--hazard_detector` with its stop-sign
 and hazard rules (`agent/stop_sign.py`, `agent/hazard.py`), with `--stuck_seconds` with its
-stuck rule (`agent/stuck.py`), with `--aim_lookahead_m` at the expert's aim point instead of
-LMDrive's (`sim/pid.py`); their results go to
-`<agent>[+light_rule][+stop_rule][+hazard_rule][+stuck][+aim<L>]/` beside the others, so the
-expert's and lane keeping's routes are reused.
+stuck rule (`agent/stuck.py`; `--forced_forward_seconds` its push, 1.5 in the big preset's
+evaluation), with `--aim_lookahead_m` at the expert's aim point instead of LMDrive's
+(`sim/pid.py`); their results go to
+`<agent>[+light_rule][+stop_rule][+hazard_rule][+stuck[+push<S>]][+aim<L>]/` beside the others,
+so the expert's and lane keeping's routes are reused. The big preset's evaluation is
+`--light_detector RUN/light_detector_small --stop_sign_detector RUN/stop_sign_detector_small
+--stuck_seconds 8 --forced_forward_seconds 1.5`.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ sys.path.insert(0, _REPO)
 
 from bench.common import add_aim_lookahead_argument, print_table, route_bench_parser  # noqa: E402
 from lmgendrive_jax import config as config_lib  # noqa: E402
+from lmgendrive_jax.agent.lmgendrive_agent import AGENT_DEFAULTS  # noqa: E402
 from lmgendrive_jax.eval import closed_loop  # noqa: E402
 from lmgendrive_jax.eval import route_exit  # noqa: E402
 from lmgendrive_jax.eval.ds_loss import ds_lost_by_cause  # noqa: E402
@@ -74,6 +78,9 @@ def evaluate_agent(args, agent: str, seed: int) -> dict:
   if ours and args.stuck_seconds > 0:
     overrides["agent.stuck_seconds"] = args.stuck_seconds
     folder += "+stuck"
+    if args.forced_forward_seconds != AGENT_DEFAULTS["forced_forward_seconds"]:
+      overrides["agent.forced_forward_seconds"] = args.forced_forward_seconds
+      folder += f"+push{args.forced_forward_seconds:g}"
   if ours and args.aim_lookahead_m > 0:
     overrides["agent.aim_lookahead_m"] = args.aim_lookahead_m
     folder += f"+aim{args.aim_lookahead_m:g}"
@@ -152,6 +159,9 @@ def main(argv=None) -> int:
   parser.add_argument("--red_light_threshold", type=float, default=0.5)
   parser.add_argument("--stuck_seconds", type=float, default=0.0,
                       help="> 0: ours pushes forward after standing this long (agent/stuck.py)")
+  parser.add_argument("--forced_forward_seconds", type=float,
+                      default=AGENT_DEFAULTS["forced_forward_seconds"],
+                      help="how long the stuck rule pushes (the big preset's evaluation: 1.5)")
   parser.add_argument("--stop_sign_detector", default="",
                       help="a stop-sign detector run: ours stops in the zones it sees "
                            "(agent/stop_sign.py)")
