@@ -18,8 +18,9 @@ frames (`lmdrive_frames`), one example per frame:
     `reader.red_light_ahead`),
   stop_sign_zone: int32 (1 = the ego is in a stop sign's waiting zone, 0 = not, -1 = unknown:
     the source has no `stop_sign_zone` measurement; absent from builds before it),
-  hazard_ahead: int32 (1 = the expert brakes for a vehicle, bike or pedestrian in its path,
-    0 = not, -1 = the source does not say: `reader.hazard_ahead`; absent from builds before it).
+  hazard_ahead: int32 (1 = a vehicle or pedestrian is in the route's corridor up to 10 m past
+    the front bumper, 0 = none, -1 = the source has no `future_waypoints`: `reader.hazard_ahead`;
+    builds before the 17th session hold the expert's braking trigger instead).
 clips (`lmdrive_clips`), one example per instruction clip:
   route, town_id, weather_id, instruction_id: int32, instruction_name: text,
   instruction_args: text (JSON), texts: Sequence(text) (paraphrases rendered at build time),

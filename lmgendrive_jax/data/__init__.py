@@ -32,7 +32,8 @@ Stage 1 (frames):
   traffic_light: int32[B] (1 = red light affecting ego)   stop_sign: int32[B]
   red_light_ahead: int32[B] (1 = the light of the route's next stop line is red, at any distance)
   stop_sign_zone: int32[B] (1 = in a stop sign's waiting zone, 0 = not, -1 = the data does not say)
-  hazard_ahead: int32[B] (1 = the expert brakes for a vehicle or pedestrian, 0 = not, -1 = unknown)
+  hazard_ahead: int32[B] (1 = a vehicle or pedestrian in the route's corridor close ahead, 0 = not,
+    -1 = unknown)
   town_id, frame: int32[B] (provenance)
   with cfg.view_layout_size = (rows, cols) > 0: view_layout: f32[B, V, rows, cols, 7] per view
     cell the share of each road class its pixels' rays meet on the ground (`data/view_layout.py`:

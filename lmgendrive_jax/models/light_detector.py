@@ -26,11 +26,15 @@ from lmgendrive_jax.nn.linear import Linear
 class RedLightDetector(nn.Module):
   """Fields match `configs/light_detector.py: model.light_detector`.
 
-  widths / strides: one 3x3 convolution (+ GELU) per entry; hidden: the MLP after pooling.
+  widths / strides: one 3x3 convolution (+ GELU) per entry; hidden: the MLP after pooling;
+  position_channels: feed each pixel's image coordinates (-1..1, two channels) beside its colour,
+  so that a pooled feature can say where the thing is (the hazard detector: a car in the car's
+  own lane, low in the middle of the image, not one in the next lane); off for the lamp and sign.
   """
   widths: Sequence[int] = (16, 32, 32, 64)
   strides: Sequence[int] = (1, 2, 2, 2)
   hidden: int = 64
+  position_channels: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -39,6 +43,12 @@ class RedLightDetector(nn.Module):
       raise ValueError(f"widths {tuple(self.widths)} and strides {tuple(self.strides)} must have "
                        f"one entry per convolution")
     x = normalize_images(images, self.dtype)
+    if self.position_channels:
+      batch, height, width = x.shape[:3]
+      rows, cols = jnp.meshgrid(jnp.linspace(-1.0, 1.0, height, dtype=self.dtype),
+                                jnp.linspace(-1.0, 1.0, width, dtype=self.dtype), indexing="ij")
+      position = jnp.broadcast_to(jnp.stack([rows, cols], -1), (batch, height, width, 2))
+      x = jnp.concatenate([x, position], axis=-1)
     for i, (width, stride) in enumerate(zip(self.widths, self.strides)):
       x = nn.Conv(int(width), (3, 3), strides=(int(stride), int(stride)), padding="SAME",
                   dtype=self.dtype, name=f"conv{i}",

@@ -48,9 +48,21 @@ def measurement(frame: int, speed: float, theta: float, weather: int, hz: float 
       "is_lane_vehicle_present": [], "is_junction_vehicle_present": [],
       "is_pedestrian_present": [], "is_red_light_present": [7] if frame % 4 == 0 else [],
       "is_stop_sign_present": [], "should_slow": False, "should_brake": False,
-      "future_waypoints": [], "affected_light_id": 7 if frame % 3 == 0 else -1,
+      "future_waypoints": route_ahead(x, y, theta, right=2.0 if frame % 7 == 0 else 0.0),
+      "affected_light_id": 7 if frame % 3 == 0 else -1,
       "stop_sign_zone": frame % 5 == 0,
   }
+
+
+def route_ahead(x: float, y: float, theta: float, right: float) -> list[list[float]]:
+  """The route's GPS points 2, 4 .. 20 m ahead of the ego at (x, y), `right` m to its right (the
+  vehicle of `actors`, 2 m right, is in the route's corridor when right = 2, not when 0)."""
+  points = []
+  for ahead in range(2, 22, 2):
+    px = x + ahead * math.sin(theta) + right * math.cos(theta)
+    py = y - ahead * math.cos(theta) + right * math.sin(theta)
+    points.append([-py, px])
+  return points
 
 
 def actors(m: dict) -> dict:

@@ -69,6 +69,7 @@ def test_raw_layout_reads_back_source_pixels_values_and_labels(raw_build):
     # The next stop line's light (actor "7", red) on every third frame, whatever the speed.
     assert record["red_light_ahead"] == (frame % 3 == 0)
     assert record["stop_sign_zone"] == (frame % 5 == 0)
+    # The vehicle (2 m right) is in the route's corridor where the route runs 2 m right.
     assert record["hazard_ahead"] == (frame % 7 == 0)
     # Straight at 4 m/s: +0.5 s steps are 2 m forward; the target was written 30 m ahead, 4 m right.
     known = min(5, (31 - frame) // 5)
@@ -253,9 +254,27 @@ def test_stop_sign_zone_label_is_unknown_where_the_source_does_not_say():
   assert reader.stop_sign_zone({"stop_sign_zone": True}) == 1
   assert reader.stop_sign_zone({"stop_sign_zone": False}) == 0
   assert reader.stop_sign_zone({"is_stop_sign_present": [3]}) == -1  # LMDrive's data
-  assert reader.hazard_ahead({"is_vehicle_present": [], "is_pedestrian_present": [4]}) == 1
-  assert reader.hazard_ahead({"is_vehicle_present": [], "is_bike_present": []}) == 0
-  assert reader.hazard_ahead({}) == -1
+
+
+def test_hazard_label_holds_for_an_object_in_the_route_corridor_up_to_10_m_past_the_bumper():
+  from data_pipelines.lmdrive_tfds import reader
+  # The ego at GPS (0, 0) facing north (theta 0): ego right = east = gps_y, forward = gps_x.
+  straight = {"gps_x": 0.0, "gps_y": 0.0, "future_waypoints": [[d, 0.0] for d in range(2, 22, 2)]}
+  def label(right, forward, length=4.5, m=straight):
+    car = np.array([[right, forward, 0.0, length, 2.0, 3.0, 0]], np.float32)
+    return reader.hazard_ahead(m, car, np.zeros(2), 0.0)
+  # Gap = forward - 2.45 (ego's front) - length / 2.
+  assert label(0.0, 12.0) == 1 and label(1.7, 12.0) == 1  # gap 7.3 m, within the lane
+  assert label(1.9, 12.0) == 0  # the next lane's edge
+  assert label(0.0, 14.6) == 1 and label(0.0, 14.8) == 0  # gap 9.9 / 10.1 m
+  assert label(0.0, -3.0) == 0  # behind
+  # The corridor follows the route: a right turn 4 m ahead takes it to a car 6 m to the right.
+  turning = dict(straight, future_waypoints=[[2.0, 0.0], [4.0, 0.0]] + [
+      [4.0, d] for d in range(2, 16, 2)])
+  assert label(6.0, 4.5, m=turning) == 1 and label(6.0, 4.5) == 0
+  assert reader.hazard_ahead(straight, np.zeros((0, 7), np.float32), np.zeros(2), 0.0) == 0
+  assert reader.hazard_ahead({"gps_x": 0.0, "gps_y": 0.0}, np.zeros((0, 7), np.float32),
+                             np.zeros(2), 0.0) == -1  # LMDrive data without a route ahead
 
 
 def test_report_counts_recovery_views_and_those_masked_as_crawling(tmp_path):

@@ -5,6 +5,7 @@ loads that run and reads the focus view as the run's data made it."""
 import os
 import sys
 
+import flax.linen as nn
 import jax
 import numpy as np
 import optax
@@ -62,6 +63,21 @@ def test_detector_learns_a_lamp_of_a_few_pixels():
   assert np.mean(said == (labels > 0)) > 0.95
 
 
+def test_position_channels_let_the_detector_tell_where_a_block_is():
+  """Convolutions pooled over the whole map cannot tell a block in the middle (a car in the own
+  lane) from one beside it (the next lane); with position channels they can."""
+  middle, beside = (np.full((1, 32, 32, 3), 100, np.uint8) for _ in range(2))
+  middle[0, 20:24, 12:20] = 200
+  beside[0, 20:24, 20:28] = 200  # shifted by the detector's total stride (8)
+  for position_channels, differ in ((False, False), (True, True)):
+    detector = RedLightDetector(widths=(8, 8), strides=(2, 4), hidden=8,
+                                position_channels=position_channels)
+    variables = detector.init(jax.random.key(0), middle)
+    assert nn.unbox(variables)["params"]["conv0"]["kernel"].shape[2] == (5 if position_channels else 3)
+    logits = [float(detector.apply(variables, image)[0]) for image in (middle, beside)]
+    assert (abs(logits[0] - logits[1]) > 1e-4) == differ, logits
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
   root = tmp_path_factory.mktemp("light")
@@ -102,8 +118,8 @@ def test_a_detector_run_trains_and_the_agent_rule_reads_it(dataset, monkeypatch)
     light_detector.build_task(config)
 
 
-# The fixture's frames are in a stop sign's zone every fifth frame, the expert brakes for a
-# vehicle every seventh.
+# The fixture's frames are in a stop sign's zone every fifth frame, its vehicle is in the route's
+# corridor every seventh.
 @pytest.mark.parametrize("name, label, every", [("stop_sign_detector", "stop_sign_zone", 5),
                                                 ("hazard_detector", "hazard_ahead", 7)])
 def test_front_view_detector_runs_train_on_their_labels(name, label, every, dataset, monkeypatch,
