@@ -6,7 +6,8 @@
       --config.route_set=tiny_4 --config.out_dir=/tmp/eval_lk
 
 `agent`: lmgendrive (ours, from `agent.work_dir`), blank_instruction (ours with the instruction
-blanked), expert, lane_keeping (ignores instructions). Writes `<out_dir>/results.json` after each
+blanked), hazard_oracle (ours, its hazard rule reading the expert's hazard trigger: the most a
+hazard detector could buy), expert, lane_keeping (ignores instructions). Writes `<out_dir>/results.json` after each
 route; rerun the same command to resume an interrupted evaluation.
 """
 

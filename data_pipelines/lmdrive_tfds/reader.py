@@ -423,10 +423,10 @@ def hazard_ahead(m: dict, objects: np.ndarray, ego_gps: np.ndarray, theta: float
   route = m.get("future_waypoints")
   if not route:
     return -1
-  path = geometry.gps_to_ego(np.asarray([[m["gps_x"], m["gps_y"]], *route], np.float64),
-                             ego_gps, theta).astype(np.float64)
   if len(objects) == 0:
     return 0
+  path = geometry.gps_to_ego(np.asarray([[m["gps_x"], m["gps_y"]], *route], np.float64),
+                             ego_gps, theta).astype(np.float64)
   centres = np.asarray(objects[:, :2], np.float64)
   start, segment = path[:-1], np.diff(path, axis=0)  # [S, 2]
   length = np.linalg.norm(segment, axis=-1)

@@ -9,6 +9,9 @@
   LMDrive's PID), so the gap to the expert measures what following the instructions is worth.
 - `BlankInstructionAgent`: our model with the instruction replaced by "" (only BOS), so the gap
   to `LMGenDriveAgent` measures what the model takes from the language.
+- `HazardOracleAgent`: our model whose hazard rule reads the expert's own hazard trigger
+  (privileged) instead of a detector: the most a hazard detector could buy (docs/experiments.md,
+  17th: +5.6 DS on the big preset's planner).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
+from lmgendrive_jax.agent import hazard, rules
 from lmgendrive_jax.agent.lmgendrive_agent import LMGenDriveAgent
 from lmgendrive_jax.agent.planner import PlanState
 from lmgendrive_jax.errors import ConfigError
@@ -90,6 +94,52 @@ class BlankInstructionAgent(LMGenDriveAgent):
     config = {} if config is None else (config.to_dict() if hasattr(config, "to_dict")
                                         else dict(config))
     super().setup({**config, "blank_instruction": True})
+
+
+class _SetByAgent:
+  """The hazard rule's 'detector' in `HazardOracleAgent`: says what the agent last set."""
+
+  camera_views = ("front",)
+
+  def __init__(self):
+    self.seen = False
+
+  def probability(self, cameras: dict) -> float:
+    del cameras
+    return 1.0 if self.seen else 0.0
+
+
+class HazardOracleAgent(LMGenDriveAgent):
+  """LMGenDriveAgent whose hazard rule sees what the expert brakes for (privileged: the vehicles
+  and pedestrians in its corridor, now or predicted; sim/expert.py), through the same policy
+  (`hazard_max_wait`, `hazard_release`) as a detector's. The model and its other rules are
+  unchanged and see no privileged data. `expert_cfg`: the simulator preset's `expert` section."""
+
+  privileged = True
+
+  def __init__(self, expert_cfg, planner=None):
+    super().__init__(planner)
+    self.expert_cfg = expert_cfg
+
+  def setup(self, config) -> None:
+    config = {} if config is None else (config.to_dict() if hasattr(config, "to_dict")
+                                        else dict(config))
+    super().setup({**config, "hazard_detector": ""})
+    self.oracle = _SetByAgent()
+    self.rules[hazard.RULE.name] = rules.DetectorRule(
+        hazard.RULE, self.oracle, 0.5, hazard.RULE.make_policy(self.config))
+    self.route, self.expert = None, None
+
+  def run_step(self, input_data: dict, timestamp: float) -> pid_lib.Control:
+    _, priv = input_data["privileged"]
+    if self.route is not priv["route"]:
+      self.route = priv["route"]
+      self.expert = expert_lib.Expert(priv["town"], self.route, self.expert_cfg,
+                                      seed=priv["seed"])
+    _, labels = self.expert.act(priv["state"], priv["light_states"])
+    self.oracle.seen = bool(labels["is_vehicle_present"] or labels["is_pedestrian_present"])
+    ours = {key: value for key, value in input_data.items() if key != "privileged"}
+    return super().run_step(ours, timestamp)
 
 
 class RoutePlanner:

@@ -24,6 +24,7 @@ lines for the maps), and `town_map.json` when the set uses one town.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -36,7 +37,9 @@ from lmgendrive_jax.eval import route_exit
 from lmgendrive_jax.sim import host, routes as routes_lib, scoring
 from lmgendrive_jax.sim import world as world_lib
 
-AGENT_KINDS = ("lmgendrive", "blank_instruction", "expert", "lane_keeping")
+# Our model's agents (they read `agent.work_dir` and our agent's options).
+MODEL_KINDS = ("lmgendrive", "blank_instruction", "hazard_oracle")
+AGENT_KINDS = MODEL_KINDS + ("expert", "lane_keeping")
 TIMING_KEYS = ("wall_seconds",)
 RESULTS = "results.json"
 
@@ -51,14 +54,15 @@ def agent_factory(config) -> tuple[Callable[[], Any], Any, int]:
     from lmgendrive_jax.agent.baselines import LaneKeepingAgent
     policy = config.agent.junction_policy
     return (lambda: LaneKeepingAgent(config.sim.expert, policy)), config.sim.expert, 0
-  if kind in ("lmgendrive", "blank_instruction"):
+  if kind in MODEL_KINDS:
     from lmgendrive_jax.agent import baselines, lmgendrive_agent
     if not config.agent.work_dir:
       raise ConfigError(f"agent.kind={kind!r} needs --config.agent.work_dir=<trained stage-2/3 "
                         "run dir>")
     options = {k: config.agent[k] for k in lmgendrive_agent.AGENT_DEFAULTS if k in config.agent}
-    cls = baselines.BlankInstructionAgent if kind == "blank_instruction" else \
-        lmgendrive_agent.LMGenDriveAgent
+    cls = {"blank_instruction": baselines.BlankInstructionAgent,
+           "hazard_oracle": functools.partial(baselines.HazardOracleAgent, config.sim.expert),
+           }.get(kind, lmgendrive_agent.LMGenDriveAgent)
     # Cameras only on the ticks the model runs (the agent repeats its control in between).
     return cls, options, max(int(config.agent.model_every), 1)
   raise ConfigError(f"agent.kind={kind!r}: choose one of {AGENT_KINDS}")
@@ -69,7 +73,7 @@ def out_dir(config) -> str:
   work_dirs/eval/<kind>_<route_set>."""
   if config.out_dir:
     return config.out_dir
-  if config.agent.kind in ("lmgendrive", "blank_instruction") and config.agent.work_dir:
+  if config.agent.kind in MODEL_KINDS and config.agent.work_dir:
     return os.path.join(config.agent.work_dir, "eval", f"{config.route_set}_{config.agent.kind}")
   return os.path.join("work_dirs", "eval", f"{config.agent.kind}_{config.route_set}")
 
@@ -82,7 +86,7 @@ def identity(config) -> dict:
   found = dict(agent=config.agent.kind, route_set=config.route_set, seed=int(config.seed),
                preset=config.preset,
                work_dir=os.path.abspath(config.agent.work_dir) if config.agent.work_dir else "")
-  if config.agent.kind in ("lmgendrive", "blank_instruction"):
+  if config.agent.kind in MODEL_KINDS:
     found["agent_options"] = agent_options({k: config.agent[k] for k in config.agent})
   return found
 

@@ -356,3 +356,39 @@ def test_hazard_rule_brakes_while_seen_yields_a_standing_car_and_holds_the_stuck
   assert all(braked[t] for t in braked if t >= 14.0)  # the count starts again
   assert agent.trace_fields()["hazard_brakes"] > 0 and agent.trace_fields()["p_hazard"] > 0.99
 
+
+
+def test_hazard_oracle_brakes_when_the_expert_would_brake_for_a_hazard(monkeypatch):
+  """The oracle's hazard rule reads the expert's hazard trigger (privileged); the planner does not
+  see the privileged data."""
+  from lmgendrive_jax.agent import baselines
+  hazard_ticks = set(range(40, 60))
+
+  class FakeExpert:
+    def __init__(self, town, route, cfg, seed):
+      self.tick = 0
+
+    def act(self, state, light_states):
+      self.tick += 1
+      seen = self.tick - 1 in hazard_ticks
+      return None, {"is_vehicle_present": [3] if seen else [], "is_pedestrian_present": []}
+
+  monkeypatch.setattr(baselines.expert_lib, "Expert", FakeExpert)
+  planner = StraightPlanner(max_frames=8)
+  seen_by_planner = []
+  planner_step = planner.step
+  def step(state, views, speed, commit, input_data):
+    seen_by_planner.append("privileged" in input_data)
+    return planner_step(state, views, speed, commit, input_data)
+  planner.step = step
+  agent = baselines.HazardOracleAgent(CFG.expert, planner)
+  agent.setup(dict(camera_size=(32, 24)))
+  grey = np.full((24, 32, 3), 128, np.uint8)
+  data = {"rgb_left": (0, grey), "rgb_front": (0, grey), "instruction": (0, "follow the road"),
+          "speed": (0, {"speed": 3.0}), "privileged": (0, dict(
+              town=None, route=object(), state={}, light_states=None, seed=0))}
+  braked = [agent.run_step(data, tick * 0.05).brake == 1.0 for tick in range(80)]
+  # The model steps every other tick; a step inside the hazard brakes, those after it do not.
+  assert all(braked[40:60]) and not any(braked[24:40]) and not any(braked[62:80])
+  assert not any(seen_by_planner)
+  assert agent.trace_fields()["hazard_brakes"] == 10

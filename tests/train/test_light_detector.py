@@ -73,7 +73,8 @@ def test_position_channels_let_the_detector_tell_where_a_block_is():
     detector = RedLightDetector(widths=(8, 8), strides=(2, 4), hidden=8,
                                 position_channels=position_channels)
     variables = detector.init(jax.random.key(0), middle)
-    assert nn.unbox(variables)["params"]["conv0"]["kernel"].shape[2] == (5 if position_channels else 3)
+    kernel = nn.unbox(variables)["params"]["conv0"]["kernel"]
+    assert kernel.shape[2] == (5 if position_channels else 3)
     logits = [float(detector.apply(variables, image)[0]) for image in (middle, beside)]
     assert (abs(logits[0] - logits[1]) > 1e-4) == differ, logits
 
