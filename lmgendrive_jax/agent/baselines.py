@@ -87,13 +87,18 @@ class LaneKeepingAgent:
     self.route, self.expert = None, None
 
 
+def _options(config) -> dict:
+  """An agent config (None, a dict or a ConfigDict) as a plain dict, for a subclass to amend."""
+  if config is None:
+    return {}
+  return config.to_dict() if hasattr(config, "to_dict") else dict(config)
+
+
 class BlankInstructionAgent(LMGenDriveAgent):
   """LMGenDriveAgent fed an empty instruction (the instruction ablation)."""
 
   def setup(self, config) -> None:
-    config = {} if config is None else (config.to_dict() if hasattr(config, "to_dict")
-                                        else dict(config))
-    super().setup({**config, "blank_instruction": True})
+    super().setup({**_options(config), "blank_instruction": True})
 
 
 class _SetByAgent:
@@ -122,9 +127,7 @@ class HazardOracleAgent(LMGenDriveAgent):
     self.expert_cfg = expert_cfg
 
   def setup(self, config) -> None:
-    config = {} if config is None else (config.to_dict() if hasattr(config, "to_dict")
-                                        else dict(config))
-    super().setup({**config, "hazard_detector": ""})
+    super().setup({**_options(config), "hazard_detector": ""})
     self.oracle = _SetByAgent()
     self.rules[hazard.RULE.name] = rules.DetectorRule(
         hazard.RULE, self.oracle, 0.5, hazard.RULE.make_policy(self.config))

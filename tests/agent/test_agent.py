@@ -392,3 +392,16 @@ def test_hazard_oracle_brakes_when_the_expert_would_brake_for_a_hazard(monkeypat
   assert all(braked[40:60]) and not any(braked[24:40]) and not any(braked[62:80])
   assert not any(seen_by_planner)
   assert agent.trace_fields()["hazard_brakes"] == 10
+
+
+def test_blank_instruction_agent_gives_the_planner_an_empty_instruction():
+  from lmgendrive_jax.agent import baselines
+  planner = StraightPlanner(max_frames=8)
+  agent = baselines.BlankInstructionAgent(planner)
+  agent.setup(dict(camera_size=(32, 24)))
+  grey = np.full((24, 32, 3), 128, np.uint8)
+  data = {"rgb_left": (0, grey), "rgb_front": (0, grey), "instruction": (0, "turn left"),
+          "speed": (0, {"speed": 3.0})}
+  for tick in range(30):
+    agent.run_step(data, tick * 0.05)
+  assert planner.instructions and set(planner.instructions) == {""}
