@@ -426,20 +426,12 @@ def hazard_ahead(m: dict, objects: np.ndarray, ego_gps: np.ndarray, theta: float
   if len(objects) == 0:
     return 0
   path = geometry.gps_to_ego(np.asarray([[m["gps_x"], m["gps_y"]], *route], np.float64),
-                             ego_gps, theta).astype(np.float64)
+                             ego_gps, theta)
   centres = np.asarray(objects[:, :2], np.float64)
-  start, segment = path[:-1], np.diff(path, axis=0)  # [S, 2]
-  length = np.linalg.norm(segment, axis=-1)
-  t = np.clip(np.einsum("nsd,sd->ns", centres[:, None] - start[None], segment)
-              / np.maximum(length, 1e-9) ** 2, 0.0, 1.0)  # [N, S]
-  lateral = np.linalg.norm(centres[:, None] - (start[None] + t[..., None] * segment[None]), axis=-1)
-  nearest = np.argmin(lateral, axis=1)
-  rows = np.arange(len(centres))
-  segment_start_s = np.concatenate([[0.0], np.cumsum(length)[:-1]])
-  along = segment_start_s[nearest] + t[rows, nearest] * length[nearest]
+  nearest, along = geometry.project_onto_polyline(path, centres)
+  lateral = np.linalg.norm(centres - nearest, axis=-1)
   gap = along - EGO_HALF_LENGTH_M - objects[:, 3] / 2
-  return int(np.any((lateral[rows, nearest] < HAZARD_HALF_WIDTH_M) & (gap > -1.0)
-                    & (gap < HAZARD_AHEAD_M)))
+  return int(np.any((lateral < HAZARD_HALF_WIDTH_M) & (gap > -1.0) & (gap < HAZARD_AHEAD_M)))
 
 
 def stop_sign_zone(m: dict) -> int:

@@ -62,6 +62,24 @@ def turn_ego(points: np.ndarray, yaw: float) -> np.ndarray:
   return np.stack([right, forward], axis=-1).astype(np.float32)
 
 
+def project_onto_polyline(polyline: np.ndarray, points: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray]:
+  """Each of `points` f[N, 2] onto the polyline f[P, 2] (P >= 2), in any one frame: (nearest
+  f64[N, 2], the polyline's point nearest to it; along f64[N], that point's arc length from
+  polyline[0])."""
+  start = np.asarray(polyline, np.float64)[:-1]
+  segment = np.diff(np.asarray(polyline, np.float64), axis=0)  # [P-1, 2]
+  points = np.asarray(points, np.float64)
+  t = np.clip(np.einsum("nsk,sk->ns", points[:, None] - start[None], segment) / np.maximum(
+      np.einsum("sk,sk->s", segment, segment), 1e-12), 0.0, 1.0)  # [N, P-1]
+  candidates = start[None] + t[..., None] * segment[None]
+  best = np.argmin(np.linalg.norm(candidates - points[:, None], axis=-1), axis=1)
+  rows = np.arange(len(points))
+  length = np.linalg.norm(segment, axis=-1)
+  segment_start_s = np.concatenate([[0.0], np.cumsum(length)[:-1]])
+  return candidates[rows, best], segment_start_s[best] + t[rows, best] * length[best]
+
+
 def actors_to_objects(actors: dict, ego_world: np.ndarray, theta: float) -> np.ndarray:
   """actors_data of one frame -> f32[N, 7] ego-frame boxes in `OBJECT_FIELDS` order.
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lmgendrive_jax.data import geometry
 from lmgendrive_jax.sim import routes as routes_lib, town as town_lib
 
 JUNCTION_OPTIONS = {town_lib.LEFT: "left", town_lib.RIGHT: "right", town_lib.STRAIGHT: "straight"}
@@ -85,12 +86,7 @@ def exit_arm_points(route: routes_lib.Route, town: town_lib.Town, exit_s: float)
 
 def nearest_on_polyline(points: np.ndarray, xy: np.ndarray) -> np.ndarray:
   """f64[2]: the point of the polyline `points` f[P, 2] nearest to `xy` f[2]."""
-  a = points[:-1].astype(np.float64)
-  ab = points[1:].astype(np.float64) - a
-  t = np.clip(np.einsum("pk,pk->p", xy - a, ab) / np.maximum(
-      np.einsum("pk,pk->p", ab, ab), 1e-12), 0.0, 1.0)
-  candidates = a + t[:, None] * ab
-  return candidates[np.argmin(np.linalg.norm(candidates - xy, axis=-1))]
+  return geometry.project_onto_polyline(points, np.asarray(xy)[None])[0][0]
 
 
 def summarize(results: list[dict]) -> dict:
