@@ -101,17 +101,28 @@ class BlankInstructionAgent(LMGenDriveAgent):
     super().setup({**_options(config), "blank_instruction": True})
 
 
-class _SetByAgent:
-  """The hazard rule's 'detector' in `HazardOracleAgent`: says what the agent last set."""
+class _ExpertHazard:
+  """The hazard rule's 'detector' in `HazardOracleAgent`: asked (on the model's steps only), it
+  says whether the expert of the route being driven brakes for a vehicle or pedestrian now."""
 
   camera_views = ("front",)
 
-  def __init__(self):
-    self.seen = False
+  def __init__(self, expert_cfg):
+    self.expert_cfg = expert_cfg
+    self.route, self.expert, self.privileged = None, None, None
+
+  def see(self, privileged: dict) -> None:
+    """This tick's privileged data (sim/host.py); a new route gets its own expert."""
+    if self.route is not privileged["route"]:
+      self.route = privileged["route"]
+      self.expert = expert_lib.Expert(privileged["town"], self.route, self.expert_cfg,
+                                      seed=privileged["seed"])
+    self.privileged = privileged
 
   def probability(self, cameras: dict) -> float:
     del cameras
-    return 1.0 if self.seen else 0.0
+    _, labels = self.expert.act(self.privileged["state"], self.privileged["light_states"])
+    return float(bool(labels["is_vehicle_present"] or labels["is_pedestrian_present"]))
 
 
 class HazardOracleAgent(LMGenDriveAgent):
@@ -128,19 +139,12 @@ class HazardOracleAgent(LMGenDriveAgent):
 
   def setup(self, config) -> None:
     super().setup({**_options(config), "hazard_detector": ""})
-    self.oracle = _SetByAgent()
+    self.oracle = _ExpertHazard(self.expert_cfg)
     self.rules[hazard.RULE.name] = rules.DetectorRule(
         hazard.RULE, self.oracle, 0.5, hazard.RULE.make_policy(self.config))
-    self.route, self.expert = None, None
 
   def run_step(self, input_data: dict, timestamp: float) -> pid_lib.Control:
-    _, priv = input_data["privileged"]
-    if self.route is not priv["route"]:
-      self.route = priv["route"]
-      self.expert = expert_lib.Expert(priv["town"], self.route, self.expert_cfg,
-                                      seed=priv["seed"])
-    _, labels = self.expert.act(priv["state"], priv["light_states"])
-    self.oracle.seen = bool(labels["is_vehicle_present"] or labels["is_pedestrian_present"])
+    self.oracle.see(input_data["privileged"][1])
     ours = {key: value for key, value in input_data.items() if key != "privileged"}
     return super().run_step(ours, timestamp)
 

@@ -363,14 +363,16 @@ def test_hazard_oracle_brakes_when_the_expert_would_brake_for_a_hazard(monkeypat
   see the privileged data."""
   from lmgendrive_jax.agent import baselines
   hazard_ticks = set(range(40, 60))
+  experts = []
 
   class FakeExpert:
     def __init__(self, town, route, cfg, seed):
-      self.tick = 0
+      experts.append(self)
+      self.asked = 0
 
     def act(self, state, light_states):
-      self.tick += 1
-      seen = self.tick - 1 in hazard_ticks
+      self.asked += 1
+      seen = state["tick"] in hazard_ticks
       return None, {"is_vehicle_present": [3] if seen else [], "is_pedestrian_present": []}
 
   monkeypatch.setattr(baselines.expert_lib, "Expert", FakeExpert)
@@ -384,14 +386,19 @@ def test_hazard_oracle_brakes_when_the_expert_would_brake_for_a_hazard(monkeypat
   agent = baselines.HazardOracleAgent(CFG.expert, planner)
   agent.setup(dict(camera_size=(32, 24)))
   grey = np.full((24, 32, 3), 128, np.uint8)
-  data = {"rgb_left": (0, grey), "rgb_front": (0, grey), "instruction": (0, "follow the road"),
-          "speed": (0, {"speed": 3.0}), "privileged": (0, dict(
-              town=None, route=object(), state={}, light_states=None, seed=0))}
-  braked = [agent.run_step(data, tick * 0.05).brake == 1.0 for tick in range(80)]
+  route = object()
+  braked = []
+  for tick in range(80):
+    data = {"rgb_left": (0, grey), "rgb_front": (0, grey), "instruction": (0, "follow the road"),
+            "speed": (0, {"speed": 3.0}), "privileged": (0, dict(
+                town=None, route=route, state={"tick": tick}, light_states=None, seed=0))}
+    braked.append(agent.run_step(data, tick * 0.05).brake == 1.0)
   # The model steps every other tick; a step inside the hazard brakes, those after it do not.
   assert all(braked[40:60]) and not any(braked[24:40]) and not any(braked[62:80])
   assert not any(seen_by_planner)
   assert agent.trace_fields()["hazard_brakes"] == 10
+  # One expert for the route, asked on the model's steps only.
+  assert len(experts) == 1 and experts[0].asked == len(seen_by_planner)
 
 
 def test_blank_instruction_agent_gives_the_planner_an_empty_instruction():
