@@ -9,8 +9,12 @@ frame's `actors_data` and `future_waypoints`), where the small presets' 64x64 fr
 a car as a block of ~8 pixels or more. Whether a car is in the car's own lane or the next one is
 where it is in the image, so the model reads each pixel's coordinates too (`position_channels`).
 Positives are ~7% of the frames, most of them standing behind a car: they count 4 times.
+Trained on that one bit per frame, the detector memorised its training scenes (README), so it
+also learns where every vehicle and pedestrian is in the view (`object_map`: per-cell object
+cover of its last feature map, `data.view_objects_size`; cells with an object count 31 times).
 """
 
+import math
 import os
 import sys
 
@@ -21,5 +25,11 @@ import light_detector  # noqa: E402
 def get_config(arg=None):
   config = light_detector.front_view_config(arg, "hazard_detector", "hazard_ahead")
   config.model.light_detector.position_channels = True
+  config.model.light_detector.object_map = True
   config.loss.positive_weight = 4.0
+  config.loss.object_weight = 1.0
+  config.loss.object_boost = 30.0
+  # The object map is the last feature map: the view size over the strides' product.
+  stride = math.prod(int(s) for s in config.model.light_detector.strides)
+  config.data.view_objects_size = tuple(-(-int(s) // stride) for s in config.data.view_size)
   return config

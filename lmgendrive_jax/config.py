@@ -484,6 +484,10 @@ def data_preset(name: str, stage: int = 2) -> ConfigDict:
       # none. Stage 1 sets it to the vision model's view_layout_size, stages 2-3 to the layout
       # probe's size.
       view_layout_size=(0, 0),
+      # Stage-1 frames: per-view object cover (rows, cols): the share of each cell's rays that
+      # meet a vehicle or pedestrian (view_layout.object_cover; needs no road map); (0, 0): none.
+      # The hazard detector's dense target (configs/hazard_detector.py).
+      view_objects_size=(0, 0),
       # Stages 2-3 (training, with random_crop): the four rig views share one column offset, so
       # the crop looks like the car turned by one yaw from the evaluation's centred crop
       # (camera_rig.crop_yaw, up to ~8 degrees at crop_scale 0.875), and the waypoints are

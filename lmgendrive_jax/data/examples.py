@@ -110,11 +110,7 @@ class _ViewLayouts:
 
   def __init__(self, cfg, build_config: dict):
     self.rows, self.cols = (int(s) for s in cfg.view_layout_size)
-    camera_size = tuple(int(s) for s in build_config.get("camera_size") or (800, 600))
-    self.aspect = camera_size[1] / camera_size[0]
-    focus_fraction = float(build_config.get("focus_fraction", 128 / 600))
-    self.cameras = {v: view_layout.camera_window(v, camera_size, focus_fraction)
-                    for v in cfg.views}
+    self.cameras, self.aspect = _view_cameras(cfg, build_config)
 
   @property
   def enabled(self) -> bool:
@@ -136,6 +132,40 @@ class _ViewLayouts:
     return {"view_layout": layouts, "view_layout_mask": np.bool_(has_map)}
 
 
+class _ViewObjects:
+  """Per-view object cover (`view_layout.object_cover`) of a frame's decoded views: where the
+  vehicles and pedestrians are in each image, from the frame's boxes alone (no road map)."""
+
+  def __init__(self, cfg, build_config: dict):
+    # .get: configs saved before the key existed ask for none.
+    self.rows, self.cols = (int(s) for s in cfg.get("view_objects_size", (0, 0)))
+    self.cameras, self.aspect = _view_cameras(cfg, build_config)
+
+  @property
+  def enabled(self) -> bool:
+    return self.rows > 0 and self.cols > 0
+
+  def __call__(self, record: dict, windows: list[tuple]) -> dict:
+    """-> {"view_objects": f32[V, rows, cols]}."""
+    objects = np.asarray(record["objects"], np.float32).reshape(-1, 7)
+    cover = np.zeros((len(self.cameras), self.rows, self.cols), np.float32)
+    for i, (view, window) in enumerate(zip(self.cameras, windows)):
+      camera, camera_part = self.cameras[view]
+      cover[i] = view_layout.object_cover(
+          objects, camera, view_layout.sub_window(camera_part, window), self.aspect,
+          self.rows, self.cols)
+    return {"view_objects": cover}
+
+
+def _view_cameras(cfg, build_config: dict) -> tuple[dict, float]:
+  """({view: (camera, window)}: the camera each of `cfg.views` comes from and the part of its
+  image the stored view shows, the cameras' height / width)."""
+  camera_size = tuple(int(s) for s in build_config.get("camera_size") or (800, 600))
+  focus_fraction = float(build_config.get("focus_fraction", 128 / 600))
+  cameras = {v: view_layout.camera_window(v, camera_size, focus_fraction) for v in cfg.views}
+  return cameras, camera_size[1] / camera_size[0]
+
+
 def _stored_grid(source: RecordSource) -> geometry.BevGrid:
   b = source.build_config
   return geometry.BevGrid(int(b["bev_rows"]), int(b["bev_cols"]), float(b["bev_ahead"]),
@@ -155,6 +185,7 @@ class FrameExample(grain.transforms.RandomMap):
                       "targets: set data.rig_crop=False or data.random_crop=False")
     self.grid, self.stored_grid, self.train = _bev_grid(cfg), stored_grid, train
     self.layouts = _ViewLayouts(cfg, build_config or {})
+    self.objects = _ViewObjects(cfg, build_config or {})
 
   def random_map(self, record: dict, rng: np.random.Generator) -> dict:
     rng = rng if self.train else None
@@ -178,6 +209,8 @@ class FrameExample(grain.transforms.RandomMap):
     }
     if self.layouts.enabled:
       example.update(self.layouts(record, windows))
+    if self.objects.enabled:
+      example.update(self.objects(record, windows))
     return example
 
 

@@ -215,6 +215,14 @@ def _view_layout_spec(cfg, lead: tuple[int, ...], v: int) -> dict:
           "view_layout_mask": (lead, np.bool_)}
 
 
+def _view_objects_spec(cfg, b: int, v: int) -> dict:
+  """Per-view object cover of each frame (stage 1), when `cfg.view_objects_size` asks for it."""
+  rows, cols = (int(s) for s in cfg.get("view_objects_size", (0, 0)))
+  if rows <= 0 or cols <= 0:
+    return {}
+  return {"view_objects": ((b, v, rows, cols), np.float32)}
+
+
 def batch_spec(cfg, stage: int) -> dict[str, tuple[tuple[int, ...], Any]]:
   """{key: (global shape, dtype)} of a stage's batches: for building abstract inputs and tests."""
   b = int(cfg.batch_size)
@@ -232,7 +240,7 @@ def batch_spec(cfg, stage: int) -> dict[str, tuple[tuple[int, ...], Any]]:
         "red_light_ahead": ((b,), np.int32), "stop_sign_zone": ((b,), np.int32),
         "hazard_ahead": ((b,), np.int32), "command": ((b,), np.int32),
         "town_id": ((b,), np.int32), "frame": ((b,), np.int32),
-        **_view_layout_spec(cfg, (b,), v)}
+        **_view_layout_spec(cfg, (b,), v), **_view_objects_spec(cfg, b, v)}
   t, f = int(cfg.window_frames), len(cfg.future_offsets)
   li, ln = int(cfg.max_instruction_tokens), int(cfg.max_notice_tokens)
   return {

@@ -118,11 +118,8 @@ def view_layout(road_map: np.ndarray, camera: str, window: Window, aspect: float
   grid = topdown.TOPDOWN_GRID
   if road_map.shape != (grid.rows, grid.cols):
     raise ValueError(f"road map of shape {road_map.shape}, expected {(grid.rows, grid.cols)}")
-  u0, u1, v0, v1 = window
-  offsets = (np.arange(samples) + 0.5) / samples
-  u = u0 + (u1 - u0) * ((np.arange(cols)[:, None] + offsets).reshape(-1) / cols)
-  v = v0 + (v1 - v0) * ((np.arange(rows)[:, None] + offsets).reshape(-1) / rows)
-  points, hits = camera_rig.ground_points(camera, u[None, :], v[:, None], aspect)
+  u, v = _sample_points(window, rows, cols, samples)
+  points, hits = camera_rig.ground_points(camera, u, v, aspect)
   right, forward = points[..., 0], points[..., 1]
   row = np.floor((grid.ahead - forward) / grid.cell_forward).astype(np.int64)
   col = np.floor((right + grid.side) / grid.cell_lateral).astype(np.int64)
@@ -131,7 +128,29 @@ def view_layout(road_map: np.ndarray, camera: str, window: Window, aspect: float
                                       np.clip(col, 0, grid.cols - 1)], BEYOND_MAP)
   if objects is not None and len(objects):
     # Boxes stand on the ground, below the camera: a ray meets one before the ground behind it.
-    classes = np.where(object_hits(objects, *camera_rig.rays(camera, u[None, :], v[:, None],
-                                                            aspect)), OBJECT, classes)
+    classes = np.where(object_hits(objects, *camera_rig.rays(camera, u, v, aspect)), OBJECT,
+                       classes)
   one_hot = np.eye(len(VIEW_LAYOUT_CLASSES), dtype=np.float32)[classes]
   return one_hot.reshape(rows, samples, cols, samples, -1).mean(axis=(1, 3))
+
+
+def object_cover(objects: np.ndarray, camera: str, window: Window, aspect: float, rows: int,
+                 cols: int, samples: int = 4) -> np.ndarray:
+  """The frame's objects f32[N, 7] (ego-frame boxes) -> f32[rows, cols]: per cell of the view,
+  the share of its samples x samples rays that meet a vehicle or pedestrian: `view_layout`'s
+  `object` channel without the road map, for detectors trained on builds without one (the
+  hazard detector: `train/light_detector.py`)."""
+  u, v = _sample_points(window, rows, cols, samples)
+  hits = object_hits(objects, *camera_rig.rays(camera, u, v, aspect)).astype(np.float32)
+  return hits.reshape(rows, samples, cols, samples).mean(axis=(1, 3))
+
+
+def _sample_points(window: Window, rows: int, cols: int, samples: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """(u f[1, cols * samples], v f[rows * samples, 1]): samples x samples points spread evenly
+  over each cell of a rows x cols grid on `window`, as fractions of the camera image."""
+  u0, u1, v0, v1 = window
+  offsets = (np.arange(samples) + 0.5) / samples
+  u = u0 + (u1 - u0) * ((np.arange(cols)[:, None] + offsets).reshape(-1) / cols)
+  v = v0 + (v1 - v0) * ((np.arange(rows)[:, None] + offsets).reshape(-1) / rows)
+  return u[None, :], v[:, None]

@@ -11,6 +11,7 @@ lamp anywhere) and mean (the scene: night, the car's own lane). No speed input: 
 tells nothing about the lamp.
 
   uint8[B, H, W, 3] focus images -> f32[B] logits (sigmoid: P(red light ahead))
+  (with return_objects and object_map: also f32[B, h, w] object logits on the last feature map)
 """
 
 from typing import Any, Sequence
@@ -30,15 +31,22 @@ class RedLightDetector(nn.Module):
   position_channels: feed each pixel's image coordinates (-1..1, two channels) beside its colour,
   so that a pooled feature can say where the thing is (the hazard detector: a car in the car's
   own lane, low in the middle of the image, not one in the next lane); off for the lamp and sign.
+  object_map: a 1x1 head on the last feature map gives per-cell object logits (trained against
+  the view's object cover, `data/view_layout.py: object_cover`), and the MLP reads that map
+  flattened beside the pooled features. Why (the hazard detector): trained on its one frame-level
+  bit, it memorised its training scenes (recall 0.84 there, none on held-out weathers: README);
+  the dense target says where the car is, and the frame-level head then only has to decide
+  whether that place is in the car's path.
   """
   widths: Sequence[int] = (16, 32, 32, 64)
   strides: Sequence[int] = (1, 2, 2, 2)
   hidden: int = 64
   position_channels: bool = False
+  object_map: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, images: jax.Array) -> jax.Array:
+  def __call__(self, images: jax.Array, return_objects: bool = False):
     if len(self.widths) != len(self.strides):
       raise ValueError(f"widths {tuple(self.widths)} and strides {tuple(self.strides)} must have "
                        f"one entry per convolution")
@@ -57,6 +65,19 @@ class RedLightDetector(nn.Module):
                       (None, None, "conv_in", "conv_out")))(x)
       x = nn.gelu(x)
     pooled = jnp.concatenate([x.max(axis=(1, 2)), x.mean(axis=(1, 2))], axis=-1)
+    if self.object_map:
+      object_logits = Linear(1, ("conv_out", None), use_bias=True, dtype=self.dtype,
+                             name="object_head")(x)[..., 0]
+      pooled = jnp.concatenate([pooled, object_logits.reshape(object_logits.shape[0], -1)], -1)
+    elif return_objects:
+      raise ValueError("return_objects needs object_map=True (the model has no object head)")
     hidden = nn.gelu(Linear(self.hidden, ("embed", "mlp"), use_bias=True, dtype=self.dtype,
                             name="hidden")(pooled))
-    return Linear(1, ("mlp", None), use_bias=True, dtype=self.dtype, name="logit")(hidden)[..., 0]
+    logit = Linear(1, ("mlp", None), use_bias=True, dtype=self.dtype, name="logit")(hidden)[..., 0]
+    return (logit, object_logits) if return_objects else logit
+
+  def feature_size(self, height: int, width: int) -> tuple[int, int]:
+    """(rows, cols) of the last feature map (and the object map) for H x W images."""
+    for stride in self.strides:
+      height, width = -(-height // int(stride)), -(-width // int(stride))
+    return height, width

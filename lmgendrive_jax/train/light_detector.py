@@ -11,6 +11,10 @@ frame label (`config.label`, binary cross-entropy, positives weighted by
   `stop_sign_zone`; read by the agent's stop-sign rule (`agent/stop_sign.py`);
 - the hazard detector (`configs/hazard_detector.py`): the front view against `hazard_ahead`;
   read by the agent's hazard rule (`agent/hazard.py`).
+With `loss.object_weight` > 0 (the hazard detector) the model's object head (`object_map`) also
+learns each cell of its last feature map's object cover (`data.view_objects_size`, the share of
+the cell's rays meeting a vehicle or pedestrian), by binary cross-entropy with soft targets,
+cells holding any object counting `1 + loss.object_boost` times (cars cover ~1% of the cells).
 It shares no parameters with the planner, so a detector can be retrained without retraining the
 planner. Logged per batch: accuracy, recall and precision at 0.5, and recall on the frames where
 the car moves (> 1 m/s; a detector that only fires on standing frames has learnt the stop, not
@@ -19,6 +23,7 @@ the lamp or the sign).
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -62,9 +67,40 @@ def detector_metrics(logits, labels, speed) -> dict:
           "label_known": jnp.mean(known.astype(jnp.float32))}
 
 
+def check_object_target(config, detector: RedLightDetector) -> float:
+  """`loss.object_weight` (0: no object target), after checking that the model has an object
+  head and the data's object cover has its feature map's size."""
+  weight = float(config.loss.get("object_weight", 0.0))
+  if weight <= 0.0:
+    return 0.0
+  if not detector.object_map:
+    raise ConfigError("loss.object_weight > 0 trains the object head: set "
+                      "model.light_detector.object_map=True")
+  size = detector.feature_size(*(int(s) for s in config.data.view_size))
+  cover = tuple(int(s) for s in config.data.get("view_objects_size", (0, 0)))
+  if cover != size:
+    raise ConfigError(f"data.view_objects_size is {cover}; the detector's object map on "
+                      f"{tuple(config.data.view_size)} views is {size}: set it to that")
+  return weight
+
+
+def object_loss(object_logits, cover, boost: float) -> tuple[jax.Array, dict]:
+  """Object logits and cover f32[B, h, w] -> (the boosted soft BCE, {object_recall,
+  object_precision}: over cells at least half covered, at 0.5)."""
+  per_cell = optax.sigmoid_binary_cross_entropy(object_logits, cover)
+  weights = 1.0 + boost * (cover > 0.0)
+  loss = jnp.sum(per_cell * weights) / jnp.sum(weights)
+  said, held = object_logits > 0.0, cover >= 0.5
+  hits = jnp.sum(said & held)
+  return loss, {"object_recall": hits / jnp.maximum(jnp.sum(held), 1),
+                "object_precision": hits / jnp.maximum(jnp.sum(said), 1)}
+
+
 def build_task(config) -> tuple[Task, RedLightDetector]:
   detector = RedLightDetector(**config.model.light_detector.to_dict())
   label = check_detector_data(config)
+  object_weight = check_object_target(config, detector)
+  object_boost = float(config.loss.get("object_boost", 0.0))
   batches = KnownLabels(pipeline.make_iterator(config.data, 1), label)
   height, width = (int(s) for s in config.data.view_size)
   positive_weight = float(config.loss.positive_weight)
@@ -74,14 +110,24 @@ def build_task(config) -> tuple[Task, RedLightDetector]:
 
   def loss_fn(params, batch, rng, model_state):
     del rng, model_state
-    logits = detector.apply({"params": params}, batch["images"][:, 0])
+    images = batch["images"][:, 0]
+    if object_weight > 0.0:
+      logits, object_logits = detector.apply({"params": params}, images, return_objects=True)
+    else:
+      logits = detector.apply({"params": params}, images)
     labels = batch[label]
     known = (labels >= 0).astype(jnp.float32)
     targets = jnp.maximum(labels, 0).astype(jnp.float32)
     per_frame = optax.sigmoid_binary_cross_entropy(logits, targets)
     weights = known * (1.0 + (positive_weight - 1.0) * targets)
     loss = jnp.sum(per_frame * weights) / jnp.maximum(jnp.sum(known), 1.0)
-    return loss, detector_metrics(logits, labels, batch["speed"])
+    metrics = detector_metrics(logits, labels, batch["speed"])
+    if object_weight > 0.0:
+      objects, object_metrics = object_loss(object_logits, batch["view_objects"][:, 0],
+                                            object_boost)
+      metrics.update(object_metrics, label_loss=loss, object_loss=objects)
+      loss = loss + object_weight * objects
+    return loss, metrics
 
   return Task(init_fn=init_fn, loss_fn=loss_fn, batches=batches,
               examples_per_step=config.data.batch_size), detector

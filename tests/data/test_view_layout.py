@@ -1,7 +1,7 @@
 """Per-view road layout (data/view_layout.py): rays of LMDrive's pinhole rig meet the flat ground
 where the geometry says, the road map's classes land on the image columns a lane marking takes,
-a crop's label is the matching block of the whole view's, and the `object` class covers the
-pixels where the renderer draws a car."""
+a crop's label is the matching block of the whole view's, and the `object` class (and
+`object_cover`, the same without a road map) covers the pixels where the renderer draws a car."""
 
 import math
 
@@ -138,6 +138,17 @@ def test_a_turned_car_is_wider_and_the_ego_is_no_object():
   with pytest.raises(ValueError, match="type 2"):
     view_layout.view_layout(_marking_at(1.75), "front", view_layout.FULL_IMAGE, 1.0, 8, 8,
                             objects=_car(0.0, 12.0, kind=2))
+
+
+def test_object_cover_is_the_layouts_object_channel_without_a_road_map():
+  objects = np.concatenate([_car(0.0, 10.0), _car(-3.5, 14.0, yaw=math.pi / 2)])
+  window = view_layout.sub_window(view_layout.FULL_IMAGE, (0.1, 0.9, 0.05, 0.85))  # a crop
+  cover = view_layout.object_cover(objects, "front", window, 0.75, 8, 12)
+  layout = view_layout.view_layout(_marking_at(1.75), "front", window, 0.75, 8, 12,
+                                   objects=objects)
+  assert cover.shape == (8, 12) and 0.0 < cover.max() <= 1.0
+  np.testing.assert_array_equal(cover, layout[..., view_layout.OBJECT])
+  assert not view_layout.object_cover(objects[:0], "front", window, 0.75, 8, 12).any()
 
 
 def test_the_object_class_is_where_the_renderer_draws_the_car(straight_place):

@@ -79,6 +79,39 @@ def test_position_channels_let_the_detector_tell_where_a_block_is():
     assert (abs(logits[0] - logits[1]) > 1e-4) == differ, logits
 
 
+def test_the_object_map_has_the_last_feature_maps_cells_and_feeds_the_frame_logit():
+  detector = RedLightDetector(widths=(8, 8, 8), strides=(1, 2, 2), hidden=8, object_map=True)
+  images = np.random.default_rng(0).integers(0, 255, (2, 24, 40, 3), np.uint8)
+  variables = detector.init(jax.random.key(0), images)
+  logits, object_logits = detector.apply(variables, images, return_objects=True)
+  assert logits.shape == (2,) and object_logits.shape == (2, 6, 10)
+  assert detector.feature_size(24, 40) == (6, 10)
+  np.testing.assert_array_equal(detector.apply(variables, images), logits)
+  # The frame-level MLP reads the object map: its first layer has 64 + 64 + 60 inputs.
+  assert nn.unbox(variables)["params"]["hidden"]["kernel"].shape[0] == 8 + 8 + 60
+  with pytest.raises(ValueError, match="object_map"):
+    RedLightDetector(widths=(8,), strides=(2,)).init(jax.random.key(0), images,
+                                                     return_objects=True)
+
+
+def test_object_loss_counts_covered_cells_more_and_rates_them():
+  cover = np.zeros((1, 2, 2), np.float32)
+  cover[0, 0, 0] = 1.0
+  right = np.where(cover > 0, 5.0, -5.0).astype(np.float32)
+  loss, metrics = light_detector.object_loss(right, cover, boost=30.0)
+  assert float(loss) < 0.01 and float(metrics["object_recall"]) == 1.0
+  missed, metrics = light_detector.object_loss(-right, cover, boost=30.0)
+  unboosted, _ = light_detector.object_loss(-right, cover, boost=0.0)
+  # Every cell is wrong in both; the covered one carries 31 of the 34 weights with the boost.
+  np.testing.assert_allclose(float(missed), float(unboosted), rtol=1e-5)
+  assert float(metrics["object_recall"]) == 0.0 and float(metrics["object_precision"]) == 0.0
+  half_wrong = np.array([[[5.0, 5.0], [-5.0, -5.0]]], np.float32)
+  boosted, metrics = light_detector.object_loss(half_wrong, cover, boost=30.0)
+  flat, _ = light_detector.object_loss(half_wrong, cover, boost=0.0)
+  assert float(boosted) < float(flat)  # the one wrong cell is empty: it weighs 1 of 34, not 1 of 4
+  assert float(metrics["object_precision"]) == 0.5
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
   root = tmp_path_factory.mktemp("light")
@@ -134,9 +167,20 @@ def test_front_view_detector_runs_train_on_their_labels(name, label, every, data
   assert config.work_dir.endswith(f"{name}_tiny")
   batch = light_detector.build_task(config)[0].batches.batch(0)
   np.testing.assert_array_equal(batch[label], batch["frame"] % every == 0)
+  if label == "hazard_ahead":
+    # Its object target: the front view's cover on the object map's cells, a car where the
+    # label says one is in the corridor.
+    assert batch["view_objects"].shape == (len(batch["frame"]), 1, 8, 8)
+    in_corridor = batch["view_objects"][batch[label] == 1]
+    assert len(in_corridor) and (in_corridor.reshape(len(in_corridor), -1).max(-1) > 0).all()
   task, _ = light_detector.build_task(config)
   result = loop.run(config, task, log_enabled=False)
   assert np.isfinite(result["loss"]) and result["label_known"] == 1.0
+  if label == "hazard_ahead":
+    assert np.isfinite(result["object_loss"]) and 0.0 <= result["object_recall"] <= 1.0
+    config.data.view_objects_size = (4, 4)
+    with pytest.raises(ConfigError, match=r"view_objects_size is \(4, 4\).*\(8, 8\)"):
+      light_detector.build_task(config)
   detector = ViewDetector.from_run(config.work_dir)
   assert detector.label == label and detector.camera_views == ("front",)
   # bench/light_heads.py rates it against its own label.
