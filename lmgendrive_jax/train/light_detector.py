@@ -14,7 +14,7 @@ frame label (`config.label`, binary cross-entropy, positives weighted by
 With `loss.object_weight` > 0 (the hazard detector) the model's object head (`object_map`) also
 learns each cell of its last feature map's object cover (`data.view_objects_size`, the share of
 the cell's rays meeting a vehicle or pedestrian), by binary cross-entropy with soft targets,
-cells holding any object counting `1 + loss.object_boost` times (cars cover ~1% of the cells).
+cells holding any object counting `1 + loss.object_boost` times (objects touch ~2% of the cells).
 It shares no parameters with the planner, so a detector can be retrained without retraining the
 planner. Logged per batch: accuracy, recall and precision at 0.5, and recall on the frames where
 the car moves (> 1 m/s; a detector that only fires on standing frames has learnt the stop, not
