@@ -18,7 +18,11 @@ bigger run before `red_light_ahead`: LMDrive's head called 95% of standing frame
 above 1 m/s; with the speed zeroed, 78% of the moving ones).
 Given a detector run (`configs/light_detector.py`, `stop_sign_detector.py`,
 `hazard_detector.py`: the agent's rules), it rates that detector against its own label the same
-way (it has no speed input: "none"); frames whose label is unknown (-1) are left out.
+way (it has no speed input: "none"); frames whose label is unknown (-1) are left out. A
+detector with an object map (`object_map`, the hazard detector) also gets the map rated against
+the frames' object cover: recall and precision over the cells at least half covered. A map that
+finds the cars on training frames and not on the validation split has learnt the scenes (the
+18th session: 0.69 vs 0.30).
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ def collect_over_frames(batches, num_batches: int, predict, heads=HEADS) -> dict
     except StopIteration:
       break
     out.setdefault("speed", []).append(np.asarray(batch["speed"]))
+    if "view_objects" in batch:
+      out.setdefault("view_objects", []).append(np.asarray(batch["view_objects"])[:, 0])
     for label in labels:
       if label in batch:
         out.setdefault(label, []).append(np.asarray(batch[label]))
@@ -81,9 +87,26 @@ def perception_predictor(model, variables):
 
 
 def detector_predictor(model, variables):
-  """batch -> {"detector@none": P(label)}: a detector on its one view of each frame."""
-  probabilities = jax.jit(lambda images: jax.nn.sigmoid(model.apply(variables, images)))
-  return lambda batch: {"detector@none": probabilities(batch["images"][:, 0])}
+  """batch -> {"detector@none": P(label)}, and "objects": P(object) f32[N, h, w] per cell of a
+  detector with an object map: a detector on its one view of each frame."""
+  if model.object_map:
+    @jax.jit
+    def predict(images):
+      logits, object_logits = model.apply(variables, images, return_objects=True)
+      return {"detector@none": jax.nn.sigmoid(logits), "objects": jax.nn.sigmoid(object_logits)}
+  else:
+    predict = jax.jit(lambda images: {"detector@none": jax.nn.sigmoid(
+        model.apply(variables, images))})
+  return lambda batch: predict(batch["images"][:, 0])
+
+
+def object_map_row(values: dict, threshold: float) -> list:
+  """[cells at least half covered, share of cells said, recall, precision] of an object map."""
+  held, said = values["view_objects"] >= 0.5, values["objects"] > threshold
+  hits = (held & said).sum()
+  return [int(held.sum()), f"{said.mean():.4f}",
+          f"{hits / held.sum():.3f}" if held.any() else "-",
+          f"{hits / said.sum():.3f}" if said.any() else "-"]
 
 
 def rows_by_speed(values: dict, threshold: float, heads=HEADS) -> list[list]:
@@ -125,6 +148,10 @@ def main(argv=None) -> int:
               f"(P > {args.threshold})",
               ["label", "speed input", "speed (m/s)", "frames", "label rate", "said yes",
                "recall", "precision"], rows_by_speed(values, args.threshold, heads))
+  if "objects" in values and "view_objects" in values:
+    print_table(f"Object map of {args.work_dir} on the same frames (cells covered >= 0.5, "
+                f"P > {args.threshold})", ["covered cells", "cells said", "recall", "precision"],
+                [object_map_row(values, args.threshold)])
   return 0
 
 

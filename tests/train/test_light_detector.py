@@ -187,7 +187,9 @@ def test_front_view_detector_runs_train_on_their_labels(name, label, every, data
   from bench import light_heads
   assert light_heads.main(["--work_dir", config.work_dir, "--split", "train",
                            "--batches", "2"]) == 0
-  assert f"{label}  none" in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert f"{label}  none" in out
+  assert ("Object map of" in out) == (label == "hazard_ahead")  # the detector with a map
 
 
 class _Batches:
