@@ -11,8 +11,7 @@ corridor up to 10 m past the bumper (`hazard_ahead`); while its probability is a
 does, and as InterFuser's controller brakes on its object map. A false alarm on a standing car's
 unchanging view never clears, so the rule holds a standing car at most `hazard_max_wait` seconds,
 then yields `hazard_release` seconds (`rules.HoldLimit`); the stuck rule does not push while it
-brakes, and when the detector stops seeing, the stuck rule waits its full time again before it
-pushes (`RuleSpec.restarts_stuck_wait`).
+brakes.
 """
 
 from __future__ import annotations
@@ -22,4 +21,4 @@ from lmgendrive_jax.agent import rules
 RULE = rules.RuleSpec(name="hazard", detector_option="hazard_detector", label="hazard_ahead",
                       threshold_option="hazard_threshold",
                       make_policy=rules.hold_limit("hazard_max_wait", "hazard_release"),
-                      holds_standing_car=True, restarts_stuck_wait=True)
+                      holds_standing_car=True)

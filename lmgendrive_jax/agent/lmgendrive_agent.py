@@ -200,8 +200,6 @@ class LMGenDriveAgent:
     if braking:
       control = pid_lib.Control(steer=control.steer, throttle=0.0, brake=1.0)
     holding = any(rule.spec.holds_standing_car for rule in braking)
-    if any(rule.spec.restarts_stuck_wait and rule.lost_sight for rule in self.rules.values()):
-      self.stuck.restart_wait(t)
     forced = self.stuck.forced_throttle(speed, t, may_push=not holding)
     if forced is not None and not holding:  # a push under way yields to a rule's brake too
       control = pid_lib.Control(steer=control.steer, throttle=forced, brake=0.0)

@@ -5,8 +5,7 @@ Where it sits: `LMGenDriveAgent.setup` builds one `DetectorRule` per rule whose 
 set (`RuleSpec`s: `red_light.RULE`, `stop_sign.RULE`, `hazard.RULE`); each model step
 `run_step` asks every rule `brake(cameras, speed, t)` and, if any says yes, brakes (throttle 0,
 brake 1, the PID's steer kept). The stuck rule (`stuck.py`) does not push while a rule that
-`holds_standing_car` brakes, and waits its full time again after a rule that
-`restarts_stuck_wait` lost sight of what it braked for.
+`holds_standing_car` brakes.
 
 A policy is anything with `brake(seen: bool, speed: float, t: float) -> bool` (sim time `t` in
 seconds): `HoldLimit` for the light and hazard rules, `stop_sign.StopSignRule` for stop signs.
@@ -37,11 +36,7 @@ class RuleSpec:
   naming its detector run; label: the frame label that run must have learnt; threshold_option:
   the agent option above whose value the detector's probability counts as seen; make_policy:
   agent config dict -> a fresh Policy; holds_standing_car: while it brakes, the stuck rule
-  waits (a rule that only slows the car to a stop and lets go, as the stop-sign rule, does not);
-  restarts_stuck_wait: when it lets go because its detector stops seeing (not because its policy
-  yields a standing car), the stuck rule's wait starts again, so the planner, not a push, decides
-  when to drive on (the hazard rule: a walker in the path drops out of the detector's view for a
-  step, and a push at once drove into it; docs/experiments.md, 18th session).
+  waits (a rule that only slows the car to a stop and lets go, as the stop-sign rule, does not).
   """
   name: str
   detector_option: str
@@ -49,7 +44,6 @@ class RuleSpec:
   threshold_option: str
   make_policy: Callable[[dict], Policy]
   holds_standing_car: bool
-  restarts_stuck_wait: bool = False
 
 
 class HoldLimit:
@@ -96,8 +90,6 @@ class DetectorRule:
     self.threshold = float(threshold)
     self.last_prob = 0.0
     self.brakes = 0  # model steps it braked
-    self.braked_last = False  # at the previous model step
-    self.lost_sight = False  # braked at the previous model step, its detector no longer sees
 
   @property
   def camera_views(self) -> tuple[str, ...]:
@@ -106,9 +98,6 @@ class DetectorRule:
   def brake(self, cameras: dict, speed: float, t: float) -> bool:
     """cameras {view: uint8[h, w, 3]} (at least `camera_views`) -> brake this model step."""
     self.last_prob = self.detector.probability(cameras)
-    seen = self.last_prob > self.threshold
-    braking = self.policy.brake(seen, speed, t)
-    self.lost_sight = self.braked_last and not seen
-    self.braked_last = braking
+    braking = self.policy.brake(self.last_prob > self.threshold, speed, t)
     self.brakes += int(braking)
     return braking

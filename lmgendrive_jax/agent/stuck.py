@@ -73,9 +73,3 @@ class StuckRule:
       self.pushes += 1
       return FORCED_THROTTLE
     return None
-
-  def restart_wait(self, t: float) -> None:
-    """Start the standing wait again at `t` and drop a push under way (the hazard rule lost sight
-    of what it braked for: `rules.RuleSpec.restarts_stuck_wait`)."""
-    self.standing_since, self.moved_m = float(t), 0.0
-    self.forcing_until = -float("inf")

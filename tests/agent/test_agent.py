@@ -358,30 +358,6 @@ def test_hazard_rule_brakes_while_seen_yields_a_standing_car_and_holds_the_stuck
 
 
 
-@pytest.mark.parametrize("seen_until, max_wait, first_push", [
-    (4.0, 30.0, 6.0),   # lost sight at 4 s: the stuck rule (2 s) waits again, pushes at 6 s
-    (99.0, 3.0, 4.0)])  # seen throughout, yielded at 1 + 3 s by its hold limit: pushed at once
-def test_the_stuck_rule_waits_again_after_the_hazard_rule_lost_sight(seen_until, max_wait,
-                                                                   first_push, monkeypatch):
-  """A walker in the path drops out of the detector's view for a step: pushing at once drove
-  into it. A hold-limit yield is a guess that the detector is wrong: the push comes at once."""
-  detector = _red_pixel_rule(view="front", label="hazard_ahead")
-  _use_detector(monkeypatch, detector)
-  agent = LMGenDriveAgent(StandingPlanner(max_frames=8))
-  agent.setup(dict(camera_size=(32, 24), hazard_detector="some/run", hazard_max_wait=max_wait,
-                   hazard_release=10.0, stuck_seconds=2.0, forced_forward_seconds=0.6))
-  grey = np.full((24, 32, 3), 128, np.uint8)
-  car = grey.copy()
-  car[8:16, 12:20] = (255, 0, 0)
-  pushed = []
-  for tick in range(20 + 2 * 140):
-    t = tick * 0.05
-    data = {"rgb_left": (0, grey), "rgb_front": (0, car if t < seen_until else grey),
-            "instruction": (0, "follow the road"), "speed": (0, {"speed": 0.0})}
-    pushed.append(agent.run_step(data, t).throttle > 0)
-  assert pushed.index(True) * 0.05 == pytest.approx(first_push, abs=0.11)
-
-
 def test_hazard_oracle_brakes_when_the_expert_would_brake_for_a_hazard(monkeypatch):
   """The oracle's hazard rule reads the expert's hazard trigger (privileged); the planner does not
   see the privileged data."""
