@@ -7,8 +7,9 @@
 
 `agent`: lmgendrive (ours, from `agent.work_dir`), blank_instruction (ours with the instruction
 blanked), hazard_oracle (ours, its hazard rule reading the expert's hazard trigger: the most a
-hazard detector could buy), expert, lane_keeping (ignores instructions). Writes `<out_dir>/results.json` after each
-route; rerun the same command to resume an interrupted evaluation.
+hazard detector could buy), expert, lane_keeping (ignores instructions). Writes
+`<out_dir>/results.json` after each route; rerun the same command to resume an interrupted
+evaluation.
 """
 
 from lmgendrive_jax import config as config_lib
