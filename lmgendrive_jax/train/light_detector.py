@@ -50,6 +50,11 @@ def check_detector_data(config) -> str:
   return label
 
 
+def _ratio(num, den):
+  """num / den, 0 where den counts nothing."""
+  return num / jnp.maximum(den, 1)
+
+
 def detector_metrics(logits, labels, speed) -> dict:
   """Batch accuracy / recall / precision at 0.5 and the recall on moving frames (f32 scalars),
   over the frames whose label is known (>= 0)."""
@@ -58,12 +63,11 @@ def detector_metrics(logits, labels, speed) -> dict:
   red = labels > 0
   moving = speed > MOVING_MPS
   hits = jnp.sum(said & red)
-  safe = lambda num, den: num / jnp.maximum(den, 1)  # noqa: E731
-  return {"accuracy": safe(jnp.sum((said == red) & known), jnp.sum(known)),
-          "recall": safe(hits, jnp.sum(red)),
-          "precision": safe(hits, jnp.sum(said)),
-          "recall_moving": safe(jnp.sum(said & red & moving), jnp.sum(red & moving)),
-          "label_rate": safe(jnp.sum(red), jnp.sum(known)),
+  return {"accuracy": _ratio(jnp.sum((said == red) & known), jnp.sum(known)),
+          "recall": _ratio(hits, jnp.sum(red)),
+          "precision": _ratio(hits, jnp.sum(said)),
+          "recall_moving": _ratio(jnp.sum(said & red & moving), jnp.sum(red & moving)),
+          "label_rate": _ratio(jnp.sum(red), jnp.sum(known)),
           "label_known": jnp.mean(known.astype(jnp.float32))}
 
 
@@ -92,8 +96,8 @@ def object_loss(object_logits, cover, boost: float) -> tuple[jax.Array, dict]:
   loss = jnp.sum(per_cell * weights) / jnp.sum(weights)
   said, held = object_logits > 0.0, cover >= 0.5
   hits = jnp.sum(said & held)
-  return loss, {"object_recall": hits / jnp.maximum(jnp.sum(held), 1),
-                "object_precision": hits / jnp.maximum(jnp.sum(said), 1)}
+  return loss, {"object_recall": _ratio(hits, jnp.sum(held)),
+                "object_precision": _ratio(hits, jnp.sum(said))}
 
 
 def build_task(config) -> tuple[Task, RedLightDetector]:
