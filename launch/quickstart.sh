@@ -10,9 +10,9 @@
 #                                          # rules (RULES=0 leaves them out): ~2 h (README)
 #   STEPS_SCALE=4 ./launch/quickstart.sh   # any preset with its training steps scaled
 #   DAGGER="8 9,10 11" PRESET=big ./launch/quickstart.sh  # two on-policy rounds (seeds per round)
-#   RULES=1 ./launch/quickstart.sh         # also train the red-light and stop-sign detectors and
-#                                          # drive with the agent's light, stop-sign and stuck rules
-#                                          # (the big preset's default)
+#   RULES=1 ./launch/quickstart.sh         # also train the red-light, stop-sign and hazard
+#                                          # detectors and drive with the agent's light, stop-sign,
+#                                          # hazard and stuck rules (the big preset's default)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh" ""
 PRESET="${PRESET:-small}"
@@ -35,20 +35,24 @@ stamp() { echo "[quickstart $(( $(date +%s) - START ))s] $*"; }
 # on-policy round's), the on-policy (DAgger) rounds' collection seeds (rounds separated by commas;
 # "": none; DAGGER=... overrides), each round's fine-tuning steps and learning rate (half stage
 # 2's), ours' stuck rule's seconds (0: off; the big preset and RULES=1 turn it on), whether the
-# agent's rules are on by default (RULES=... overrides), and with them the red-light and
-# stop-sign detectors' steps and their collection's seeds.
+# agent's rules are on by default (RULES=... overrides), and with them the red-light, stop-sign
+# and hazard detectors' steps and their collection's seeds.
 EVAL_SEED=0; EVAL_STAGE=stage3; DAGGER_SEEDS=""; DAGGER_STEPS=0; DAGGER_LR=0; STUCK_SECONDS=0
 RULES_DEFAULT=0
 # Where the stuck rule is on: its wait, and its push (InterFuser's is 0.6 s; a car pushed 0.6 s
 # reaches ~1.8 m/s and our planner brakes again, one pushed 1.5 s ~3 m/s and it drives on:
 # docs/experiments.md, 16th).
 STUCK_RULE_SECONDS=8; STUCK_PUSH_SECONDS=1.5
-LIGHT_STEPS=0; STOP_SIGN_STEPS=0; LIGHT_SEEDS="0 6 7"
+# Where the hazard rule is on: the longest it holds a standing car before yielding (a false
+# alarm on a standing car's view never clears; docs/experiments.md, 17th: 10 s).
+HAZARD_MAX_WAIT=10
+LIGHT_STEPS=0; STOP_SIGN_STEPS=0; HAZARD_STEPS=0; LIGHT_SEEDS="0 6 7"
 case "$PRESET" in
   tiny)  MODEL=tiny;  CAMERA=64x64; STEPS=(20 40 40 40 20);      QFORMER_FRAMES=32;   ROUTES="${EVAL_ROUTES:-tiny_2}"
-         DAGGER_SEEDS="8"; DAGGER_STEPS=10; DAGGER_LR=5e-4; LIGHT_STEPS=20; STOP_SIGN_STEPS=20; LIGHT_SEEDS="6" ;;
+         DAGGER_SEEDS="8"; DAGGER_STEPS=10; DAGGER_LR=5e-4; LIGHT_STEPS=20; STOP_SIGN_STEPS=20
+         HAZARD_STEPS=20; LIGHT_SEEDS="6" ;;
   small) MODEL=small; CAMERA=64x64; STEPS=(300 100 1500 80 20);  QFORMER_FRAMES=5000; ROUTES="${EVAL_ROUTES:-tiny_4}"
-         LIGHT_STEPS=3000; STOP_SIGN_STEPS=1000 ;;
+         LIGHT_STEPS=3000; STOP_SIGN_STEPS=1000; HAZARD_STEPS=3000 ;;
   # The best measured recipe as one command (docs/experiments.md, 2026-12-06 13th and 14th): the
   # small model's curriculum with a 320-step stage 2, which then drives 64 routes of its own
   # while the expert takes the wheel when it leaves its route, misses a brake or stands
@@ -61,11 +65,14 @@ case "$PRESET" in
   # 64.3 on 40 routes vs 56.9 with the stuck rule's 0.6-s push alone (2026-12-07 16th: paired
   # +7.4 +- 3.8; red lights and stop signs 11.0 -> 1.8 DS points, standing 5.4 -> 1.6).
   # A second round (DAGGER="8 9,10 11") lowered DS (2026-12-06 15th: 47.6 vs 56.9, paired
-  # -9.3 +- 3.0 on 40 routes; its planner drives into static objects).
+  # -9.3 +- 3.0 on 40 routes; its planner drives into static objects). The hazard rule, its
+  # detector trained on the lights' focus collection, brakes for a car or walker in the path:
+  # paired +2.7 +- 1.9 on those 40 routes, +0.5 +- 1.1 on 48 fresh ones (seeds 12-17; the
+  # oracle's +1.3 there): small, but the one rule that answers traffic (2026-12-07 19th).
   big)   MODEL=small; CAMERA=64x64; STEPS=(1200 400 6000 320 80); QFORMER_FRAMES=20000
          ROUTES="${EVAL_ROUTES:-tiny_8}"; EVAL_SEED=1; EVAL_STAGE=stage2; STUCK_SECONDS=$STUCK_RULE_SECONDS
          DAGGER_SEEDS="8 9"; DAGGER_STEPS=320; DAGGER_LR=2.5e-4; LIGHT_STEPS=3000; STOP_SIGN_STEPS=1000
-         RULES_DEFAULT=1 ;;
+         HAZARD_STEPS=3000; RULES_DEFAULT=1 ;;
   *) echo "PRESET must be tiny, small or big (paper runs on a pod: see README)"; exit 2 ;;
 esac
 DAGGER_SEEDS="${DAGGER-$DAGGER_SEEDS}"
@@ -100,12 +107,15 @@ if [ "$STUCK_SECONDS" != 0 ]; then
   OURS_OPTS=(--config.agent.stuck_seconds="$STUCK_SECONDS"
              --config.agent.forced_forward_seconds="$STUCK_PUSH_SECONDS")
 fi
-# The red-light and stop-sign detectors share nothing with the curriculum: their collection (the
-# telephoto `focus` camera added; it records the stop-sign zones too), TFDS build and trainings
-# run beside the curriculum's, on the other core. The stop-sign detector reads the front view.
+# The red-light, stop-sign and hazard detectors share nothing with the curriculum: their
+# collection (the telephoto `focus` camera added; it records the stop-sign zones too), TFDS build
+# and trainings run beside the curriculum's, on the other core. The stop-sign and hazard
+# detectors read the front view.
 if [ "$LIGHT_STEPS" -gt 0 ]; then
   OURS_OPTS+=(--config.agent.light_detector="$RUN/light_detector_${MODEL}"
-              --config.agent.stop_sign_detector="$RUN/stop_sign_detector_${MODEL}")
+              --config.agent.stop_sign_detector="$RUN/stop_sign_detector_${MODEL}"
+              --config.agent.hazard_detector="$RUN/hazard_detector_${MODEL}"
+              --config.agent.hazard_max_wait="$HAZARD_MAX_WAIT")
   light_detector() {
     for SEED in $LIGHT_SEEDS; do
       python -m data_pipelines.collect --config="configs/collect.py:preset=${MODEL}" \
@@ -118,8 +128,9 @@ if [ "$LIGHT_STEPS" -gt 0 ]; then
     # Zones are ~3% of the frames: positives x4.
     train stop_sign_detector "$(scale ${STOP_SIGN_STEPS})" \
       --config.data.data_dir="$RUN/data/tfds_focus" --config.loss.positive_weight=4.0
+    train hazard_detector "$(scale ${HAZARD_STEPS})" --config.data.data_dir="$RUN/data/tfds_focus"
   }
-  stamp "3b/8 red-light and stop-sign detectors (collect seeds ${LIGHT_SEEDS} with the focus camera, TFDS, train), in the background: $RUN/light_detector.log"
+  stamp "3b/8 red-light, stop-sign and hazard detectors (collect seeds ${LIGHT_SEEDS} with the focus camera, TFDS, train), in the background: $RUN/light_detector.log"
   light_detector > "$RUN/light_detector.log" 2>&1 &
   LIGHT_PID=$!
 fi
