@@ -15,7 +15,10 @@ cover of its last feature map, `data.view_objects_size`; cells with an object co
 and sees its colours jittered by +-30% (brightness, contrast, saturation; 10% elsewhere): the
 held-out weathers are dusk and night. Measured (docs/experiments.md, 18th): recall on the
 held-out weathers 0 -> 0.14 standing / 0.41 crawling, and in closed loop +2.9 +- 2.1 DS over no
-hazard rule on the big preset's planner (the single-bit detector: +1.1 +- 2.0).
+hazard rule on the big preset's planner (the single-bit detector: +1.1 +- 2.0). `PRESET=big`
+trains it on the focus collection of the light detector (`launch/quickstart.sh`): +2.7 +- 1.9
+there, +0.5 +- 1.1 on 48 fresh routes (19th). Walkers are never positives: the expert stands
+10-15 m short of them, past the label's 10 m (labelling them to 15 m raised false alarms, 19th).
 """
 
 import os

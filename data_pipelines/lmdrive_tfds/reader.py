@@ -400,7 +400,8 @@ def _merge_weight(travelled_m: float, merge_m: float) -> float:
 # The hazard label's corridor: the route's centre line up to HAZARD_AHEAD_M past the front bumper,
 # HAZARD_HALF_WIDTH_M to each side (half a 3.5-m lane and a little: a car in the next lane, ~3.5 m
 # over, is not in it). 10 m is ~2.5 s at the planner's 4 m/s, a car of ~8 pixels on a 64x64 front
-# camera; braking from 4 m/s takes ~1.5 m.
+# camera; braking from 4 m/s takes ~1.5 m. The expert stands 10-15 m short of walkers, so its
+# collections hold no walker positives; 15 m for walkers raised false alarms (experiments.md, 19th).
 HAZARD_AHEAD_M = 10.0
 HAZARD_HALF_WIDTH_M = 1.8
 EGO_HALF_LENGTH_M = 2.45  # LMDrive's ego (a Lincoln MKZ), as the embedded simulator's
