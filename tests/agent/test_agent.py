@@ -357,7 +357,6 @@ def test_hazard_rule_brakes_while_seen_yields_a_standing_car_and_holds_the_stuck
   assert agent.trace_fields()["hazard_brakes"] > 0 and agent.trace_fields()["p_hazard"] > 0.99
 
 
-
 def test_hazard_oracle_brakes_when_the_expert_would_brake_for_a_hazard(monkeypatch):
   """The oracle's hazard rule reads the expert's hazard trigger (privileged); the planner does not
   see the privileged data."""
