@@ -15,23 +15,27 @@ too coarse to tell two recipes apart. Each agent's results go to
 resumes where it stopped and a later run with more seeds reuses the seeds already driven.
 
 Prints DS (with its standard error over the pooled routes) / RC / IS per agent, instruction
-following (of the junctions an agent drove through, the share it left the way its route, and so
-its instruction, said: sim/following.py), how the routes ended, the DS each agent lost by cause
-(`eval/ds_loss.py`: the route not driven, charged to its ending, and each penalty), where the
-car first left its routes (`eval/route_exit.py`: a plain lane, approaching a junction, inside
-one, a lane change; and how many metres it drifted to get there), and the targets: ours >= 70%
-of the expert's DS and above both baselines, instruction following >= 90%.
+following (of the junctions an agent drove through, the share it left the way its route, and so its
+instruction, said: sim/following.py), how the routes ended, the DS each agent lost by cause
+(`eval/ds_loss.py`: the route not driven, charged to its ending, and each penalty), with `--trace`
+the seconds its car stood per route and why (`eval/standing.py`: a rule's hold, the planner standing
+on after it, after a collision), where the car first left its routes (`eval/route_exit.py`: a plain
+lane, approaching a junction, inside one, a lane change; and how many metres it drifted to get
+there), and the targets: ours >= 70% of the expert's DS and above both baselines, instruction
+following >= 90%.
 The pooled summary goes to `<out>/<set>_s<seeds>.json`. With `--light_detector` (a
 `configs/light_detector.py` run), ours and ours blanked drive with the agent's light rule
-(`agent/red_light.py`), with `--stop_sign_detector` and `--hazard_detector` with its stop-sign
-and hazard rules (`agent/stop_sign.py`, `agent/hazard.py`), with `--stuck_seconds` with its
-stuck rule (`agent/stuck.py`; `--forced_forward_seconds` its push, 1.5 in the big preset's
-evaluation), with `--aim_lookahead_m` at the expert's aim point instead of LMDrive's
-(`sim/pid.py`); their results go to
-`<agent>[+light_rule][+stop_rule][+hazard_rule][+stuck[+push<S>]][+aim<L>]/` beside the others,
-so the expert's and lane keeping's routes are reused. The big preset's evaluation is
+(`agent/red_light.py`), with `--stop_sign_detector` and `--hazard_detector` with its stop-sign and
+hazard rules (`agent/stop_sign.py`, `agent/hazard.py`; `--hazard_max_wait` the longest the hazard
+rule holds a standing car), with `--stuck_seconds` with its stuck rule (`agent/stuck.py`;
+`--forced_forward_seconds` its push, 1.5 in the big preset's evaluation), with `--aim_lookahead_m`
+at the expert's aim point instead of LMDrive's (`sim/pid.py`); their results go to
+`<agent>[+light_rule][+stop_rule][+hazard_rule[+hwait<S>]][+stuck[+push<S>]][+aim<L>]/` beside the
+others, so the expert's and lane keeping's routes are reused. The big preset's evaluation is
 `--light_detector RUN/light_detector_small --stop_sign_detector RUN/stop_sign_detector_small
---stuck_seconds 8 --forced_forward_seconds 1.5`.
+--hazard_detector RUN/hazard_detector_small --hazard_max_wait 10 --stuck_seconds 8
+--forced_forward_seconds 1.5` (RUN: `work_dirs/quickstart_big`; `--work_dir
+RUN/stage2_dagger_small`).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from lmgendrive_jax.agent.lmgendrive_agent import AGENT_DEFAULTS  # noqa: E402
 from lmgendrive_jax.eval import closed_loop  # noqa: E402
 from lmgendrive_jax.eval import route_exit  # noqa: E402
 from lmgendrive_jax.eval.ds_loss import ds_lost_by_cause  # noqa: E402
+from lmgendrive_jax.eval.standing import standing_seconds_by_cause  # noqa: E402
 from lmgendrive_jax.sim import scoring  # noqa: E402
 
 AGENTS = ("lmgendrive", "expert", "lane_keeping", "blank_instruction")
@@ -75,6 +80,9 @@ def evaluate_agent(args, agent: str, seed: int) -> dict:
     overrides.update({"agent.hazard_detector": args.hazard_detector,
                       "agent.hazard_threshold": args.hazard_threshold})
     folder += "+hazard_rule"
+    if args.hazard_max_wait != AGENT_DEFAULTS["hazard_max_wait"]:
+      overrides["agent.hazard_max_wait"] = args.hazard_max_wait
+      folder += f"+hwait{args.hazard_max_wait:g}"
   if ours and args.stuck_seconds > 0:
     overrides["agent.stuck_seconds"] = args.stuck_seconds
     folder += "+stuck"
@@ -128,6 +136,25 @@ def print_ds_lost(summaries: dict, names: dict) -> None:
               rows)
 
 
+def print_standing(summaries: dict, names: dict) -> None:
+  """With traces (`--trace`): the seconds each agent's car stood per route, by why
+  (eval/standing.py: held by a rule, the planner standing on after a rule's hold, after a
+  collision, the planner of its own accord); a timeout does not say. Agents whose routes were
+  driven without a trace show '-'."""
+  traced = {a: all(r.get("trace") for r in s["routes"]) for a, s in summaries.items()}
+  if not any(traced.values()):
+    return
+  seconds = {a: standing_seconds_by_cause(s["routes"]) if traced[a] else None
+             for a, s in summaries.items()}
+  causes = list(dict.fromkeys(c for a in AGENTS if seconds[a] for c in seconds[a]))
+  rows = [[cause] + ["-" if seconds[a] is None else f"{seconds[a].get(cause, 0.0):.1f}"
+                     for a in AGENTS] for cause in causes]
+  rows.append(["driven (mean sim time)"] + [
+      f"{np.mean([r['sim_time'] for r in summaries[a]['routes']]):.1f}" for a in AGENTS])
+  print_table("Seconds standing per route, by why (traced routes)",
+              ["cause"] + [names[a] for a in AGENTS], rows)
+
+
 def print_exits(summaries: dict, names: dict) -> None:
   """Where each agent first left its routes (eval/route_exit.py: the place, and how many route
   metres it drifted to get there): a route deviation is charged to its ending above, but the
@@ -168,6 +195,9 @@ def main(argv=None) -> int:
   parser.add_argument("--hazard_detector", default="",
                       help="a hazard detector run: ours brakes for what it sees (agent/hazard.py)")
   parser.add_argument("--hazard_threshold", type=float, default=0.5)
+  parser.add_argument("--hazard_max_wait", type=float, default=AGENT_DEFAULTS["hazard_max_wait"],
+                      help="the longest the hazard rule holds a standing car (the big preset's "
+                           "evaluation: 10)")
   add_aim_lookahead_argument(parser)
   parser.add_argument("--trace", action="store_true",
                       help="routes driven now record a trace (configs/eval.py: trace)")
@@ -196,6 +226,7 @@ def main(argv=None) -> int:
                                        "DS / expert DS", "instruction following", "routes"], rows)
   print_endings(summaries, names)
   print_ds_lost(summaries, names)
+  print_standing(summaries, names)
   print_exits(summaries, names)
   ours = summaries["lmgendrive"]
   following = ours.get("instruction_following") or 0.0
