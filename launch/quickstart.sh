@@ -76,7 +76,8 @@ case "$PRESET" in
   *) echo "PRESET must be tiny, small or big (paper runs on a pod: see README)"; exit 2 ;;
 esac
 DAGGER_SEEDS="${DAGGER-$DAGGER_SEEDS}"
-if [ "${RULES:-$RULES_DEFAULT}" = 1 ]; then STUCK_SECONDS=$STUCK_RULE_SECONDS; else LIGHT_STEPS=0; fi
+if [ "${RULES:-$RULES_DEFAULT}" = 1 ]; then STUCK_SECONDS=$STUCK_RULE_SECONDS
+else LIGHT_STEPS=0; STOP_SIGN_STEPS=0; HAZARD_STEPS=0; fi  # no detectors, no rules
 scale() { echo $(( $1 * STEPS_SCALE )); }
 
 stamp "1/8 tokenizer (byte-level BPE on the LangAuto instruction vocabulary)"
