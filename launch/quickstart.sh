@@ -7,7 +7,7 @@
 #   ./launch/quickstart.sh                 # default: small preset, ~20 min on 2 CPU cores
 #   PRESET=tiny ./launch/quickstart.sh     # minutes, a smoke run (the agent will not drive well)
 #   PRESET=big ./launch/quickstart.sh      # the bigger preset: a DAgger round and the agent's
-#                                          # rules (RULES=0 leaves them out): ~2 h (README)
+#                                          # rules (RULES=0 leaves them out): ~2 h 15 min (README)
 #   STEPS_SCALE=4 ./launch/quickstart.sh   # any preset with its training steps scaled
 #   DAGGER="8 9,10 11" PRESET=big ./launch/quickstart.sh  # two on-policy rounds (seeds per round)
 #   RULES=1 ./launch/quickstart.sh         # also train the red-light, stop-sign and hazard
