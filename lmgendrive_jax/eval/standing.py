@@ -6,13 +6,15 @@ that to "timeout standing" without saying what held it. A traced route (`configs
 trace`, points every 0.5 s with the agent's `trace_fields`) says it: each stretch between two
 points in which the car stood (speed below STANDING_MPS at its end) goes to
 
-  - `held: <rule>`: a detector rule (`agent/rules.py`: red_light, stop_sign, hazard) braked in it
-    (its `<rule>_brakes` count rose), the rule of the first in RULE_NAMES order if several;
+  - `held: <rule>`: one of the agent's detector rules (`LMGenDriveAgent.RULES`: red_light,
+    stop_sign, hazard) braked in it (its `<rule>_brakes` count rose), the first in that order if
+    several;
   - `after a collision`: no rule braked and the route has had a collision (on the embedded
     default a crash pins the car);
   - `planner, after a rule's hold`: no rule braked, but a rule braked when this stand began or in
-    the RULE_STOP_S before (it stopped the car): the planner stands on after the rule let go (behaviour cloning's inertia: a standing
-    expert rarely pulls away, so a stopped planner asks ~0 m/s);
+    the RULE_STOP_S before (it stopped the car): the planner stands on after the rule let go
+    (behaviour cloning's inertia: a standing expert rarely pulls away, so a stopped planner asks
+    ~0 m/s);
   - `planner`: the planner stood of its own accord (a car ahead it sees, the start, inertia).
 
 A push of the stuck rule (its `pushes` count rose) or moving ends a stand. Traces without the
@@ -25,9 +27,11 @@ from __future__ import annotations
 
 import collections
 
+from lmgendrive_jax.agent.lmgendrive_agent import RULES
+
 STANDING_MPS = 0.2
 RULE_STOP_S = 3.0  # a rule that braked this long before a stand began stopped the car
-RULE_NAMES = ("red_light", "stop_sign", "hazard")
+RULE_NAMES = tuple(spec.name for spec in RULES)  # their trace fields: `<name>_brakes`
 AFTER_COLLISION = "after a collision"
 PLANNER_AFTER_RULE = "planner, after a rule's hold"
 PLANNER = "planner"
