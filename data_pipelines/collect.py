@@ -72,7 +72,9 @@ def measurement(episode, state: dict, control: np.ndarray, labels: dict,
                 info: dict | None = None, view_pose: tuple | None = None) -> dict:
   """Every LMDrive measurement key for the tick (specs/lmdrive_format.md), plus our own:
   `stop_sign_zone` (the simulator's `info`, when given: the ego is in a stop sign's waiting
-  zone, up to 6 m before its line: where the scorer wants it to stand) and, on a recovery view
+  zone, up to 6 m before its line: where the scorer wants it to stand), `light_stop_distance`
+  (the expert's: metres from the front bumper to the stop line of `affected_light_id`, None
+  without one) and, on a recovery view
   (`view_pose`: CARLA-frame (pos, yaw) the cameras were rendered from, sim/view_shift.py),
   `view_pose` as {gps_x, gps_y, x, y, theta}: the TFDS reader computes the frame's labels in that
   frame. The other keys stay the car's."""
@@ -111,9 +113,16 @@ def measurement(episode, state: dict, control: np.ndarray, labels: dict,
       "future_waypoints": future,
       # The light's actors_data id (LMDrive: the CARLA actor id), not the town's light index.
       "affected_light_id": light_actor_id(int(labels.get("affected_light_id", -1))),
+      # Metres from the front bumper to that light's stop line (None: the route's next stop line
+      # within 40 m has no light); the TFDS reader's `red_light_zone` reads it.
+      "light_stop_distance": _optional_float(labels.get("light_stop_distance")),
       **({} if info is None else {"stop_sign_zone": bool(int(info["stop_zone"]) >= 0)}),
       **({} if view_pose is None else {"view_pose": pose_keys(*view_pose)}),
   }
+
+
+def _optional_float(value) -> float | None:
+  return None if value is None else float(value)
 
 
 def pose_keys(pos, yaw: float) -> dict:

@@ -16,6 +16,9 @@ frames (`lmdrive_frames`), one example per frame:
   traffic_light: int32 (1 = a red light affects ego), stop_sign: int32, blocked: bool,
   red_light_ahead: int32 (1 = the light of the route's next stop line is red, at any distance:
     `reader.red_light_ahead`),
+  red_light_zone: int32 (1 = that light is red and its stop line at most 8 m ahead, 0 = not,
+    -1 = unknown: the source has no `light_stop_distance`: `reader.red_light_zone`; absent from
+    builds before it),
   stop_sign_zone: int32 (1 = the ego is in a stop sign's waiting zone, 0 = not, -1 = unknown:
     the source has no `stop_sign_zone` measurement; absent from builds before it),
   hazard_ahead: int32 (1 = a vehicle or pedestrian is in the route's corridor up to 10 m past
@@ -169,6 +172,7 @@ def frame_features(config: BuildConfig) -> tfds.features.FeaturesDict:
       "traffic_light": np.int32,
       "stop_sign": np.int32,
       "red_light_ahead": np.int32,
+      "red_light_zone": np.int32,
       "stop_sign_zone": np.int32,
       "hazard_ahead": np.int32,
       "blocked": np.bool_,

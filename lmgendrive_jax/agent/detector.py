@@ -62,11 +62,11 @@ class ViewDetector:
 
 
 @functools.lru_cache(maxsize=8)
-def detector_for_run(work_dir: str, label: str) -> ViewDetector:
+def detector_for_run(work_dir: str, labels: tuple[str, ...]) -> ViewDetector:
   """One shared detector per run (the jitted detector compiles once per evaluation), checked to
-  have learnt `label` (a stop-sign detector given as the light detector is an error)."""
+  have learnt one of `labels` (a stop-sign detector given as the light detector is an error)."""
   detector = ViewDetector.from_run(resolve_path(work_dir))
-  if detector.label != label:
+  if detector.label not in labels:
     raise ConfigError(f"{work_dir} is a detector of {detector.label!r}; this rule needs one of "
-                      f"{label!r}")
+                      f"{' or '.join(repr(label) for label in labels)}")
   return detector

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from lmgendrive_jax.agent import rules
 
-RULE = rules.RuleSpec(name="hazard", detector_option="hazard_detector", label="hazard_ahead",
+RULE = rules.RuleSpec(name="hazard", detector_option="hazard_detector", labels=("hazard_ahead",),
                       threshold_option="hazard_threshold",
                       make_policy=rules.hold_limit("hazard_max_wait", "hazard_release"),
                       holds_standing_car=True)

@@ -236,7 +236,7 @@ class LMGenDriveAgent:
     """The rule of `spec` on the detector run its option names (checked to have learnt the
     rule's label on cameras of the agent's size), with a fresh policy."""
     option = spec.detector_option
-    detector = detector_lib.detector_for_run(str(self.config[option]), spec.label)
+    detector = detector_lib.detector_for_run(str(self.config[option]), spec.labels)
     if detector.camera_size not in (None, self.camera_size):
       raise ConfigError(
           f"{option} {self.config[option]} was trained on {detector.camera_size} (W, H) "

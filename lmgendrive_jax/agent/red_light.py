@@ -15,6 +15,11 @@ a standing car at most `red_light_max_wait` seconds, longer than any red phase (
 default's lights are red for at most ~14 s), then lets go `red_light_release` seconds
 (`rules.HoldLimit`).
 
+Which frames its detector learnt decides where the car stops: `red_light_zone` (the light is
+red and its stop line at most 8 m ahead: data_pipelines/lmdrive_tfds/reader.py) stops it near
+the line, as the expert; `red_light_ahead` (red, at any distance up to 40 m) at the first sight
+of the lamp, 20-45 m short of the line on most holds (docs/experiments.md, 20th).
+
 The detector (`agent/detector.py`) reads the telephoto focus camera (or the front camera's
 centre crop) as its training data did, whatever the planner's views are.
 """
@@ -23,7 +28,8 @@ from __future__ import annotations
 
 from lmgendrive_jax.agent import rules
 
-RULE = rules.RuleSpec(name="red_light", detector_option="light_detector", label="red_light_ahead",
+RULE = rules.RuleSpec(name="red_light", detector_option="light_detector",
+                      labels=("red_light_zone", "red_light_ahead"),
                       threshold_option="red_light_threshold",
                       make_policy=rules.hold_limit("red_light_max_wait", "red_light_release"),
                       holds_standing_car=True)

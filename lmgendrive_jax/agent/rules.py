@@ -33,14 +33,14 @@ class RuleSpec:
   """One rule's agent options and behaviour.
 
   name: its name in traces (`p_<name>`, `<name>_brakes`); detector_option: the agent option
-  naming its detector run; label: the frame label that run must have learnt; threshold_option:
+  naming its detector run; labels: the frame labels that run may have learnt; threshold_option:
   the agent option above whose value the detector's probability counts as seen; make_policy:
   agent config dict -> a fresh Policy; holds_standing_car: while it brakes, the stuck rule
   waits (a rule that only slows the car to a stop and lets go, as the stop-sign rule, does not).
   """
   name: str
   detector_option: str
-  label: str
+  labels: tuple[str, ...]
   threshold_option: str
   make_policy: Callable[[dict], Policy]
   holds_standing_car: bool

@@ -41,7 +41,7 @@ class StopSignRule:
 
 
 RULE = rules.RuleSpec(
-    name="stop_sign", detector_option="stop_sign_detector", label="stop_sign_zone",
+    name="stop_sign", detector_option="stop_sign_detector", labels=("stop_sign_zone",),
     threshold_option="stop_sign_threshold",
     make_policy=lambda config: StopSignRule(float(config["stop_sign_release"])),
     # It lets go once the car has stood: a car standing on is the planner's (the stuck rule's).

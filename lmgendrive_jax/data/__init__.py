@@ -31,6 +31,8 @@ Stage 1 (frames):
     lane marking), from the frame's road map; road_layout_mask: bool[B] (False: no road map)
   traffic_light: int32[B] (1 = red light affecting ego)   stop_sign: int32[B]
   red_light_ahead: int32[B] (1 = the light of the route's next stop line is red, at any distance)
+  red_light_zone: int32[B] (1 = that light is red and its stop line at most 8 m ahead, 0 = not,
+    -1 = the data does not say)
   stop_sign_zone: int32[B] (1 = in a stop sign's waiting zone, 0 = not, -1 = the data does not say)
   hazard_ahead: int32[B] (1 = a vehicle or pedestrian in the route's corridor close ahead, 0 = not,
     -1 = unknown)

@@ -203,6 +203,7 @@ class FrameExample(grain.transforms.RandomMap):
         "red_light_ahead": np.int32(record["red_light_ahead"]),
         # -1 (unknown) in builds from before the label, or from sources without it.
         "stop_sign_zone": np.int32(record.get("stop_sign_zone", -1)),
+        "red_light_zone": np.int32(record.get("red_light_zone", -1)),
         "hazard_ahead": np.int32(record.get("hazard_ahead", -1)),
         "command": np.int32(record["measurements"]["command"]),
         "town_id": np.int32(record["town_id"]), "frame": np.int32(record["frame"]),

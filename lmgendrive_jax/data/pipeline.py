@@ -237,7 +237,8 @@ def batch_spec(cfg, stage: int) -> dict[str, tuple[tuple[int, ...], Any]]:
                         np.float32),
         "road_layout_mask": ((b,), np.bool_),
         "traffic_light": ((b,), np.int32), "stop_sign": ((b,), np.int32),
-        "red_light_ahead": ((b,), np.int32), "stop_sign_zone": ((b,), np.int32),
+        "red_light_ahead": ((b,), np.int32), "red_light_zone": ((b,), np.int32),
+        "stop_sign_zone": ((b,), np.int32),
         "hazard_ahead": ((b,), np.int32), "command": ((b,), np.int32),
         "town_id": ((b,), np.int32), "frame": ((b,), np.int32),
         **_view_layout_spec(cfg, (b,), v), **_view_objects_spec(cfg, b, v)}

@@ -157,7 +157,7 @@ class Expert:
         ped_hits.append(int(i))
 
     # Lights and stop signs at the route's next stop line.
-    red_light, stop_sign, light_id = [], [], -1
+    red_light, stop_sign, light_id, light_distance = [], [], -1, None
     near_control = False
     for s_line, line in self.stop_lines:
       d = s_line - progress - ego_front
@@ -167,7 +167,7 @@ class Expert:
         break
       light = int(self.town.stop_line_light[line])
       if light >= 0:
-        light_id = light
+        light_id, light_distance = light, d
         state_l = int(light_states[light])
         if d < 20.0:
           near_control = True
@@ -222,7 +222,8 @@ class Expert:
         is_lane_vehicle_present=[i for i in vehicle_hits if math.cos(npc_yaw[i] - yaw) > 0.7],
         is_junction_vehicle_present=[i for i in vehicle_hits if math.cos(npc_yaw[i] - yaw) <= 0.7],
         is_pedestrian_present=ped_hits, is_red_light_present=red_light,
-        is_stop_sign_present=stop_sign, affected_light_id=light_id, is_junction=in_junction,
+        is_stop_sign_present=stop_sign, affected_light_id=light_id,
+        light_stop_distance=light_distance, is_junction=in_junction,
         progress=progress, steer_noise=steer_noise)
     return control, labels
 

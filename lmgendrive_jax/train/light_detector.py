@@ -34,7 +34,7 @@ from lmgendrive_jax.models.light_detector import RedLightDetector
 from lmgendrive_jax.train.loop import Task
 
 MOVING_MPS = 1.0
-LABELS = ("red_light_ahead", "stop_sign_zone", "hazard_ahead")  # frame labels it can learn
+LABELS = ("red_light_ahead", "red_light_zone", "stop_sign_zone", "hazard_ahead")  # frame labels it can learn
 
 
 def check_detector_data(config) -> str:

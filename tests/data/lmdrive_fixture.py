@@ -50,6 +50,8 @@ def measurement(frame: int, speed: float, theta: float, weather: int, hz: float 
       "is_stop_sign_present": [], "should_slow": False, "should_brake": False,
       "future_waypoints": route_ahead(x, y, theta, right=2.0 if frame % 7 == 0 else 0.0),
       "affected_light_id": 7 if frame % 3 == 0 else -1,
+      # That light's stop line 4 m ahead on every sixth frame, 20 m on the other third ones.
+      "light_stop_distance": (4.0 if frame % 6 == 0 else 20.0) if frame % 3 == 0 else None,
       "stop_sign_zone": frame % 5 == 0,
   }
 

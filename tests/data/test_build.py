@@ -68,6 +68,7 @@ def test_raw_layout_reads_back_source_pixels_values_and_labels(raw_build):
     assert record["traffic_light"] == (frame % 4 == 0)
     # The next stop line's light (actor "7", red) on every third frame, whatever the speed.
     assert record["red_light_ahead"] == (frame % 3 == 0)
+    assert record["red_light_zone"] == (frame % 6 == 0)  # only where its line is <= 8 m ahead
     assert record["stop_sign_zone"] == (frame % 5 == 0)
     # The vehicle (2 m right) is in the route's corridor where the route runs 2 m right.
     assert record["hazard_ahead"] == (frame % 7 == 0)
@@ -254,6 +255,17 @@ def test_stop_sign_zone_label_is_unknown_where_the_source_does_not_say():
   assert reader.stop_sign_zone({"stop_sign_zone": True}) == 1
   assert reader.stop_sign_zone({"stop_sign_zone": False}) == 0
   assert reader.stop_sign_zone({"is_stop_sign_present": [3]}) == -1  # LMDrive's data
+
+
+def test_red_light_zone_holds_up_to_8_m_before_a_red_lights_line_and_is_unknown_without_it():
+  from data_pipelines.lmdrive_tfds import reader
+  red = {"affected_light_id": 7, "actors_data": {"7": {"tpe": 2, "sta": reader.RED}}}
+  green = {"affected_light_id": 7, "actors_data": {"7": {"tpe": 2, "sta": 2}}}
+  zone = lambda m, distance: reader.red_light_zone({**m, "light_stop_distance": distance})
+  assert [zone(red, d) for d in (-2.0, -1.0, 0.0, 8.0, 8.5, 30.0)] == [0, 1, 1, 1, 0, 0]
+  assert zone(green, 3.0) == 0 and zone(red, None) == 0  # green; no light-controlled line
+  assert reader.red_light_zone(red) == -1  # LMDrive's data, our collections before the key
+  assert reader.red_light_ahead({**red, "light_stop_distance": 30.0}) == 1
 
 
 def test_hazard_label_holds_for_an_object_in_the_route_corridor_up_to_10_m_past_the_bumper():

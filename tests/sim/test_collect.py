@@ -21,8 +21,9 @@ MEASUREMENT_KEYS = (
     "throttle brake weather weather_id near_node_x near_node_y far_node_x far_node_y is_junction "
     "is_vehicle_present is_bike_present is_lane_vehicle_present is_junction_vehicle_present "
     "is_pedestrian_present is_red_light_present is_stop_sign_present should_slow should_brake "
-    "future_waypoints affected_light_id steer_noise learner_control stop_sign_zone").split()
-# steer_noise, learner_control, stop_sign_zone: ours (collect.py)
+    "future_waypoints affected_light_id steer_noise learner_control stop_sign_zone "
+    "light_stop_distance").split()
+# steer_noise, learner_control, stop_sign_zone, light_stop_distance: ours (collect.py)
 
 
 class Spy(collect.Collector):
@@ -67,6 +68,9 @@ def test_layout_and_measurements_read_back(collected):
       name = f"{frame:04d}"
       m = json.load(open(os.path.join(out, route, "measurements", name + ".json")))
       assert set(m) == set(MEASUREMENT_KEYS) and isinstance(m["stop_sign_zone"], bool)
+      distance = m["light_stop_distance"]  # the expert's search: -1 .. 40 m, None without one
+      assert distance is None or -1.0 <= distance <= 40.0
+      assert (distance is None) == (m["affected_light_id"] == -1)
       assert m == json.loads(json.dumps(spy.seen[(route, frame)]["measurement"]))
       for v, view in enumerate(collect.VIEWS):
         decoded = np.asarray(Image.open(os.path.join(out, route, f"rgb_{view}", name + ".jpg")))
