@@ -54,6 +54,8 @@ def main(argv=None) -> dict:
                       default=BuildConfig.recovery_min_step_m,
                       help="recovery views: mask their waypoints where the expert drove less "
                            "than this to the first one (0: keep all)")
+  parser.add_argument("--red_light_zone_m", type=float, default=BuildConfig.red_light_zone_m,
+                      help="the red_light_zone label: metres before a red light's stop line")
   parser.add_argument("--no_progress", action="store_true")
   args = parser.parse_args(argv)
   rows, cols, ahead, behind, side = (float(v) for v in args.bev_grid.split(","))
@@ -63,7 +65,8 @@ def main(argv=None) -> dict:
       validation_weathers=tuple(int(w) for w in args.validation_weathers.split(",") if w),
       bev_rows=int(rows), bev_cols=int(cols), bev_ahead=ahead, bev_behind=behind, bev_side=side,
       read_topdown=not args.no_topdown, focus_camera=args.focus_camera,
-      recovery_merge_m=args.recovery_merge_m, recovery_min_step_m=args.recovery_min_step_m)
+      recovery_merge_m=args.recovery_merge_m, recovery_min_step_m=args.recovery_min_step_m,
+      red_light_zone_m=args.red_light_zone_m)
   report = build(args.data_dir, args.out, config, workers=args.workers,
                  progress=not args.no_progress)
   print(json.dumps({k: report[k] for k in ("examples", "clip_examples", "recovery_views",

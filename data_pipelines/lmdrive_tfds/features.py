@@ -16,7 +16,8 @@ frames (`lmdrive_frames`), one example per frame:
   traffic_light: int32 (1 = a red light affects ego), stop_sign: int32, blocked: bool,
   red_light_ahead: int32 (1 = the light of the route's next stop line is red, at any distance:
     `reader.red_light_ahead`),
-  red_light_zone: int32 (1 = that light is red and its stop line at most 8 m ahead, 0 = not,
+  red_light_zone: int32 (1 = that light is red and its stop line at most
+    `BuildConfig.red_light_zone_m` ahead, 0 = not,
     -1 = unknown: the source has no `light_stop_distance`: `reader.red_light_zone`; absent from
     builds before it),
   stop_sign_zone: int32 (1 = the ego is in a stop sign's waiting zone, 0 = not, -1 = unknown:
@@ -57,6 +58,11 @@ MEASUREMENT_INTS = ("command",)
 REQUIRED_KEYS = MEASUREMENT_FLOATS + MEASUREMENT_INTS + ("is_red_light_present",
                                                          "is_stop_sign_present")
 NUM_WAYPOINTS = 5
+# How far before a red light's stop line `red_light_zone` starts (BuildConfig.red_light_zone_m).
+# The lamp stands at the junction's far-right corner (sim/town.py), 2 x junction_half + 4 m past
+# the line and one road's half-width right of it: on a two-lane approach it leaves the telephoto
+# focus view (21.6 degrees wide) about 6 m before the line.
+RED_LIGHT_ZONE_M = 8.0
 
 FRAMES_NAME = "lmdrive_frames"
 CLIPS_NAME = "lmdrive_clips"
@@ -103,6 +109,8 @@ class BuildConfig:
     drove less than this to the first waypoint (at 10 Hz and 0.5 s: 1.5 m = 3 m/s). Another way
     out of the creeping car's sideways jump than merging: such frames then teach nothing about
     steering back. 0: keep every frame.
+  red_light_zone_m: the `red_light_zone` label holds from this many metres before a red light's
+    stop line (front bumper to line) to 1 m past it (`reader.red_light_zone`).
   """
   camera_size: tuple[int, int] = (800, 600)
   view_size: tuple[int, int] | None = None
@@ -124,9 +132,10 @@ class BuildConfig:
   read_topdown: bool = True
   recovery_merge_m: float = 4.5
   recovery_min_step_m: float = 0.0
+  red_light_zone_m: float = RED_LIGHT_ZONE_M
 
   def __post_init__(self):
-    for name in ("recovery_merge_m", "recovery_min_step_m"):
+    for name in ("recovery_merge_m", "recovery_min_step_m", "red_light_zone_m"):
       if getattr(self, name) < 0:
         raise ConfigError(f"BuildConfig.{name}={getattr(self, name)} must be >= 0 (0: off)")
 

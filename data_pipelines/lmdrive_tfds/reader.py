@@ -361,7 +361,7 @@ def frame_labels(measurements: dict[int, dict], frame: int, config: BuildConfig)
       "bev_targets": geometry.bev_targets(objects, config.bev_grid),
       "traffic_light": int(bool(m["is_red_light_present"])), "stop_sign": int(bool(stop)),
       "red_light_ahead": red_light_ahead(m),
-      "red_light_zone": red_light_zone(m),
+      "red_light_zone": red_light_zone(m, config.red_light_zone_m),
       "stop_sign_zone": stop_sign_zone(m),
       "hazard_ahead": hazard_ahead(m, objects, ego_gps, theta),
   }
@@ -405,10 +405,6 @@ def _merge_weight(travelled_m: float, merge_m: float) -> float:
 # collections hold no walker positives; 15 m for walkers raised false alarms (experiments.md, 19th).
 HAZARD_AHEAD_M = 10.0
 HAZARD_HALF_WIDTH_M = 1.8
-# The red-light zone: up to 8 m before the stop line. Its lamp (at the junction's far corner,
-# 2 x junction_half + 4 m past the line: sim/town.py) is then 29-36 m ahead, still inside the
-# telephoto focus view.
-RED_LIGHT_ZONE_M = 8.0
 EGO_HALF_LENGTH_M = 2.45  # LMDrive's ego (a Lincoln MKZ), as the embedded simulator's
 
 
@@ -448,10 +444,10 @@ def stop_sign_zone(m: dict) -> int:
   return int(bool(m["stop_sign_zone"])) if "stop_sign_zone" in m else -1
 
 
-def red_light_zone(m: dict) -> int:
+def red_light_zone(m: dict, zone_m: float) -> int:
   """1 when the light of the route's next stop line is red and the front bumper is at most
-  `RED_LIGHT_ZONE_M` before that line (up to 1 m past it), 0 when not, -1 when the source does
-  not say (no `light_stop_distance` measurement: LMDrive's data, our collections before it).
+  `zone_m` before that line (up to 1 m past it), 0 when not, -1 when the source does not say
+  (no `light_stop_distance` measurement: LMDrive's data, our collections before it).
 
   What the agent's light rule should brake on: `red_light_ahead` holds from the first sight of
   the red lamp (up to 40 m before the line), so a rule braking on it stood 20-45 m short of the
@@ -463,7 +459,7 @@ def red_light_zone(m: dict) -> int:
   if "light_stop_distance" not in m:
     return -1
   distance = m["light_stop_distance"]
-  return int(distance is not None and -1.0 <= float(distance) <= RED_LIGHT_ZONE_M
+  return int(distance is not None and -1.0 <= float(distance) <= zone_m
              and red_light_ahead(m) == 1)
 
 

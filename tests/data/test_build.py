@@ -261,10 +261,10 @@ def test_red_light_zone_holds_up_to_8_m_before_a_red_lights_line_and_is_unknown_
   from data_pipelines.lmdrive_tfds import reader
   red = {"affected_light_id": 7, "actors_data": {"7": {"tpe": 2, "sta": reader.RED}}}
   green = {"affected_light_id": 7, "actors_data": {"7": {"tpe": 2, "sta": 2}}}
-  zone = lambda m, distance: reader.red_light_zone({**m, "light_stop_distance": distance})
+  zone = lambda m, distance: reader.red_light_zone({**m, "light_stop_distance": distance}, 8.0)
   assert [zone(red, d) for d in (-2.0, -1.0, 0.0, 8.0, 8.5, 30.0)] == [0, 1, 1, 1, 0, 0]
   assert zone(green, 3.0) == 0 and zone(red, None) == 0  # green; no light-controlled line
-  assert reader.red_light_zone(red) == -1  # LMDrive's data, our collections before the key
+  assert reader.red_light_zone(red, 8.0) == -1  # LMDrive's data, our collections before the key
   assert reader.red_light_ahead({**red, "light_stop_distance": 30.0}) == 1
 
 
