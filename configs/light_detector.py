@@ -2,11 +2,16 @@
 
   python launch/train.py --config=configs/light_detector.py:preset=small --config.data.data_dir=DATA
 
-Trains `models/light_detector.py` on the focus view alone against `red_light_ahead`
-(`train/light_detector.py`). Build DATA with `build_tfds --focus_camera` from a collection whose
-`sim.camera.views` has `focus` (the telephoto camera, where a lamp 30 m ahead is a few pixels);
-the front camera's centre crop works too, but shows a distant lamp under a pixel wide. Independent
-of the three stages: no weights come from them and none go to them.
+Trains `models/light_detector.py` on the focus view alone against `red_light_zone` (the route's
+next light is red and its stop line at most 8 m ahead; `train/light_detector.py`). Build DATA
+with `build_tfds --focus_camera` from a collection whose `sim.camera.views` has `focus` (the
+telephoto camera, where a lamp 30 m ahead is a few pixels); the front camera's centre crop works
+too, but shows a distant lamp under a pixel wide. The label needs the collection's
+`light_stop_distance` (data_pipelines.collect since 2026-12-07); for older collections
+`--config.label=red_light_ahead` (red at any distance) still trains, and the agent's light rule
+takes either, but it stops the car at the first sight of the lamp, 20-45 m short of the line
+(docs/experiments.md, 20th and 21st). Independent of the three stages: no weights come from them
+and none go to them.
 """
 
 from lmgendrive_jax import config as config_lib
@@ -33,7 +38,7 @@ def get_config(arg=None):
   # Positives (~1 frame in 4, most of them standing at the line) count this many times.
   config.loss = config_lib.ConfigDict(dict(positive_weight=2.0))
 
-  config.label = "red_light_ahead"  # the frame label it learns (train/light_detector.py: LABELS)
+  config.label = "red_light_zone"  # the frame label it learns (train/light_detector.py: LABELS)
   config.data = config_lib.data_preset(arg.preset, stage=1)
   config.data.views = ("focus",)  # the one view it reads
   config.data.batch_size = {"tiny": 8, "small": 64, "paper": 256}[arg.preset]

@@ -1,8 +1,9 @@
 """Red-light detector: a small full-resolution CNN on the telephoto focus camera.
 
 Used by the agent's light rule (`agent/red_light.py`), trained on its own
-(`train/light_detector.py`, `configs/light_detector.py`) from the `red_light_ahead` label (the
-light of the route's next stop line is red, at any distance and speed). Not LMDrive's: its light
+(`train/light_detector.py`, `configs/light_detector.py`) from the `red_light_zone` label (the
+light of the route's next stop line is red and the line at most 8 m ahead, at any speed; or
+`red_light_ahead`, red at any distance). Not LMDrive's: its light
 head reads the stage-1 encoder's light token, and on the embedded default that head learnt the
 ego speed instead of the lamp (`bench/light_heads.py`, README). A lamp ~30 m ahead is a ~3x7 px
 blob in a 64x64 focus image and gone after the shared backbone's stride-32 pooling, so the
@@ -10,7 +11,7 @@ detector keeps its own convolutions at stride <= 8 and pools the whole map by ma
 lamp anywhere) and mean (the scene: night, the car's own lane). No speed input: a standing car
 tells nothing about the lamp.
 
-  uint8[B, H, W, 3] focus images -> f32[B] logits (sigmoid: P(red light ahead))
+  uint8[B, H, W, 3] focus images -> f32[B] logits (sigmoid: P(its label: a red light close ahead))
   (with return_objects and object_map: also f32[B, h, w] object logits on the last feature map)
 """
 

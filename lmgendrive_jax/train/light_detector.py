@@ -5,7 +5,8 @@ frame label (`config.label`, binary cross-entropy, positives weighted by
 `loss.positive_weight`, frames whose label is unknown (-1) left out):
 - the red-light detector (`configs/light_detector.py`): the focus view (the telephoto focus
   camera of a `build_tfds --focus_camera` build; a build without one gives the front camera's
-  centre crop, where a distant lamp is under a pixel) against `red_light_ahead`; read by the
+  centre crop, where a distant lamp is under a pixel) against `red_light_zone` (or
+  `red_light_ahead`); read by the
   agent's light rule (`agent/red_light.py`);
 - the stop-sign detector (`configs/stop_sign_detector.py`): the front view against
   `stop_sign_zone`; read by the agent's stop-sign rule (`agent/stop_sign.py`);
@@ -34,11 +35,13 @@ from lmgendrive_jax.models.light_detector import RedLightDetector
 from lmgendrive_jax.train.loop import Task
 
 MOVING_MPS = 1.0
-LABELS = ("red_light_ahead", "red_light_zone", "stop_sign_zone", "hazard_ahead")  # frame labels it can learn
+# The frame labels it can learn.
+LABELS = ("red_light_zone", "red_light_ahead", "stop_sign_zone", "hazard_ahead")
 
 
 def check_detector_data(config) -> str:
-  """The label a detector run learns (`config.label`, default red_light_ahead), after checking
+  """The label a detector run learns (`config.label`; a config without one, from before labels
+  were chosen, learns red_light_ahead, as `agent/detector.py` reads such runs), after checking
   that its data has exactly one view (the one it reads) and the label is one of LABELS."""
   views = tuple(config.data.views)
   if len(views) != 1:
