@@ -109,7 +109,8 @@ if [ "$STUCK_SECONDS" != 0 ]; then
              --config.agent.forced_forward_seconds="$STUCK_PUSH_SECONDS")
 fi
 # The red-light, stop-sign and hazard detectors share nothing with the curriculum: their
-# collection (the telephoto `focus` camera added; it records the stop-sign zones too), TFDS build
+# collection (the telephoto `focus` camera added; it records the stop-sign zones and the distance
+# to the next light's stop line too: the light detector learns `red_light_zone`), TFDS build
 # and trainings run beside the curriculum's, on the other core. The stop-sign and hazard
 # detectors read the front view.
 if [ "$LIGHT_STEPS" -gt 0 ]; then
