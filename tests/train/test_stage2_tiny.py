@@ -41,7 +41,7 @@ def test_stage2_loss_sharded_equals_single_device(dataset, num_devices):
   key = jax.random.key(3)
   single, _ = jax.jit(loss_fn)(params, jax.tree.map(jnp.asarray, batch), key, variables)
 
-  mesh = parallel.make_mesh(config_lib.meshtiny_config((2, 2, 2)))
+  mesh = parallel.make_mesh(config_lib.mesh_config((2, 2, 2)))
   rules = config_lib.logical_axis_rules()
   _, shardings = parallel.variable_shardings(init, mesh, rules, jax.random.key(0))
   sharded_params = jax.device_put(params, shardings["params"])
