@@ -135,9 +135,12 @@ class BuildConfig:
   red_light_zone_m: float = RED_LIGHT_ZONE_M
 
   def __post_init__(self):
-    for name in ("recovery_merge_m", "recovery_min_step_m", "red_light_zone_m"):
+    for name in ("recovery_merge_m", "recovery_min_step_m"):
       if getattr(self, name) < 0:
         raise ConfigError(f"BuildConfig.{name}={getattr(self, name)} must be >= 0 (0: off)")
+    if self.red_light_zone_m < 0:
+      raise ConfigError(f"BuildConfig.red_light_zone_m={self.red_light_zone_m} must be >= 0 "
+                        f"(metres before a red light's stop line)")
 
   @property
   def bev_grid(self) -> BevGrid:

@@ -177,7 +177,8 @@ def _red_pixel_rule(camera_size=(32, 24), view="focus", label="red_light_ahead")
 
 
 def _use_detector(monkeypatch, detector):
-  """Every detector run the agent loads is `detector`, which must have one of the labels asked for."""
+  """Every detector run the agent loads is `detector`, which must have one of the labels asked
+  for."""
   def load(work_dir, labels):
     assert detector.label in labels, (labels, detector.label)
     return detector
