@@ -32,7 +32,9 @@ build's), `focus_fraction` (default the build's), `tokenizer` (default the run's
 alone, LMDrive's rule), `red_light_threshold` (brake while its probability is above;
 `red_light.py` says why), `red_light_max_wait` and `red_light_release` (seconds: after the rule
 has held the car standing this long, longer than any red phase, it is a false alarm on a scene
-that no longer changes, and the rule is off for `red_light_release` seconds), `stuck_seconds`
+that no longer changes, and the rule is off for `red_light_release` seconds), `red_light_memory`
+(seconds the light rule remembers a red it saw: a moving car brakes on, the stuck rule waits;
+0 = off; `red_light.py` says why), `stuck_seconds`
 and `forced_forward_seconds` (`stuck.py`: after standing this long, drive forward that long as
 soon as neither the light nor the hazard rule holds the car; 0 = off), `stop_sign_detector` (a
 stop-sign detector run, `configs/stop_sign_detector.py`; "" = none), `stop_sign_threshold` and
@@ -65,7 +67,7 @@ AGENT_DEFAULTS = dict(
     work_dir="", blank_instruction=False, use_notice=True, max_frames=0, frame_stride=0,
     completed_threshold=0.5, brake_ticks=20, model_every=2, camera_size=(0, 0),
     focus_fraction=0.0, tokenizer="", light_detector="", red_light_threshold=0.5,
-    red_light_max_wait=20.0, red_light_release=5.0, stuck_seconds=0.0,
+    red_light_max_wait=20.0, red_light_release=5.0, red_light_memory=0.0, stuck_seconds=0.0,
     forced_forward_seconds=0.6, stop_sign_detector="", stop_sign_threshold=0.5,
     stop_sign_release=4.0, hazard_detector="", hazard_threshold=0.5, hazard_max_wait=30.0,
     hazard_release=3.0, aim_lookahead_m=0.0)
@@ -199,7 +201,8 @@ class LMGenDriveAgent:
     braking = [rule for rule in self.rules.values() if rule.brake(cameras, speed, t)]
     if braking:
       control = pid_lib.Control(steer=control.steer, throttle=0.0, brake=1.0)
-    holding = any(rule.spec.holds_standing_car for rule in braking)
+    holding = (any(rule.spec.holds_standing_car for rule in braking)
+               or any(rule.holds_car(t) for rule in self.rules.values()))
     forced = self.stuck.forced_throttle(speed, t, may_push=not holding)
     if forced is not None and not holding:  # a push under way yields to a rule's brake too
       control = pid_lib.Control(steer=control.steer, throttle=forced, brake=0.0)

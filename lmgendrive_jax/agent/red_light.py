@@ -20,6 +20,20 @@ red and its stop line at most 8 m ahead: data_pipelines/lmdrive_tfds/reader.py) 
 the line, as the expert; `red_light_ahead` (red, at any distance up to 40 m) at the first sight
 of the lamp, 20-45 m short of the line on most holds (docs/experiments.md, 20th).
 
+The detector misses the lamp close to the line: on a two-lane approach the lamp, at the
+junction's far corner, leaves the telephoto view ~6 m before it (docs/experiments.md, 21st: of
+three reds run, one where the detector's probability fell to 0 while the car still rolled, one
+where the car stood at the line unseen until the stuck rule pushed it through). So the rule
+remembers for `red_light_memory` seconds (`RedLightMemory`; 0 = off) a red it last saw while
+the car rolled: meanwhile a moving car brakes, and the stuck rule does not push. A red last seen
+from a standing car is not remembered: the lamp cannot leave the view of a car that stands, so
+its probability falling there means green (remembering it held cars standing through the green,
+which is shorter than the memory). The embedded default's longest red is 14 s (the other group's
+green and yellow and two all-red gaps: `sim/town.py` `light_cycle`), 16 s with the yellow the
+detector may take for red. Measured on the big preset's planner (docs/experiments.md, 22nd): 16 s
+ran 6 reds on 88 routes instead of 8, but DS did not move (paired -0.3 +- 0.8): our planner does
+not pull away at green, so the cars it holds wait on. Off by default.
+
 The detector (`agent/detector.py`) reads the telephoto focus camera (or the front camera's
 centre crop) as its training data did, whatever the planner's views are.
 """
@@ -28,8 +42,37 @@ from __future__ import annotations
 
 from lmgendrive_jax.agent import rules
 
+
+class RedLightMemory(rules.HoldLimit):
+  """`rules.HoldLimit` that remembers a red it last saw from a moving car for `memory` seconds
+  (see the module docstring): while it does, a moving car (>= rules.STANDING_MPS) brakes though
+  the detector no longer sees the lamp, and `holds_car` tells the stuck rule to wait. A sighting
+  from a standing car, or a release (the hold limit's false alarm), forgets it. memory <= 0:
+  exactly HoldLimit."""
+
+  def __init__(self, max_wait: float, release: float, memory: float):
+    super().__init__(max_wait, release)
+    self.memory = float(memory)
+    self.remember_until = -float("inf")
+
+  def brake(self, seen: bool, speed: float, t: float) -> bool:
+    braking = super().brake(seen, speed, t)
+    if t < self.released_until:  # released now or before: a false alarm, not a red to keep
+      self.remember_until = -float("inf")
+      return braking
+    if seen:
+      moving = speed >= rules.STANDING_MPS
+      self.remember_until = t + self.memory if moving else -float("inf")
+    return braking or (self.holds_car(t) and speed >= rules.STANDING_MPS)
+
+  def holds_car(self, t: float) -> bool:
+    return self.memory > 0 and t < self.remember_until
+
+
 RULE = rules.RuleSpec(name="red_light", detector_option="light_detector",
                       labels=("red_light_zone", "red_light_ahead"),
                       threshold_option="red_light_threshold",
-                      make_policy=rules.hold_limit("red_light_max_wait", "red_light_release"),
+                      make_policy=lambda config: RedLightMemory(
+                          float(config["red_light_max_wait"]), float(config["red_light_release"]),
+                          float(config["red_light_memory"])),
                       holds_standing_car=True)

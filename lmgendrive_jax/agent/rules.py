@@ -8,7 +8,9 @@ brake 1, the PID's steer kept). The stuck rule (`stuck.py`) does not push while 
 `holds_standing_car` brakes.
 
 A policy is anything with `brake(seen: bool, speed: float, t: float) -> bool` (sim time `t` in
-seconds): `HoldLimit` for the light and hazard rules, `stop_sign.StopSignRule` for stop signs.
+seconds), and optionally `holds_car(t) -> bool` (the stuck rule waits while it says so, braking
+or not): `HoldLimit` for the hazard rule, `red_light.RedLightMemory` for the light rule,
+`stop_sign.StopSignRule` for stop signs.
 
   rule = DetectorRule(red_light.RULE, detector, threshold=0.5, policy=HoldLimit(20.0, 5.0))
   if rule.brake(cameras, speed, t): ...   # rule.last_prob, rule.brakes for traces
@@ -101,3 +103,9 @@ class DetectorRule:
     braking = self.policy.brake(self.last_prob > self.threshold, speed, t)
     self.brakes += int(braking)
     return braking
+
+  def holds_car(self, t: float) -> bool:
+    """Whether the stuck rule must wait though this rule may not brake now (its policy's
+    `holds_car`, when it has one)."""
+    holds = getattr(self.policy, "holds_car", None)
+    return bool(holds(t)) if holds is not None else False

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from lmgendrive_jax.agent import detector as detector_lib
-from lmgendrive_jax.agent import lmgendrive_agent, preprocess, rules, stop_sign, stuck
+from lmgendrive_jax.agent import lmgendrive_agent, preprocess, red_light, rules, stop_sign, stuck
 from lmgendrive_jax.agent.baselines import RoutePlanner
 from lmgendrive_jax.agent.lmgendrive_agent import LMGenDriveAgent
 from lmgendrive_jax.agent.planner import PlanState
@@ -239,6 +239,55 @@ def test_light_rule_gives_up_a_standing_car_after_its_max_wait():
   assert not wait.brake(True, 0.0, 57.0)
   # No limit.
   assert rules.HoldLimit(0.0, 5.0).brake(True, 0.0, 1e6)
+
+
+def test_light_rule_memory_brakes_a_rolling_car_and_forgets_on_time_green_or_release():
+  memory = red_light.RedLightMemory(max_wait=20.0, release=5.0, memory=14.0)
+  assert memory.brake(True, 3.0, 0.0)  # seen, rolling
+  assert memory.brake(False, 2.0, 0.5)  # the lamp out of view, still rolling: it brakes on
+  assert not memory.brake(False, 0.0, 1.0) and memory.holds_car(1.0)  # standing: stuck rule waits
+  assert memory.holds_car(13.9) and not memory.holds_car(14.0)
+  assert not memory.brake(False, 3.0, 14.0)  # forgotten: rolling on is the planner's
+  # Seen last from a standing car, the lamp was in view when it went: green, not remembered.
+  assert memory.brake(True, 3.0, 20.0) and memory.brake(True, 0.0, 21.0)
+  assert not memory.brake(False, 0.0, 22.0) and not memory.holds_car(22.0)
+  assert not memory.brake(False, 1.0, 22.5)
+  # Off: exactly HoldLimit.
+  off = red_light.RedLightMemory(max_wait=20.0, release=5.0, memory=0.0)
+  assert off.brake(True, 3.0, 0.0) and not off.brake(False, 2.0, 0.5) and not off.holds_car(0.5)
+  # A red it held the standing car through for max_wait is a false alarm: released, forgotten.
+  held = red_light.RedLightMemory(max_wait=20.0, release=5.0, memory=14.0)
+  assert held.brake(True, 3.0, 0.0) and held.brake(True, 0.0, 0.5) and held.brake(True, 0.0, 20.4)
+  assert not held.brake(True, 0.0, 20.5) and not held.holds_car(20.5)
+  assert not held.brake(True, 2.0, 21.0) and not held.holds_car(24.9)  # sightings while released
+
+
+def test_stuck_rule_waits_while_the_light_rule_remembers_a_red(monkeypatch):
+  _use_detector(monkeypatch, _red_pixel_rule())
+  grey = np.full((24, 32, 3), 128, np.uint8)
+  red = grey.copy()
+  red[8:16, 12:20] = (255, 0, 0)
+
+  def first_push(memory: float, speed_while_seen: float) -> float:
+    agent = LMGenDriveAgent(StandingPlanner(max_frames=8))
+    agent.setup(dict(camera_size=(32, 24), light_detector="some/run", red_light_memory=memory,
+                     stuck_seconds=2.0, forced_forward_seconds=0.6))
+    data = {f"rgb_{v}": (0, grey) for v in ("front", "left")}
+    data.update(instruction=(0, "follow the road"))
+    for tick in range(20 + 2 * 100):  # the lamp seen red for the model's first second only
+      seen = tick < 40
+      data["rgb_focus"] = (0, red if seen else grey)
+      data["speed"] = (0, {"speed": speed_while_seen if seen else 0.0})
+      if agent.run_step(data, tick * 0.05).throttle > 0:
+        return tick * 0.05
+    return float("inf")
+
+  # Without memory the push comes as soon as the rule lets go (the standing count ran from the
+  # rule's first step at t = 1 s); with a 6-s memory of a red last seen rolling, 6 s after that
+  # sighting (t = 1.9 s). Seen last from the standing car, it is green now: no wait.
+  assert first_push(0.0, 0.0) == pytest.approx(3.0, abs=0.11)
+  assert first_push(6.0, 0.0) == pytest.approx(3.0, abs=0.11)
+  assert first_push(6.0, 1.0) == pytest.approx(7.9, abs=0.11)
 
 
 class StandingPlanner(ScriptedPlanner):
