@@ -33,8 +33,8 @@ alone, LMDrive's rule), `red_light_threshold` (brake while its probability is ab
 `red_light.py` says why), `red_light_max_wait` and `red_light_release` (seconds: after the rule
 has held the car standing this long, longer than any red phase, it is a false alarm on a scene
 that no longer changes, and the rule is off for `red_light_release` seconds), `red_light_memory`
-(seconds the light rule remembers a red it saw: a moving car brakes on, the stuck rule waits;
-0 = off; `red_light.py` says why), `stuck_seconds`
+(seconds the light rule remembers a red it last saw from a moving car: a moving car brakes on,
+the stuck rule waits; 0 = off; `red_light.py` says why), `stuck_seconds`
 and `forced_forward_seconds` (`stuck.py`: after standing this long, drive forward that long as
 soon as neither the light nor the hazard rule holds the car; 0 = off), `stop_sign_detector` (a
 stop-sign detector run, `configs/stop_sign_detector.py`; "" = none), `stop_sign_threshold` and
