@@ -25,6 +25,24 @@ def dataset(tmp_path_factory):
   return build_dataset(tmp_path_factory.mktemp("curriculum"))
 
 
+def _loss_and_term_jacobian(config, model, params, batch, variables, term: str):
+  """One compile, two gradients: of stage 2's whole loss (row 0) and of its `term` metric alone
+  (row 1). Returns (jacobian, loss, metrics)."""
+  loss_fn = stage2.make_loss_fn(model, config)
+
+  def loss_and_term(p):
+    loss, metrics = loss_fn(p, batch, jax.random.key(3), variables)
+    return jnp.stack([loss, metrics[term]]), (loss, metrics)
+
+  jacobian, (loss, metrics) = jax.jit(jax.jacrev(loss_and_term, has_aux=True))(params)
+  return jacobian, loss, metrics
+
+
+def _row_norm(tree, row: int) -> float:
+  """The global norm of one row of a `_loss_and_term_jacobian` subtree."""
+  return float(optax.global_norm(jax.tree.map(lambda g: g[row], tree)))
+
+
 @pytest.mark.slow
 def test_stage2_loss_sharded_equals_single_device(dataset, num_devices):
   data_dir, runs = dataset
@@ -103,27 +121,18 @@ def test_visual_probe_reads_the_qformer_tokens_alone(stage2_tiny):
   config.loss.world_weight = 0.0
   config.loss.visual_probe_weight = 0.5
   config.loss.layout_probe_weight = 0.0
-  loss_fn = stage2.make_loss_fn(model, config)
-
-  def loss_and_probe_term(p):
-    loss, metrics = loss_fn(p, batch, jax.random.key(3), variables)
-    return jnp.stack([loss, metrics["visual_probe_l1"]]), (loss, metrics)
-
-  # One compile, two gradients: of the whole loss ([0]) and of the probe term alone ([1]).
-  jacobian, (loss, metrics) = jax.jit(jax.jacrev(loss_and_probe_term, has_aux=True))(params)
+  jacobian, loss, metrics = _loss_and_term_jacobian(config, model, params, batch, variables,
+                                                    "visual_probe_l1")
   np.testing.assert_allclose(float(metrics["visual_probe_l1"]),
                              float(stage2.waypoint_l1(probe, batch)), rtol=1e-5)
   np.testing.assert_allclose(float(loss), float(
       metrics["waypoint_l1"] + config.loss.completed_weight * metrics["completed_ce"]
       + 0.5 * metrics["visual_probe_l1"]), rtol=1e-5)
 
-  def norm(tree, row):
-    return float(optax.global_norm(jax.tree.map(lambda g: g[row], tree)))
-
-  assert norm(jacobian["visual_probe"], 0) > 0  # the loss trains the probe head
+  assert _row_norm(jacobian["visual_probe"], 0) > 0  # the loss trains the probe head
   # The probe term trains the Q-Former through the probe head, and never the LLM or the planner.
-  assert norm(jacobian["qformer"], 1) > 0 and norm(jacobian["visual_probe"], 1) > 0
-  assert norm(jacobian["llm"], 1) == 0 and norm(jacobian["action_head"], 1) == 0
+  assert _row_norm(jacobian["qformer"], 1) > 0 and _row_norm(jacobian["visual_probe"], 1) > 0
+  assert _row_norm(jacobian["llm"], 1) == 0 and _row_norm(jacobian["action_head"], 1) == 0
 
   config.model.lmgendrive.visual_probe = False
   with pytest.raises(ValueError, match="visual_probe"):
@@ -152,13 +161,8 @@ def test_layout_probe_draws_every_views_layout_from_the_qformer_tokens(stage2_ti
 
   config.loss.world_weight = 0.0
   config.loss.visual_probe_weight = 0.0
-  loss_fn = stage2.make_loss_fn(model, config)
-
-  def loss_and_term(p):
-    loss, metrics = loss_fn(p, batch, jax.random.key(3), variables)
-    return jnp.stack([loss, metrics["layout_probe_kl"]]), (loss, metrics)
-
-  jacobian, (loss, metrics) = jax.jit(jax.jacrev(loss_and_term, has_aux=True))(params)
+  jacobian, loss, metrics = _loss_and_term_jacobian(config, model, params, batch, variables,
+                                                    "layout_probe_kl")
   log_q = np.asarray(jax.nn.log_softmax(logits))
   target = np.asarray(batch["view_layout"])
   kl = (target * (np.log(np.maximum(target, 1e-12)) - log_q)).sum(-1)
@@ -173,11 +177,8 @@ def test_layout_probe_draws_every_views_layout_from_the_qformer_tokens(stage2_ti
       metrics["waypoint_l1"] + config.loss.completed_weight * metrics["completed_ce"]
       + metrics["layout_probe_kl"]), rtol=1e-5)
 
-  def norm(tree, row):
-    return float(optax.global_norm(jax.tree.map(lambda g: g[row], tree)))
-
-  assert norm(jacobian["qformer"], 1) > 0 and norm(jacobian["layout_probe"], 1) > 0
-  assert norm(jacobian["llm"], 1) == 0 and norm(jacobian["action_head"], 1) == 0
+  assert _row_norm(jacobian["qformer"], 1) > 0 and _row_norm(jacobian["layout_probe"], 1) > 0
+  assert _row_norm(jacobian["llm"], 1) == 0 and _row_norm(jacobian["action_head"], 1) == 0
 
   config.data.view_layout_size = (2, 2)
   with pytest.raises(ValueError, match="layout_probe_size"):
