@@ -60,10 +60,10 @@ class RedLightMemory(rules.HoldLimit):
     if t < self.released_until:  # released now or before: a false alarm, not a red to keep
       self.remember_until = -float("inf")
       return braking
+    moving = speed >= rules.STANDING_MPS
     if seen:
-      moving = speed >= rules.STANDING_MPS
       self.remember_until = t + self.memory if moving else -float("inf")
-    return braking or (self.holds_car(t) and speed >= rules.STANDING_MPS)
+    return braking or (moving and self.holds_car(t))
 
   def holds_car(self, t: float) -> bool:
     return self.memory > 0 and t < self.remember_until
