@@ -119,10 +119,11 @@ class _ExpertHazard:
                                       seed=privileged["seed"])
     self.privileged = privileged
 
-  def probability(self, cameras: dict) -> float:
+  def read(self, cameras: dict) -> tuple[float, None]:
+    """(1.0 when the expert brakes for a vehicle or pedestrian now, else 0.0; no object map)."""
     del cameras
     _, labels = self.expert.act(self.privileged["state"], self.privileged["light_states"])
-    return float(bool(labels["is_vehicle_present"] or labels["is_pedestrian_present"]))
+    return float(bool(labels["is_vehicle_present"] or labels["is_pedestrian_present"])), None
 
 
 class HazardOracleAgent(LMGenDriveAgent):

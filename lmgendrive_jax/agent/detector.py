@@ -19,6 +19,7 @@ import numpy as np
 
 from lmgendrive_jax.agent import preprocess
 from lmgendrive_jax.agent.planner import resolve_path
+from lmgendrive_jax.data import augment
 from lmgendrive_jax.errors import ConfigError
 
 
@@ -39,8 +40,14 @@ class ViewDetector:
     self.preprocess = view_preprocess
     self.camera_size = None if camera_size is None else tuple(int(s) for s in camera_size)
     self.label = label
-    self._probability = jax.jit(
-        lambda images: jax.nn.sigmoid(model.apply(variables, images)))
+    # With an object head (the hazard detector) one pass gives the per-cell object map too.
+    self.object_map_size = (model.feature_size(view_preprocess.height, view_preprocess.width)
+                            if getattr(model, "object_map", False) else None)
+    if self.object_map_size is None:
+      self._read = jax.jit(lambda images: (jax.nn.sigmoid(model.apply(variables, images)), None))
+    else:
+      self._read = jax.jit(lambda images: jax.tree.map(
+          jax.nn.sigmoid, model.apply(variables, images, return_objects=True)))
 
   @classmethod
   def from_run(cls, work_dir: str) -> "ViewDetector":
@@ -58,7 +65,25 @@ class ViewDetector:
 
   def probability(self, cameras: dict) -> float:
     """cameras {view: uint8[h, w, 3]} (at least `camera_views`) -> P(label)."""
-    return float(np.asarray(self._probability(self.preprocess(cameras)))[0])
+    return self.read(cameras)[0]
+
+  def read(self, cameras: dict) -> tuple[float, np.ndarray | None]:
+    """cameras {view: uint8[h, w, 3]} -> (P(label), f32[rows, cols] P(an object in each cell of
+    the object map), or None for a detector without an object head)."""
+    prob, objects = self._read(self.preprocess(cameras))
+    return (float(np.asarray(prob)[0]),
+            None if objects is None else np.asarray(objects, np.float32)[0])
+
+  def view_window(self, camera_size: tuple[int, int]) -> tuple[str, tuple[float, ...]]:
+    """(the camera the detector's view comes from, the part of its image the view shows as
+    (u0, u1, v0, v1)) for cameras of `camera_size` (W, H): the preprocessing's centred crop."""
+    view = self.preprocess.views[0]
+    if view == "focus":
+      raise ConfigError("the path reading needs a detector of a rig view (front, left, right, "
+                        "rear); this one reads the focus view")
+    width, height = (int(s) for s in (self.preprocess.stored_size or camera_size))
+    return view, augment.crop_window(width, height, self.preprocess.height,
+                                     self.preprocess.width, self.preprocess.crop_scale)
 
 
 @functools.lru_cache(maxsize=8)

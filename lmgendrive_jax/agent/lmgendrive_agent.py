@@ -43,7 +43,10 @@ stop-sign detector run, `configs/stop_sign_detector.py`; "" = none), `stop_sign_
 ignore it this many seconds), `hazard_detector` (a hazard detector run,
 `configs/hazard_detector.py`; "" = none), `hazard_threshold`, `hazard_max_wait` and
 `hazard_release` (`hazard.py`: brake while its probability is above, holding a standing car at
-most `hazard_max_wait` seconds, then yielding `hazard_release` seconds), `aim_lookahead_m`
+most `hazard_max_wait` seconds, then yielding `hazard_release` seconds), `hazard_path_threshold`
+(> 0: the hazard rule also brakes while its detector's object map sees an object above this
+probability on the ground the planner's waypoints cover close ahead, `path_objects.py`; 0 = off),
+`aim_lookahead_m`
 (0 = LMDrive's aim point, the mean of the first two waypoints; > 0 = the expert's: the point
 max(aim_lookahead_m, 0.5 x speed + 2) metres along the predicted path; `sim/pid.py` says why).
 """
@@ -55,7 +58,7 @@ from typing import Any
 import numpy as np
 
 from lmgendrive_jax.agent import detector as detector_lib
-from lmgendrive_jax.agent import hazard, red_light, rules, stop_sign
+from lmgendrive_jax.agent import hazard, path_objects, red_light, rules, stop_sign
 from lmgendrive_jax.agent import planner as planner_lib
 from lmgendrive_jax.agent import preprocess
 from lmgendrive_jax.agent import stuck as stuck_lib
@@ -70,7 +73,7 @@ AGENT_DEFAULTS = dict(
     red_light_max_wait=20.0, red_light_release=5.0, red_light_memory=0.0, stuck_seconds=0.0,
     forced_forward_seconds=0.6, stop_sign_detector="", stop_sign_threshold=0.5,
     stop_sign_release=4.0, hazard_detector="", hazard_threshold=0.5, hazard_max_wait=30.0,
-    hazard_release=3.0, aim_lookahead_m=0.0)
+    hazard_release=3.0, hazard_path_threshold=0.0, aim_lookahead_m=0.0)
 # The detector rules, in the order they are asked (each is asked every model step: its
 # probability goes into the trace whether or not another rule already brakes).
 RULES = (red_light.RULE, stop_sign.RULE, hazard.RULE)
@@ -198,7 +201,8 @@ class LMGenDriveAgent:
     self.last_waypoints, self.last_completed_prob, self.last_views = waypoints, prob, views
     control = self.controller.control(waypoints, speed)
     t = float(timestamp)
-    braking = [rule for rule in self.rules.values() if rule.brake(cameras, speed, t)]
+    braking = [rule for rule in self.rules.values()
+               if rule.brake(cameras, speed, t, waypoints=waypoints)]
     if braking:
       control = pid_lib.Control(steer=control.steer, throttle=0.0, brake=1.0)
     holding = (any(rule.spec.holds_standing_car for rule in braking)
@@ -228,6 +232,8 @@ class LMGenDriveAgent:
       rule = self.rules.get(spec.name)
       fields[f"p_{spec.name}"] = round(rule.last_prob, 3) if rule else 0.0
       fields[f"{spec.name}_brakes"] = rule.brakes if rule else 0
+    hazard_rule = self.rules.get(hazard.RULE.name)
+    fields["p_hazard_path"] = round(hazard_rule.last_path_prob, 3) if hazard_rule else 0.0
     stop_rule = self.rules.get(stop_sign.RULE.name)
     fields["stop_sign_stops"] = stop_rule.policy.stops if stop_rule else 0
     fields["pushes"] = int(self.stuck.pushes)
@@ -245,8 +251,22 @@ class LMGenDriveAgent:
           f"{option} {self.config[option]} was trained on {detector.camera_size} (W, H) "
           f"cameras but the agent's are {self.camera_size}; set camera_size or use a detector "
           f"built from the planner's camera size")
+    path, path_threshold = None, float(self.config["hazard_path_threshold"])
+    if spec is hazard.RULE and path_threshold > 0:
+      path = self._path_objects(detector)
     return rules.DetectorRule(spec, detector, float(self.config[spec.threshold_option]),
-                              spec.make_policy(self.config))
+                              spec.make_policy(self.config), path=path,
+                              path_threshold=path_threshold)
+
+  def _path_objects(self, detector: detector_lib.ViewDetector) -> path_objects.PathObjects:
+    """The hazard detector's object map read on the planner's path (`hazard_path_threshold`)."""
+    if detector.object_map_size is None:
+      raise ConfigError(f"hazard_path_threshold needs a hazard detector with an object map "
+                        f"(configs/hazard_detector.py: model.light_detector.object_map); "
+                        f"{self.config['hazard_detector']} has none")
+    camera, window = detector.view_window(self.camera_size)
+    width, height = self.camera_size
+    return path_objects.PathObjects(camera, window, height / width, *detector.object_map_size)
 
   def _reset(self, instruction: str) -> None:
     self.state = self.planner.start(instruction)

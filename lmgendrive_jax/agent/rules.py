@@ -3,9 +3,9 @@ detector's "yes" brakes the car.
 
 Where it sits: `LMGenDriveAgent.setup` builds one `DetectorRule` per rule whose detector option is
 set (`RuleSpec`s: `red_light.RULE`, `stop_sign.RULE`, `hazard.RULE`); each model step
-`run_step` asks every rule `brake(cameras, speed, t)` and, if any says yes, brakes (throttle 0,
-brake 1, the PID's steer kept). The stuck rule (`stuck.py`) does not push while a rule that
-`holds_standing_car` brakes.
+`run_step` asks every rule `brake(cameras, speed, t, waypoints)` and, if any says yes, brakes
+(throttle 0, brake 1, the PID's steer kept). The stuck rule (`stuck.py`) does not push while a
+rule that `holds_standing_car` brakes.
 
 A policy is anything with `brake(seen: bool, speed: float, t: float) -> bool` (sim time `t` in
 seconds), and optionally `holds_car(t) -> bool` (the stuck rule waits while it says so, braking
@@ -22,6 +22,7 @@ import dataclasses
 from typing import Callable, Protocol
 
 from lmgendrive_jax.agent.detector import ViewDetector
+from lmgendrive_jax.agent.path_objects import PathObjects
 
 STANDING_MPS = 0.5
 
@@ -85,22 +86,35 @@ def hold_limit(max_wait_option: str, release_option: str) -> Callable[[dict], Ho
 
 
 class DetectorRule:
-  """A detector read through a threshold and a policy (see the module docstring)."""
+  """A detector read through a threshold and a policy (see the module docstring).
 
-  def __init__(self, spec: RuleSpec, detector: ViewDetector, threshold: float, policy: Policy):
+  path / path_threshold (the hazard rule with `hazard_path_threshold` > 0): the detector's object
+  map is also read on the planner's path (`path_objects.PathObjects`), and a reading above
+  `path_threshold` counts as seen too.
+  """
+
+  def __init__(self, spec: RuleSpec, detector: ViewDetector, threshold: float, policy: Policy,
+               path: PathObjects | None = None, path_threshold: float = 0.0):
     self.spec, self.detector, self.policy = spec, detector, policy
     self.threshold = float(threshold)
+    self.path, self.path_threshold = path, float(path_threshold)
     self.last_prob = 0.0
+    self.last_path_prob = 0.0
     self.brakes = 0  # model steps it braked
 
   @property
   def camera_views(self) -> tuple[str, ...]:
     return self.detector.camera_views
 
-  def brake(self, cameras: dict, speed: float, t: float) -> bool:
-    """cameras {view: uint8[h, w, 3]} (at least `camera_views`) -> brake this model step."""
-    self.last_prob = self.detector.probability(cameras)
-    braking = self.policy.brake(self.last_prob > self.threshold, speed, t)
+  def brake(self, cameras: dict, speed: float, t: float, waypoints=None) -> bool:
+    """cameras {view: uint8[h, w, 3]} (at least `camera_views`), the planner's ego-frame
+    waypoints f32[N, 2] (read with a `path` only) -> brake this model step."""
+    self.last_prob, objects = self.detector.read(cameras)
+    seen = self.last_prob > self.threshold
+    if self.path is not None and waypoints is not None:
+      self.last_path_prob = self.path.reading(objects, waypoints)
+      seen = seen or self.last_path_prob > self.path_threshold
+    braking = self.policy.brake(seen, speed, t)
     self.brakes += int(braking)
     return braking
 

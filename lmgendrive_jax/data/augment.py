@@ -50,6 +50,14 @@ def crop_box(src_width: int, src_height: int, height: int, width: int, crop_scal
   return new_w, new_h, left, top
 
 
+def crop_window(src_width: int, src_height: int, height: int, width: int, crop_scale: float,
+                offsets: tuple[float, float] = (0.5, 0.5)) -> tuple[float, float, float, float]:
+  """The part of the source image `resize_crop` keeps, (u0, u1, v0, v1) as fractions of its
+  width and height (for labels that must follow the crop: `view_layout.sub_window`)."""
+  new_w, new_h, left, top = crop_box(src_width, src_height, height, width, crop_scale, offsets)
+  return left / new_w, (left + width) / new_w, top / new_h, (top + height) / new_h
+
+
 def centred_window(window: tuple[float, float, float, float], width: int
                    ) -> tuple[float, float, float, float]:
   """The centred crop's window (`crop_box` at offsets 0.5) of the resized image that `window`

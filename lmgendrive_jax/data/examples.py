@@ -76,10 +76,7 @@ class _ViewDecoder:
       scale = 1.0 if view == "focus" else self.crop_scale
       offsets = (0.5, 0.5) if view == "focus" else params["offsets"][view]
       out[i] = augment.resize_crop(image, self.height, self.width, scale, offsets)
-      new_w, new_h, left, top = augment.crop_box(*image.size, self.height, self.width, scale,
-                                                 offsets)
-      windows.append((left / new_w, (left + self.width) / new_w, top / new_h,
-                      (top + self.height) / new_h))
+      windows.append(augment.crop_window(*image.size, self.height, self.width, scale, offsets))
     return augment.colour_jitter(out, params["jitter"]), windows
 
 

@@ -118,7 +118,7 @@ def view_layout(road_map: np.ndarray, camera: str, window: Window, aspect: float
   grid = topdown.TOPDOWN_GRID
   if road_map.shape != (grid.rows, grid.cols):
     raise ValueError(f"road map of shape {road_map.shape}, expected {(grid.rows, grid.cols)}")
-  u, v = _sample_points(window, rows, cols, samples)
+  u, v = cell_sample_points(window, rows, cols, samples)
   points, hits = camera_rig.ground_points(camera, u, v, aspect)
   right, forward = points[..., 0], points[..., 1]
   row = np.floor((grid.ahead - forward) / grid.cell_forward).astype(np.int64)
@@ -140,13 +140,13 @@ def object_cover(objects: np.ndarray, camera: str, window: Window, aspect: float
   the share of its samples x samples rays that meet a vehicle or pedestrian: `view_layout`'s
   `object` channel without the road map, for detectors trained on builds without one (the
   hazard detector: `train/light_detector.py`)."""
-  u, v = _sample_points(window, rows, cols, samples)
+  u, v = cell_sample_points(window, rows, cols, samples)
   hits = object_hits(objects, *camera_rig.rays(camera, u, v, aspect)).astype(np.float32)
   return hits.reshape(rows, samples, cols, samples).mean(axis=(1, 3))
 
 
-def _sample_points(window: Window, rows: int, cols: int, samples: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def cell_sample_points(window: Window, rows: int, cols: int, samples: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
   """(u f[1, cols * samples], v f[rows * samples, 1]): samples x samples points spread evenly
   over each cell of a rows x cols grid on `window`, as fractions of the camera image."""
   u0, u1, v0, v1 = window
