@@ -22,7 +22,9 @@ way (it has no speed input: "none"); frames whose label is unknown (-1) are left
 detector with an object map (`object_map`, the hazard detector) also gets the map rated against
 the frames' object cover: recall and precision over the cells at least half covered. A map that
 finds the cars on training frames and not on the validation split has learnt the scenes (the
-18th session: 0.69 vs 0.30).
+18th session: 0.69 vs 0.30). It is also read as the agent's hazard rule reads it with
+`hazard_path_threshold` (`agent/path_objects.py`), on the path of each frame's recorded
+waypoints, against an object there by the frame's object cover, per threshold.
 """
 
 from __future__ import annotations
@@ -38,13 +40,15 @@ sys.path.insert(0, _REPO)
 
 from bench.common import print_table, run_data_parser  # noqa: E402
 from bench.planner_inputs import evaluation_data  # noqa: E402
-from lmgendrive_jax.data import pipeline  # noqa: E402
+from lmgendrive_jax.agent import path_objects, preprocess  # noqa: E402
+from lmgendrive_jax.data import augment, pipeline  # noqa: E402
 from lmgendrive_jax.train import light_detector  # noqa: E402
 from lmgendrive_jax.train.trained import (load_light_detector, load_perception,  # noqa: E402
                                           load_run_config)
 
 SPEED_BINS = ((0.0, 0.1), (0.1, 1.0), (1.0, 3.0), (3.0, np.inf))  # m/s
 HEADS = (("traffic_light", "light_logits"), ("red_light_ahead", "red_ahead_logits"))
+PATH_THRESHOLDS = (0.3, 0.5, 0.7, 0.9)
 
 
 def collect_over_frames(batches, num_batches: int, predict, heads=HEADS) -> dict:
@@ -60,6 +64,7 @@ def collect_over_frames(batches, num_batches: int, predict, heads=HEADS) -> dict
     out.setdefault("speed", []).append(np.asarray(batch["speed"]))
     if "view_objects" in batch:
       out.setdefault("view_objects", []).append(np.asarray(batch["view_objects"])[:, 0])
+      out.setdefault("waypoints", []).append(np.asarray(batch["waypoints"]))
     for label in labels:
       if label in batch:
         out.setdefault(label, []).append(np.asarray(batch[label]))
@@ -109,6 +114,41 @@ def object_map_row(values: dict, threshold: float) -> list:
           f"{hits / said.sum():.3f}" if said.any() else "-"]
 
 
+def path_rows(values: dict, path: path_objects.PathObjects, thresholds=PATH_THRESHOLDS
+              ) -> list[list]:
+  """The object map read on each frame's path (`path_objects`, the hazard rule's
+  `hazard_path_threshold`; the path here is the expert's own recorded waypoints) against an
+  object there (the frame's object cover read on the same cells >= 0.5), per threshold: [P >,
+  frames, object on the path, said, recall, precision, recall on the `hazard_ahead` frames, said
+  on frames above 3 m/s]."""
+  waypoints = values["waypoints"]
+  said_p = np.array([path.reading(o, w) for o, w in zip(values["objects"], waypoints)])
+  held = np.array([path.reading(c, w) for c, w in zip(values["view_objects"], waypoints)]) >= 0.5
+  hazard = values.get("hazard_ahead", np.full(len(held), -1)) == 1
+  fast = values["speed"] >= 3.0
+  rows = []
+  for threshold in thresholds:
+    said = said_p > threshold
+    rows.append([f"{threshold:g}", len(held), f"{held.mean():.3f}", f"{said.mean():.3f}",
+                 f"{(said & held).sum() / held.sum():.3f}" if held.any() else "-",
+                 f"{(said & held).sum() / said.sum():.3f}" if said.any() else "-",
+                 f"{(said & hazard).sum() / hazard.sum():.3f}" if hazard.any() else "-",
+                 f"{said[fast].mean():.3f}" if fast.any() else "-"])
+  return rows
+
+
+def detector_path(config) -> path_objects.PathObjects:
+  """The path reading of a detector run's object map on its data's evaluation crop."""
+  build = preprocess.read_build_config(config.data.data_dir)
+  width, height = build.get("view_size") or build.get("camera_size") or (800, 600)
+  camera_width, camera_height = build.get("camera_size") or (width, height)
+  view_height, view_width = config.data.view_size
+  window = augment.crop_window(width, height, view_height, view_width, config.data.crop_scale)
+  rows, cols = config.data.view_objects_size
+  return path_objects.PathObjects(config.data.views[0], window, camera_height / camera_width,
+                                  rows, cols)
+
+
 def rows_by_speed(values: dict, threshold: float, heads=HEADS) -> list[list]:
   rows = []
   for label, logits in heads:
@@ -152,6 +192,11 @@ def main(argv=None) -> int:
     print_table(f"Object map of {args.work_dir} on the same frames (cells covered >= 0.5, "
                 f"P > {args.threshold})", ["covered cells", "cells said", "recall", "precision"],
                 [object_map_row(values, args.threshold)])
+    print_table(f"Object map read on each frame's path (the expert's waypoints; "
+                f"agent/path_objects.py) vs an object there", [
+                    "P >", "frames", "object on path", "said", "recall", "precision",
+                    "recall on hazard_ahead", "said above 3 m/s"],
+                path_rows(values, detector_path(config)))
   return 0
 
 

@@ -190,6 +190,8 @@ def test_front_view_detector_runs_train_on_their_labels(name, label, every, data
   out = capsys.readouterr().out
   assert f"{label}  none" in out
   assert ("Object map of" in out) == (label == "hazard_ahead")  # the detector with a map
+  # ... and read on each frame's path as the hazard rule's path reading reads it.
+  assert ("Object map read on each frame's path" in out) == (label == "hazard_ahead")
 
 
 class _Batches:
