@@ -66,13 +66,16 @@ from lmgendrive_jax.errors import ConfigError
 from lmgendrive_jax.sim import pid as pid_lib
 from lmgendrive_jax.sim import render as render_lib
 
+# Each rule is off until its detector (or `stuck_seconds`) is given; its settings default to the
+# big preset's measured best (docs/experiments.md: the 1.5-s push, 16th; a standing car held by
+# the hazard rule at most 10 s, 17th).
 AGENT_DEFAULTS = dict(
     work_dir="", blank_instruction=False, use_notice=True, max_frames=0, frame_stride=0,
     completed_threshold=0.5, brake_ticks=20, model_every=2, camera_size=(0, 0),
     focus_fraction=0.0, tokenizer="", light_detector="", red_light_threshold=0.5,
     red_light_max_wait=20.0, red_light_release=5.0, red_light_memory=0.0, stuck_seconds=0.0,
-    forced_forward_seconds=0.6, stop_sign_detector="", stop_sign_threshold=0.5,
-    stop_sign_release=4.0, hazard_detector="", hazard_threshold=0.5, hazard_max_wait=30.0,
+    forced_forward_seconds=1.5, stop_sign_detector="", stop_sign_threshold=0.5,
+    stop_sign_release=4.0, hazard_detector="", hazard_threshold=0.5, hazard_max_wait=10.0,
     hazard_release=3.0, hazard_path_threshold=0.0, aim_lookahead_m=0.0)
 # The detector rules, in the order they are asked (each is asked every model step: its
 # probability goes into the trace whether or not another rule already brakes).

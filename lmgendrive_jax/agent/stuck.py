@@ -14,9 +14,9 @@ the 1280-step planner (paired -0.8 +- 0.7), 62.0 vs 61.8 on the DAgger-trained o
 length decides whether the planner drives on: pushed 0.6 s a car reaches ~1.8 m/s and our planner,
 which reads the ego speed, brakes again; pushed 1.5 s it reaches ~3 m/s and the planner asks
 ~4 m/s (the big preset's planner with the light and stop-sign rules: 64.3 vs 58.0 DS on 40
-routes, docs/experiments.md 16th), so the quickstart pushes 1.5 s.
+routes, docs/experiments.md 16th), so the agent's default push is 1.5 s.
 
-  rule = StuckRule(stuck_seconds=8.0, forced_forward_seconds=0.6)
+  rule = StuckRule(stuck_seconds=8.0, forced_forward_seconds=1.5)
   throttle = rule.forced_throttle(speed, t, may_push=not braking_for_a_light)  # None: keep
 """
 
