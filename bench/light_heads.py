@@ -40,8 +40,9 @@ sys.path.insert(0, _REPO)
 
 from bench.common import print_table, run_data_parser  # noqa: E402
 from bench.planner_inputs import evaluation_data  # noqa: E402
-from lmgendrive_jax.agent import path_objects, preprocess  # noqa: E402
-from lmgendrive_jax.data import augment, pipeline  # noqa: E402
+from lmgendrive_jax.agent import path_objects  # noqa: E402
+from lmgendrive_jax.agent.detector import ViewDetector  # noqa: E402
+from lmgendrive_jax.data import pipeline  # noqa: E402
 from lmgendrive_jax.train import light_detector  # noqa: E402
 from lmgendrive_jax.train.trained import (load_light_detector, load_perception,  # noqa: E402
                                           load_run_config)
@@ -137,16 +138,15 @@ def path_rows(values: dict, path: path_objects.PathObjects, thresholds=PATH_THRE
   return rows
 
 
-def detector_path(config) -> path_objects.PathObjects:
-  """The path reading of a detector run's object map on its data's evaluation crop."""
-  build = preprocess.read_build_config(config.data.data_dir)
-  width, height = build.get("view_size") or build.get("camera_size") or (800, 600)
-  camera_width, camera_height = build.get("camera_size") or (width, height)
-  view_height, view_width = config.data.view_size
-  window = augment.crop_window(width, height, view_height, view_width, config.data.crop_scale)
-  rows, cols = config.data.view_objects_size
-  return path_objects.PathObjects(config.data.views[0], window, camera_height / camera_width,
-                                  rows, cols)
+def detector_path(work_dir: str) -> path_objects.PathObjects:
+  """The path reading of a detector run's object map, as the agent's hazard rule builds it, on
+  the cameras its data was collected with."""
+  detector = ViewDetector.from_run(work_dir)
+  camera_size = detector.camera_size or detector.preprocess.stored_size
+  if camera_size is None:
+    raise ValueError(f"{work_dir}: its data's build records no camera size; the path reading "
+                     f"needs the camera's geometry")
+  return path_objects.for_detector(detector, camera_size, work_dir)
 
 
 def rows_by_speed(values: dict, threshold: float, heads=HEADS) -> list[list]:
@@ -196,7 +196,7 @@ def main(argv=None) -> int:
                 f"agent/path_objects.py) vs an object there", [
                     "P >", "frames", "object on path", "said", "recall", "precision",
                     "recall on hazard_ahead", "said above 3 m/s"],
-                path_rows(values, detector_path(config)))
+                path_rows(values, detector_path(args.work_dir)))
   return 0
 
 

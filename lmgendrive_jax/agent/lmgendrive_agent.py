@@ -256,20 +256,11 @@ class LMGenDriveAgent:
           f"built from the planner's camera size")
     path, path_threshold = None, float(self.config["hazard_path_threshold"])
     if spec is hazard.RULE and path_threshold > 0:
-      path = self._path_objects(detector)
+      path = path_objects.for_detector(detector, self.camera_size,
+                                       str(self.config["hazard_detector"]))
     return rules.DetectorRule(spec, detector, float(self.config[spec.threshold_option]),
                               spec.make_policy(self.config), path=path,
                               path_threshold=path_threshold)
-
-  def _path_objects(self, detector: detector_lib.ViewDetector) -> path_objects.PathObjects:
-    """The hazard detector's object map read on the planner's path (`hazard_path_threshold`)."""
-    if detector.object_map_size is None:
-      raise ConfigError(f"hazard_path_threshold needs a hazard detector with an object map "
-                        f"(configs/hazard_detector.py: model.light_detector.object_map); "
-                        f"{self.config['hazard_detector']} has none")
-    camera, window = detector.view_window(self.camera_size)
-    width, height = self.camera_size
-    return path_objects.PathObjects(camera, window, height / width, *detector.object_map_size)
 
   def _reset(self, instruction: str) -> None:
     self.state = self.planner.start(instruction)

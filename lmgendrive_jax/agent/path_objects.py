@@ -27,6 +27,7 @@ the corridor covers the cells of the ground it stands on.
 
   path = PathObjects(camera="front", window=(u0, u1, v0, v1), aspect=1.0, rows=8, cols=8)
   p = path.reading(object_probs, waypoints)   # f32[8, 8], f32[N, 2] (right, forward) -> float
+  path = for_detector(detector, camera_size=(64, 64))   # a hazard detector run's ViewDetector
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import numpy as np
 
 from lmgendrive_jax.data import camera_rig
 from lmgendrive_jax.data import view_layout
+from lmgendrive_jax.errors import ConfigError
 
 # A car is ~2 m wide: its own half, plus a margin for the PID's tracking error.
 HALF_WIDTH_M = 1.3
@@ -109,3 +111,16 @@ class PathObjects:
                        f"{(self.rows, self.cols)}")
     on_path = self.cells(waypoints)
     return float(object_probs[on_path].max()) if on_path.any() else 0.0
+
+
+def for_detector(detector, camera_size: tuple[int, int], name: str = "the hazard detector"
+                 ) -> PathObjects:
+  """The path reading of a `detector.ViewDetector`'s object map on cameras of `camera_size`
+  (W, H); `name` says which run in the error for a detector without an object map."""
+  if detector.object_map_size is None:
+    raise ConfigError(f"hazard_path_threshold needs a hazard detector with an object map "
+                      f"(configs/hazard_detector.py: model.light_detector.object_map); {name} "
+                      f"has none")
+  camera, window = detector.view_window(camera_size)
+  width, height = camera_size
+  return PathObjects(camera, window, height / width, *detector.object_map_size)
