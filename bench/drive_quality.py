@@ -27,8 +27,8 @@ The pooled summary goes to `<out>/<set>_s<seeds>.json`. With `--light_detector` 
 `configs/light_detector.py` run), ours and ours blanked drive with the agent's light rule
 (`agent/red_light.py`), with `--stop_sign_detector` and `--hazard_detector` with its stop-sign and
 hazard rules (`agent/stop_sign.py`, `agent/hazard.py`; `--hazard_max_wait` the longest the hazard
-rule holds a standing car, `--hazard_path_threshold` its object map read on the planner's path:
-`agent/path_objects.py`), with `--stuck_seconds` with its stuck rule (`agent/stuck.py`;
+rule holds a standing car, `--hazard_path_threshold` its object map read on the planner's path,
+0.5 by default, 0 off: `agent/path_objects.py`), with `--stuck_seconds` with its stuck rule (`agent/stuck.py`;
 `--forced_forward_seconds` its push, 1.5 in the big preset's evaluation), with `--aim_lookahead_m`
 at the expert's aim point instead of LMDrive's (`sim/pid.py`); their results go to
 `<agent>[+light_rule][+stop_rule][+hazard_rule[+hwait<S>][+hpath<P>]][+stuck[+push<S>]][+aim<L>]/` beside the
@@ -84,7 +84,7 @@ def evaluate_agent(args, agent: str, seed: int) -> dict:
     if args.hazard_max_wait != AGENT_DEFAULTS["hazard_max_wait"]:
       overrides["agent.hazard_max_wait"] = args.hazard_max_wait
       folder += f"+hwait{args.hazard_max_wait:g}"
-    if args.hazard_path_threshold > 0:
+    if args.hazard_path_threshold != AGENT_DEFAULTS["hazard_path_threshold"]:
       overrides["agent.hazard_path_threshold"] = args.hazard_path_threshold
       folder += f"+hpath{args.hazard_path_threshold:g}"
   if ours and args.stuck_seconds > 0:
@@ -202,9 +202,10 @@ def main(argv=None) -> int:
   parser.add_argument("--hazard_max_wait", type=float, default=AGENT_DEFAULTS["hazard_max_wait"],
                       help="the longest the hazard rule holds a standing car (the big preset's "
                            "evaluation: 10)")
-  parser.add_argument("--hazard_path_threshold", type=float, default=0.0,
-                      help="> 0: the hazard rule also brakes for what its detector's object map "
-                           "sees on the planner's path (agent/path_objects.py)")
+  parser.add_argument("--hazard_path_threshold", type=float,
+                      default=AGENT_DEFAULTS["hazard_path_threshold"],
+                      help="the hazard rule also brakes for what its detector's object map sees "
+                           "on the planner's path above this (agent/path_objects.py; 0: off)")
   add_aim_lookahead_argument(parser)
   parser.add_argument("--trace", action="store_true",
                       help="routes driven now record a trace (configs/eval.py: trace)")

@@ -45,7 +45,8 @@ ignore it this many seconds), `hazard_detector` (a hazard detector run,
 `hazard_release` (`hazard.py`: brake while its probability is above, holding a standing car at
 most `hazard_max_wait` seconds, then yielding `hazard_release` seconds), `hazard_path_threshold`
 (> 0: the hazard rule also brakes while its detector's object map sees an object above this
-probability on the ground the planner's waypoints cover close ahead, `path_objects.py`; 0 = off),
+probability on the ground the planner's waypoints cover close ahead, `path_objects.py`; 0 = off,
+as a hazard detector without an object map needs),
 `aim_lookahead_m`
 (0 = LMDrive's aim point, the mean of the first two waypoints; > 0 = the expert's: the point
 max(aim_lookahead_m, 0.5 x speed + 2) metres along the predicted path; `sim/pid.py` says why).
@@ -68,7 +69,8 @@ from lmgendrive_jax.sim import render as render_lib
 
 # Each rule is off until its detector (or `stuck_seconds`) is given; its settings default to the
 # big preset's measured best (docs/experiments.md: the 1.5-s push, 16th; a standing car held by
-# the hazard rule at most 10 s, 17th).
+# the hazard rule at most 10 s, 17th; the hazard rule's object map read on the planner's path at
+# 0.5, 24th).
 AGENT_DEFAULTS = dict(
     work_dir="", blank_instruction=False, use_notice=True, max_frames=0, frame_stride=0,
     completed_threshold=0.5, brake_ticks=20, model_every=2, camera_size=(0, 0),
@@ -76,7 +78,7 @@ AGENT_DEFAULTS = dict(
     red_light_max_wait=20.0, red_light_release=5.0, red_light_memory=0.0, stuck_seconds=0.0,
     forced_forward_seconds=1.5, stop_sign_detector="", stop_sign_threshold=0.5,
     stop_sign_release=4.0, hazard_detector="", hazard_threshold=0.5, hazard_max_wait=10.0,
-    hazard_release=3.0, hazard_path_threshold=0.0, aim_lookahead_m=0.0)
+    hazard_release=3.0, hazard_path_threshold=0.5, aim_lookahead_m=0.0)
 # The detector rules, in the order they are asked (each is asked every model step: its
 # probability goes into the trace whether or not another rule already brakes).
 RULES = (red_light.RULE, stop_sign.RULE, hazard.RULE)

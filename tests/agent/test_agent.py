@@ -388,8 +388,9 @@ def test_hazard_rule_brakes_while_seen_yields_a_standing_car_and_holds_the_stuck
   detector = _red_pixel_rule(view="front", label="hazard_ahead")
   _use_detector(monkeypatch, detector)
   agent = LMGenDriveAgent(StraightPlanner(max_frames=8))
+  # Its frame head alone: this detector has no object map to read on the path.
   agent.setup(dict(camera_size=(32, 24), hazard_detector="some/run", hazard_max_wait=10.0,
-                   hazard_release=3.0, stuck_seconds=2.0))
+                   hazard_release=3.0, stuck_seconds=2.0, hazard_path_threshold=0.0))
   grey = np.full((24, 32, 3), 128, np.uint8)
   car = grey.copy()
   car[8:16, 12:20] = (255, 0, 0)

@@ -55,7 +55,8 @@ def test_drive_quality_runs_every_agent_and_writes_its_targets(tmp_path, monkeyp
                   config.agent.get("light_detector", ""),
                   float(config.agent.get("aim_lookahead_m", 0.0)),
                   float(config.agent.get("forced_forward_seconds", 1.5)),
-                  float(config.agent.get("hazard_max_wait", 10.0))))
+                  float(config.agent.get("hazard_max_wait", 10.0)),
+                  float(config.agent.get("hazard_path_threshold", 0.5))))
     expert = eval_config.get_config("preset=tiny,agent=expert")
     expert.route_set, expert.seed, expert.out_dir = config.route_set, config.seed, config.out_dir
     expert.trace = config.trace
@@ -69,15 +70,16 @@ def test_drive_quality_runs_every_agent_and_writes_its_targets(tmp_path, monkeyp
                              "--light_detector", "some/light_run", "--stuck_seconds", "8",
                              "--forced_forward_seconds", "0.6", "--aim_lookahead_m", "4",
                              "--hazard_detector", "some/hazard_run", "--hazard_max_wait", "30",
+                             "--hazard_path_threshold", "0",
                              "--trace"]) == 0
-  # Ours (and blanked) with the light, hazard (held at most 30 s) and stuck rules (a 0.6-s
-  # push; the defaults are 10 s and 1.5 s) and the expert's aim point, in folders that say so;
-  # per seed.
+  # Ours (and blanked) with the light, hazard (held at most 30 s, no path reading) and stuck
+  # rules (a 0.6-s push; the defaults are 10 s, 0.5 and 1.5 s) and the expert's aim point, in
+  # folders that say so; per seed.
   assert len(asked) == 8
   assert ("lmgendrive", 1, str(
-      out / "tiny_3_s1" / "lmgendrive+light_rule+hazard_rule+hwait30+stuck+push0.6+aim4"),
-          "some/light_run", 4.0, 0.6, 30.0) in asked
-  assert ("expert", 2, str(out / "tiny_3_s2" / "expert"), "", 0.0, 1.5, 10.0) in asked
+      out / "tiny_3_s1" / "lmgendrive+light_rule+hazard_rule+hwait30+hpath0+stuck+push0.6+aim4"),
+          "some/light_run", 4.0, 0.6, 30.0, 0.0) in asked
+  assert ("expert", 2, str(out / "tiny_3_s2" / "expert"), "", 0.0, 1.5, 10.0, 0.5) in asked
   result = json.loads((out / "tiny_3_s1-2.json").read_text())
   assert set(result["agents"]) == set(drive_quality.AGENTS) and result["seeds"] == [1, 2]
   ours = result["agents"]["lmgendrive"]
