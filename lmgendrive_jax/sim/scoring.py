@@ -12,7 +12,10 @@ Rules implemented:
   0.70, stop sign 0.80; driving outside route lanes multiplies by (1 - % of route driven outside
   lanes / 100), counted as the route metres advanced while off the road or in a lane of the
   opposite direction (junction areas never count, as CARLA's OutsideRouteLanesTest).
-- A collision counts once per contact: the same actor again only after the ego moved 3 m.
+- A collision counts once per contact, as CARLA's CollisionTest filters its sensor's events: one is
+  ignored when its actor is the last one counted (remembered 5 s after that collision) or when the
+  ego is within 3 m of where an earlier collision counted (places forgotten once the ego is 5 m
+  away). A car standing in contact with two actors at once counts each once, not every tick.
 - A stop sign is run when the ego crosses its stop line without having been below 0.1 m/s in the
   waiting zone before it (CARLA's RunningStopTest speed threshold).
 - Endings (no factor; RC stops): route deviation (> 30 m from the route), agent blocked
@@ -44,7 +47,10 @@ TIMEOUT_S_PER_M = 0.8
 TIMEOUT_EXTRA_S = 5.0
 COMPLETE_RC = 99.0
 COMPLETE_GOAL_M = 10.0
+# CARLA's CollisionTest: MIN_AREA_OF_COLLISION, MAX_AREA_OF_COLLISION, MAX_ID_TIME.
 SAME_COLLISION_M = 3.0
+FORGET_COLLISION_M = 5.0
+SAME_ACTOR_S = 5.0
 STOP_SPEED = 0.1
 PROGRESS_WINDOW = 8  # route points (1 m apart) looked at ahead of the current one
 
@@ -82,7 +88,9 @@ class RouteScorer:
     self.ending = "running"
     self.t = 0.0
     self.blocked_since = None
-    self.last_collision = None  # (type, actor, position)
+    self.collision_places: list[np.ndarray] = []  # ego positions of the counted collisions
+    self.last_collided = None  # (type, actor) of the last counted collision
+    self.last_collision_t = 0.0
     self.stop_ok: dict[int, bool] = {}
     self.timeout_s = TIMEOUT_S_PER_M * route.length + TIMEOUT_EXTRA_S
 
@@ -110,15 +118,20 @@ class RouteScorer:
         self.index = i
     return float(self.route.s[self.index] - self.route.s[old])
 
+  def _forget_collisions(self, pos: np.ndarray) -> None:
+    """Once per tick: forget the places the ego has left and a last actor hit long ago."""
+    self.collision_places = [place for place in self.collision_places
+                             if np.linalg.norm(pos - place) <= FORGET_COLLISION_M]
+    if self.last_collided is not None and self.t - self.last_collision_t > SAME_ACTOR_S:
+      self.last_collided = None
+
   def _collision(self, kind: str, actor: int, pos: np.ndarray) -> None:
-    if actor < 0:
+    if actor < 0 or self.last_collided == (kind, actor):
       return
-    if self.last_collision is not None:
-      last_kind, last_actor, last_pos = self.last_collision
-      if last_kind == kind and last_actor == actor and np.linalg.norm(
-          pos - last_pos) < SAME_COLLISION_M:
-        return
-    self.last_collision = (kind, actor, pos.copy())
+    if any(np.linalg.norm(pos - place) <= SAME_COLLISION_M for place in self.collision_places):
+      return
+    self.collision_places.append(pos.copy())
+    self.last_collided, self.last_collision_t = (kind, actor), self.t
     self.infractions.append(Infraction(kind, self.t, tuple(pos), {"actor": int(actor)}))
 
   def update(self, t: float, pos, yaw: float, speed: float, info: dict) -> None:
@@ -132,6 +145,7 @@ class RouteScorer:
     outside = drive == 255 or (drive < 4 and drive == (_heading_code(yaw) + 2) % 4)
     if outside:
       self.outside_m += advanced
+    self._forget_collisions(pos)
     for kind in ("collision_pedestrian", "collision_vehicle", "collision_static"):
       self._collision(kind, int(info.get(kind, -1)), pos)
     if int(info.get("red_light", -1)) >= 0:

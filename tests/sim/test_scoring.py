@@ -209,16 +209,33 @@ def test_completion_needs_rc_over_99_and_goal_within_10_m():
   assert scorer.ending == "completed" and scorer.result()["rc"] == 100.0
 
 
-def test_collision_with_same_actor_counts_once_until_moved_3_m():
+def test_a_collision_counts_once_per_contact_as_carlas_collision_test():
+  """CARLA's filter: the last actor hit is ignored for 5 s, and so is any contact within 3 m of
+  a counted one until the ego has gone 5 m from it."""
   route = straight_route([0, 0], [100, 0])
   scorer = scoring.RouteScorer(route)
-  for k in range(5):
+  for k in range(5):  # pressed against one car: one collision
     scorer.update(0.05 * (k + 1), [10, 0], 0.0, 0.0, dict(INFO, collision_vehicle=3))
-  scorer.update(0.4, [14, 0], 0.0, 0.0, dict(INFO, collision_vehicle=3))
-  scorer.update(0.45, [14, 0], 0.0, 0.0, dict(INFO, collision_pedestrian=0))
-  assert [i.type for i in scorer.infractions] == ["collision_vehicle", "collision_vehicle",
-                                                  "collision_pedestrian"]
-  assert scorer.infraction_score() == pytest.approx(0.6 * 0.6 * 0.5)
+  assert len(scorer.infractions) == 1
+  # Standing against a car and a walker at once (the contacts alternate tick by tick): each
+  # counts once. The walker is a new actor but touches where the car did: not counted either.
+  for k in range(40):
+    info = dict(INFO, collision_pedestrian=0) if k % 2 else dict(INFO, collision_vehicle=3)
+    scorer.update(0.3 + 0.05 * k, [10.5, 0], 0.0, 0.0, info)
+  assert len(scorer.infractions) == 1
+  # 4 m on, the same car again within 5 s: ignored; a walker there: counted.
+  scorer.update(2.4, [14, 0], 0.0, 0.0, dict(INFO, collision_vehicle=3))
+  scorer.update(2.45, [14, 0], 0.0, 0.0, dict(INFO, collision_pedestrian=0))
+  assert [i.type for i in scorer.infractions] == ["collision_vehicle", "collision_pedestrian"]
+  # The car again 8 s later, 4 m further (the 14-m place is kept while the ego is within 5 m
+  # of it, so not there): counted.
+  scorer.update(10.5, [18, 0], 0.0, 0.0, dict(INFO, collision_vehicle=3))
+  assert [i.type for i in scorer.infractions] == ["collision_vehicle", "collision_pedestrian",
+                                                  "collision_vehicle"]
+  assert scorer.infraction_score() == pytest.approx(0.6 * 0.5 * 0.6)
+  # Back at 10.5 m (the 10-m place was forgotten at 18 m): a new actor there counts.
+  scorer.update(11.0, [10.5, 0], 0.0, 0.0, dict(INFO, collision_static=7))
+  assert len(scorer.infractions) == 4
 
 
 def test_set_averages_each_metric_separately():
