@@ -68,7 +68,9 @@ case "$PRESET" in
   # -9.3 +- 3.0 on 40 routes; its planner drives into static objects). The hazard rule, its
   # detector trained on the lights' focus collection, brakes for a car or walker in the path:
   # paired +2.7 +- 1.9 on those 40 routes, +0.5 +- 1.1 on 48 fresh ones (seeds 12-17; the
-  # oracle's +1.3 there): small, but the one rule that answers traffic (2026-12-07 19th).
+  # oracle's +1.3 there): small, but the one rule that answers traffic (2026-12-07 19th). It also
+  # reads the detector's object map on the planner's own path (the agent's default since
+  # 2026-12-08 24th: +1.8 +- 1.4 on those 40 routes, +0.0 +- 0.9 on the 48 fresh ones).
   big)   MODEL=small; CAMERA=64x64; STEPS=(1200 400 6000 320 80); QFORMER_FRAMES=20000
          ROUTES="${EVAL_ROUTES:-tiny_8}"; EVAL_SEED=1; EVAL_STAGE=stage2; STUCK_SECONDS=$STUCK_RULE_SECONDS
          DAGGER_SEEDS="8 9"; DAGGER_STEPS=320; DAGGER_LR=2.5e-4; LIGHT_STEPS=3000; STOP_SIGN_STEPS=1000
